@@ -1,0 +1,5 @@
+import sys
+
+from pushy_shard.cli import main
+
+sys.exit(main())

@@ -1,0 +1,106 @@
+"""Command line: `pushy-shard CONFIG` runs everything; `front`/`shard` run one role alone.
+
+    pushy-shard config.json                       supervisor + all shards + all fronts
+    pushy-shard front --index I config.json       front I only (supervisord, debugging)
+    pushy-shard shard --index J config.json       shard J only
+    pushy-shard check config.json                 validate the config and exit
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from setproctitle import setproctitle
+
+from pushy_shard.core.config import Config, load_config
+from pushy_shard.errors import ConfigError
+
+log = logging.getLogger("pushy_shard")
+
+DEMO_WARNING = (
+    "WARNING: config.json uses the DEMO secretKey shipped with pushy-shard. Anyone can sign "
+    "triggers and private-channel tokens. Set your own secretKey before exposing this server."
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pushy-shard", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("role", nargs="?", choices=["run", "front", "shard", "check"],
+                        default="run")
+    parser.add_argument("config", help="path to config.json")
+    parser.add_argument("--index", type=int, default=None,
+                        help="which front/shard this process is (0-based)")
+    return parser
+
+
+def _setup_logging(config: Config | None, role: str) -> None:
+    level = getattr(logging, (config.log_level if config else "info").upper())
+    logging.basicConfig(
+        level=level, stream=sys.stderr,
+        format=f"%(asctime)s {role} %(levelname)s %(message)s",
+    )
+
+
+def _event_loop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def main(argv: list[str] | None = None) -> int:
+    # A supervisor blocks signals to wait for them; its children must not inherit that.
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    args_list = sys.argv[1:] if argv is None else argv
+    if len(args_list) == 1 and args_list[0] not in ("-h", "--help"):
+        args_list = ["run", *args_list]
+    parser = _parser()
+    args = parser.parse_intermixed_args(args_list)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"pushy-shard: {exc}", file=sys.stderr)
+        return 2
+    if args.role == "check":
+        print(f"pushy-shard: {args.config} is valid")
+        return 0
+    if args.role in ("front", "shard"):
+        count = config.fronts if args.role == "front" else config.workers
+        index = 0 if args.index is None else args.index
+        if not 0 <= index < count:
+            print(f"pushy-shard: --index must be between 0 and {count - 1} "
+                  f"(config has {count} {args.role}s)", file=sys.stderr)
+            return 2
+        role = f"{args.role}-{index}"
+        _setup_logging(config, role)
+        setproctitle(f"pushy-shard: {args.role} {index + 1}/{count}")
+        _event_loop()
+        if args.role == "front":
+            if config.demo_secret:
+                log.warning(DEMO_WARNING)
+            from pushy_shard.front.server import serve as serve_front
+
+            asyncio.run(serve_front(config, index))
+        else:
+            from pushy_shard.shard.worker import serve as serve_shard
+
+            asyncio.run(serve_shard(config, index))
+        return 0
+    _setup_logging(config, "supervisor")
+    if config.demo_secret:
+        log.warning(DEMO_WARNING)
+    from pushy_shard.supervisor.process import Supervisor
+
+    setproctitle("pushy-shard: supervisor")
+    return Supervisor(config, os.path.abspath(args.config)).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

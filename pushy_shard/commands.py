@@ -1,0 +1,160 @@
+"""Client commands: the registry, the context a handler sees, and the built-in two.
+
+A command whose data names a channel runs in the shard that owns the channel (so it sees
+that channel's state, one operation at a time); one that names no channel runs in the
+front. Either way the handler gets a `CommandContext` and says what to do through it; the
+process performs the effects afterwards. See README "Custom commands".
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pushy_shard.core import protocol
+from pushy_shard.core.channels import Broadcast, ChannelTable, Effect, Reply
+from pushy_shard.core.routing import channel_key
+from pushy_shard.errors import ClientError, CommandFailed, ConfigError, NoChannel
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[["CommandContext"], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Broadcast `message` on a channel another shard owns: the front routes it there."""
+
+    key: str
+    message: bytes
+    exclude: str | None
+
+
+@dataclass(slots=True)
+class CommandContext:
+    """What a command handler receives.
+
+    `data` is the command's data object, `channel` the channel it names (None when it names
+    none). `table` is the owning shard's channel table, or None when the handler runs in a
+    front. Handlers answer through `reply`/`error` and reach channels through `broadcast`.
+    """
+
+    command: str
+    data: dict[str, Any]
+    channel: str | None
+    socket_id: str
+    front: int
+    table: ChannelTable | None = None
+    owns: Callable[[str], bool] = lambda key: False
+    now_ms: int = 0
+    effects: list[Effect | Forward] = field(default_factory=list)
+
+    def reply(self, event: str, data: object) -> None:
+        """Send `{"event": event, "data": data}` to the connection that sent the command."""
+        self.effects.append(Reply(self.front, self.socket_id, protocol.event(event, data)))
+
+    def error(self, message: str, code: str) -> None:
+        """Send `pushy:error` to the sender."""
+        self.reply(protocol.ERROR, {"message": message, "code": code})
+
+    def broadcast(
+        self, channel: str, event: str, data: object, *, exclude_sender: bool = False
+    ) -> None:
+        """Send `{"event", "channel", "data"}` to every member of `channel`, wherever it lives."""
+        key = channel_key(channel)
+        exclude = self.socket_id if exclude_sender else None
+        if self.table is not None and self.owns(key):
+            chan = self.table.get(key)
+            if chan is not None:
+                message = protocol.event(event, data, chan.display)
+                self.effects.append(Broadcast(key, chan.fronts(), message, exclude))
+            return
+        self.effects.append(Forward(key, protocol.event(event, data, channel), exclude))
+
+    def is_member(self) -> bool:
+        """Whether the sender is subscribed to the command's channel."""
+        chan = self._channel()
+        return chan is not None and self.socket_id in chan.members
+
+    def members(self) -> list[dict[str, Any]]:
+        """The command channel's presence records (presence channels) or `{"memberId": ...}`."""
+        chan = self._channel()
+        if chan is None:
+            return []
+        if chan.presence:
+            return chan.presence_list()
+        return [{"memberId": m.state.member_id} for m in chan.members.values()]
+
+    def _channel(self) -> Any:
+        if self.table is None or self.channel is None:
+            return None
+        return self.table.get(channel_key(self.channel))
+
+
+def new_member_id() -> str:
+    """8 lowercase hex characters (PROTOCOL.md 3.1); uniqueness is the table's job."""
+    return secrets.token_hex(4)
+
+
+# -- built-ins -------------------------------------------------------------------------------
+
+
+def subscribe(ctx: CommandContext) -> None:
+    """PROTOCOL.md 3.1."""
+    if ctx.channel is None or ctx.table is None:
+        raise NoChannel()
+    ctx.effects.extend(
+        ctx.table.subscribe(
+            front=ctx.front,
+            sid=ctx.socket_id,
+            channel=ctx.channel,
+            request=ctx.data,
+            now_ms=ctx.now_ms,
+            new_member_id=new_member_id,
+        )
+    )
+
+
+def unsubscribe(ctx: CommandContext) -> None:
+    """PROTOCOL.md 3.2."""
+    if ctx.channel is None or ctx.table is None:
+        raise NoChannel()
+    ctx.effects.extend(ctx.table.unsubscribe(front=ctx.front, sid=ctx.socket_id, channel=ctx.channel))
+
+
+BUILTINS: Mapping[str, Handler] = {"subscribe": subscribe, "unsubscribe": unsubscribe}
+
+
+def load_registry(commands: Mapping[str, str]) -> dict[str, Handler]:
+    """Built-ins plus config.json's `commands` ("name": "module:callable"); names lower-case.
+
+    Raises ConfigError naming the command when its target cannot be imported or called.
+    """
+    registry: dict[str, Handler] = dict(BUILTINS)
+    for name, target in commands.items():
+        module_name, _, attr = target.partition(":")
+        try:
+            handler = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"commands.{name}", f"cannot load {target!r}: {exc}") from exc
+        if not callable(handler):
+            raise ConfigError(f"commands.{name}", f"{target!r} is not callable")
+        registry[name.lower()] = handler
+    return registry
+
+
+def run_handler(handler: Handler, ctx: CommandContext) -> list[Effect | Forward]:
+    """Run one handler; whatever it raises becomes a `pushy:error` to the sender only."""
+    try:
+        handler(ctx)
+    except ClientError as exc:
+        ctx.effects = [Reply(ctx.front, ctx.socket_id, protocol.error_event(exc.payload()))]
+    except Exception:
+        log.exception("command %r failed", ctx.command)
+        failed = CommandFailed().payload()
+        ctx.effects = [Reply(ctx.front, ctx.socket_id, protocol.error_event(failed))]
+    return ctx.effects

@@ -1,0 +1,295 @@
+"""The shard's channel state machine: channels, members, presence records, member ids.
+
+Every operation changes the table and returns the effects to perform (replies to one
+connection, membership notices for the front that holds it, broadcasts to the fronts with
+members); the shard loop performs them. PROTOCOL.md 3 and 5, ARCHITECTURE.md 2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pushy_shard.core import protocol
+from pushy_shard.core.auth import channel_token, parse_json_like_js, signatures_equal
+from pushy_shard.core.routing import channel_key
+from pushy_shard.errors import ChannelNotFound, NotSubscribed
+
+MAX_PRESENCE_BYTES = 2048
+
+
+# -- effects ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """Send `message` to one connection."""
+
+    front: int
+    sid: str
+    message: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    """`sid` is now a member: the front indexes it for fan-out, then sends `message`."""
+
+    front: int
+    sid: str
+    member: MemberState
+    message: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Left:
+    """`sid` is no longer a member of `key`: the front drops it, then sends `message` if any."""
+
+    front: int
+    sid: str
+    key: str
+    message: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Broadcast:
+    """Each front in `fronts` writes `message` to its members of `key`, except `exclude`."""
+
+    key: str
+    fronts: tuple[int, ...]
+    message: bytes
+    exclude: str | None
+
+
+Effect = Reply | Joined | Left | Broadcast
+
+
+# -- state -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MemberState:
+    """What a front remembers of one local membership, and replays to a restarted shard."""
+
+    sid: str
+    key: str
+    display: str
+    presence: bool
+    member_id: str
+    record: dict[str, Any] | None
+
+    def to_wire(self) -> list[Any]:
+        return [self.sid, self.key, self.display, self.presence, self.member_id, self.record]
+
+    @classmethod
+    def from_wire(cls, item: list[Any]) -> MemberState:
+        sid, key, display, presence, member_id, record = item
+        return cls(str(sid), str(key), str(display), bool(presence), str(member_id), record)
+
+
+@dataclass(slots=True)
+class Member:
+    front: int
+    state: MemberState
+
+
+@dataclass(slots=True)
+class Channel:
+    key: str
+    display: str
+    presence: bool
+    members: dict[str, Member] = field(default_factory=dict)  # sid -> member, join order
+    member_ids: set[str] = field(default_factory=set)
+    front_counts: dict[int, int] = field(default_factory=dict)
+
+    def fronts(self) -> tuple[int, ...]:
+        return tuple(self.front_counts)
+
+    def add(self, member: Member) -> None:
+        self.members[member.state.sid] = member
+        self.member_ids.add(member.state.member_id)
+        self.front_counts[member.front] = self.front_counts.get(member.front, 0) + 1
+
+    def remove(self, sid: str) -> Member:
+        member = self.members.pop(sid)
+        self.member_ids.discard(member.state.member_id)
+        count = self.front_counts[member.front] - 1
+        if count:
+            self.front_counts[member.front] = count
+        else:
+            del self.front_counts[member.front]
+        return member
+
+    def presence_list(self) -> list[dict[str, Any]]:
+        return [m.state.record for m in self.members.values() if m.state.record is not None]
+
+
+def presence_record(data: object, member_id: str, now_ms: int) -> dict[str, Any]:
+    """The client's presence object plus `subscribed`, `memberId`, `idle` (PROTOCOL.md 5).
+
+    Presence data that is not a JSON object gives an empty record, as in the original.
+    """
+    value: object = data
+    if isinstance(data, str):
+        try:
+            value = parse_json_like_js(data)
+        except ValueError:
+            value = None
+    record: dict[str, Any] = dict(value) if isinstance(value, dict) else {}
+    record["subscribed"] = now_ms
+    record["memberId"] = member_id
+    record["idle"] = False
+    return record
+
+
+class ChannelTable:
+    """All channels one shard owns. Not thread-safe: one owner applies operations in order."""
+
+    def __init__(self, secret: str, *, max_presence_bytes: int = MAX_PRESENCE_BYTES) -> None:
+        self.secret = secret
+        self.max_presence_bytes = max_presence_bytes
+        self.channels: dict[str, Channel] = {}
+
+    def __len__(self) -> int:
+        return len(self.channels)
+
+    def get(self, key: str) -> Channel | None:
+        return self.channels.get(key)
+
+    def subscribe(
+        self,
+        *,
+        front: int,
+        sid: str,
+        channel: str,
+        request: dict[str, Any],
+        now_ms: int,
+        new_member_id: Callable[[], str],
+    ) -> list[Effect]:
+        """PROTOCOL.md 3.1, checks 2-5 in order (the caller has checked that `channel` is set).
+
+        `request` is the command's data: `auth` and `data` are read from it, and `data`
+        counts as sent whenever the key is present.
+        """
+        key = channel_key(channel)
+        has_data = "data" in request
+        data = request.get("data")
+        if key.startswith("private-"):
+            auth = request.get("auth")
+            if not isinstance(auth, str) or not auth.strip():
+                return [Reply(front, sid, protocol.event(protocol.NEEDAUTH, {"channel": channel}))]
+            expected = channel_token(sid, channel, data if has_data else None, self.secret)
+            if not signatures_equal(auth, expected):
+                return [_failed(front, sid, channel, "Invalid credentials")]
+        existing = self.channels.get(key)
+        if existing is not None and sid in existing.members:
+            return [_failed(front, sid, channel, "Already subscribed to this channel")]
+        presence = existing.presence if existing else key.startswith("private-") and has_data
+        if presence and len(protocol.dumps(data)) > self.max_presence_bytes:
+            reason = f"Presence data too large (limit {self.max_presence_bytes} bytes)"
+            return [_failed(front, sid, channel, reason)]
+        chan = existing or Channel(key=key, display=channel, presence=presence)
+        member_id = new_member_id()
+        while member_id in chan.member_ids:
+            member_id = new_member_id()
+        record = presence_record(data, member_id, now_ms) if chan.presence else None
+        state = MemberState(sid, key, chan.display, chan.presence, member_id, record)
+        chan.add(Member(front, state))
+        self.channels[key] = chan
+        success: dict[str, Any] = {"channel": chan.display, "memberId": member_id}
+        effects: list[Effect] = []
+        if chan.presence:
+            success["presence"] = chan.presence_list()
+        effects.append(Joined(front, sid, state, protocol.event(protocol.SUBSCRIPTION_SUCCESS, success)))
+        if chan.presence and len(chan.members) > 1:
+            add = protocol.event(protocol.PRESENCE_ADD, {"member": record}, chan.display)
+            effects.append(Broadcast(key, chan.fronts(), add, sid))
+        return effects
+
+    def unsubscribe(self, *, front: int, sid: str, channel: str) -> list[Effect]:
+        """PROTOCOL.md 3.2, checks 2-4. Raises ChannelNotFound or NotSubscribed."""
+        key = channel_key(channel)
+        chan = self.channels.get(key)
+        if chan is None:
+            raise ChannelNotFound()
+        if sid not in chan.members:
+            raise NotSubscribed()
+        end = protocol.event(protocol.SUBSCRIPTION_END, {"channel": channel})
+        return self._remove(chan, sid, end)
+
+    def leave(self, sid: str, keys: Iterable[str]) -> list[Effect]:
+        """A connection closed: it leaves every channel it was in, like unsubscribe (3.4)."""
+        effects: list[Effect] = []
+        for key in keys:
+            chan = self.channels.get(key)
+            if chan is not None and sid in chan.members:
+                effects.extend(self._remove(chan, sid, None))
+        return effects
+
+    def trigger(
+        self, key: str, event: str, data: object, exclude: str | None
+    ) -> tuple[bool, list[Effect]]:
+        """PROTOCOL.md 4.2: (whether the channel has members, the broadcast to perform)."""
+        chan = self.channels.get(key)
+        if chan is None:
+            return False, []
+        message = protocol.event(event, data, chan.display)
+        return True, [Broadcast(key, chan.fronts(), message, exclude)]
+
+    def publish(self, key: str, message: bytes, exclude: str | None) -> list[Effect]:
+        """Broadcast an already encoded event (custom commands)."""
+        chan = self.channels.get(key)
+        if chan is None:
+            return []
+        return [Broadcast(key, chan.fronts(), message, exclude)]
+
+    def restore_front(self, front: int, members: Iterable[MemberState]) -> list[Effect]:
+        """Make `front`'s memberships exactly `members` (ARCHITECTURE.md 6).
+
+        Used when a front (re)connects: after a shard restart the front replays what it
+        knows, silently; a restarted front replays nothing, so its former members leave
+        with presence-quit to those who remain.
+        """
+        wanted = {(m.key, m.sid): m for m in members}
+        effects: list[Effect] = []
+        for chan in list(self.channels.values()):
+            for sid, member in list(chan.members.items()):
+                if member.front == front and (chan.key, sid) not in wanted:
+                    effects.extend(self._remove(chan, sid, None))
+        touched: set[str] = set()
+        for state in wanted.values():
+            chan = self.channels.get(state.key)
+            if chan is None:
+                chan = self.channels[state.key] = Channel(state.key, state.display, state.presence)
+            if state.sid not in chan.members:
+                chan.add(Member(front, state))
+                touched.add(state.key)
+        for key in touched:  # presence lists stay in join order across fronts' replays
+            chan = self.channels[key]
+            if chan.presence:
+                ordered = sorted(chan.members.values(), key=_joined_at)
+                chan.members = {m.state.sid: m for m in ordered}
+        return effects
+
+    def _remove(self, chan: Channel, sid: str, reply: bytes | None) -> list[Effect]:
+        member = chan.remove(sid)
+        effects: list[Effect] = [Left(member.front, sid, chan.key, reply)]
+        if chan.presence and chan.members and member.state.record is not None:
+            quit_ = protocol.event(
+                protocol.PRESENCE_QUIT, {"member": member.state.record}, chan.display
+            )
+            effects.append(Broadcast(chan.key, chan.fronts(), quit_, None))
+        if not chan.members:
+            del self.channels[chan.key]
+        return effects
+
+
+def _failed(front: int, sid: str, channel: str, reason: str) -> Reply:
+    payload = {"channel": channel, "reason": reason}
+    return Reply(front, sid, protocol.event(protocol.SUBSCRIPTION_FAILED, payload))
+
+
+def _joined_at(member: Member) -> int:
+    record = member.state.record or {}
+    subscribed = record.get("subscribed")
+    return subscribed if isinstance(subscribed, int) else 0

@@ -1,0 +1,166 @@
+"""Every error pushy-shard raises on purpose, with the wire codes of PROTOCOL.md in one place.
+
+Client errors become a `pushy:error` event (or a subscription-* event); trigger errors become
+an HTTP status and a JSON body; config errors stop the process before it serves anything.
+"""
+
+from __future__ import annotations
+
+
+class PushyError(Exception):
+    """Base of every error raised on purpose by pushy-shard."""
+
+
+# -- configuration ---------------------------------------------------------------------------
+
+
+class ConfigError(PushyError):
+    """config.json (or the environment) is unusable; `key` names the offending setting."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"config: {key}: {message}")
+        self.key = key
+        self.message = message
+
+
+# -- client messages (PROTOCOL.md 3) ---------------------------------------------------------
+
+
+class ClientError(PushyError):
+    """A client message that gets `pushy:error {"message": ..., "code": ...}`."""
+
+    code = "000"
+    message = "Error"
+
+    def __init__(self, message: str | None = None) -> None:
+        if message is not None:
+            self.message = message
+        super().__init__(self.message)
+
+    def payload(self) -> dict[str, str]:
+        return {"message": self.message, "code": self.code}
+
+
+class BogusMessage(ClientError):
+    """Not a JSON object, or an object with neither/both of `command` and `event` (3.3)."""
+
+    code = "100"
+    message = "Bogus message received"
+
+
+class UnknownCommand(ClientError):
+    code = "200"
+    message = "Unknown command"
+
+
+class NoChannel(ClientError):
+    code = "300"
+    message = "No channel specified"
+
+
+class InvalidChannel(ClientError):
+    """`channel` is not a string, too long, or uses characters we refuse."""
+
+    code = "301"
+    message = "Invalid channel name"
+
+
+class NotSubscribed(ClientError):
+    code = "403"
+    message = "Not subscribed to this channel"
+
+
+class ChannelNotFound(ClientError):
+    code = "404"
+    message = "Channel not found"
+
+
+class MessageTooLarge(ClientError):
+    code = "413"
+    message = "Message too large"
+
+
+class CommandFailed(ClientError):
+    """A command handler raised; the sender gets this, the process keeps serving."""
+
+    code = "500"
+    message = "Command failed"
+
+
+class ShardUnavailable(ClientError):
+    """The shard owning a channel did not answer in time."""
+
+    code = "503"
+    message = "Service temporarily unavailable"
+
+
+# -- trigger API (PROTOCOL.md 4.3) -----------------------------------------------------------
+
+
+class TriggerError(PushyError):
+    """A refused trigger: HTTP `status` and body `{"error": {"code": code, "message": ...}}`."""
+
+    status = 400
+    code = "400"
+    message = "Bad request"
+
+    def __init__(self, message: str | None = None) -> None:
+        if message is not None:
+            self.message = message
+        super().__init__(self.message)
+
+    def body(self) -> dict[str, dict[str, str]]:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+class MissingParameters(TriggerError):
+    status = 400
+    code = "400"
+    message = "Missing required parameters"
+
+
+class InvalidBody(TriggerError):
+    """The body does not parse as its content type says, or has an unsupported type."""
+
+    status = 400
+    code = "400"
+    message = "Invalid request body"
+
+
+class UnsupportedContentType(TriggerError):
+    status = 415
+    code = "415"
+    message = "Unsupported content type"
+
+
+class BodyTooLarge(TriggerError):
+    status = 413
+    code = "413"
+    message = "Request body too large"
+
+
+class TimestampOutOfBounds(TriggerError):
+    status = 403
+    code = "501"
+    message = "Timestamp out of bounds (600 seconds)"
+
+
+class InvalidCredentials(TriggerError):
+    """Wrong auth_key. The message never echoes the key it was given."""
+
+    status = 403
+    code = "403"
+    message = "Invalid credentials"
+
+
+class TriggerUnavailable(TriggerError):
+    status = 503
+    code = "503"
+    message = "Service temporarily unavailable"
+
+
+# -- links between processes -----------------------------------------------------------------
+
+
+class LinkError(PushyError):
+    """A message on a ZeroMQ link that does not decode; it is dropped and counted."""

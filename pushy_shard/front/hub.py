@@ -1,0 +1,146 @@
+"""The front's connections, their memberships, and the fan-out path (ARCHITECTURE.md 4).
+
+A `Delivery` is one event from a shard; it builds each transport kind's wire bytes at most
+once, and the fan-out loop writes those same bytes to every local member without awaiting.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Protocol
+
+from pushy_shard.core.channels import MemberState
+from pushy_shard.core.routing import shard_for
+from pushy_shard.core.sockjs import message_frame, quote_bytes, ws_text_frame
+
+log = logging.getLogger(__name__)
+
+# Transport kinds: how a connection wants an event's bytes.
+SOCKJS_WS = 0  # WebSocket frame carrying a SockJS `a[...]` frame
+RAW_WS = 1  # WebSocket frame carrying the message itself
+KINDS = 2
+
+
+class Delivery:
+    """One encoded event; per-kind frames are built on first use and then shared."""
+
+    __slots__ = ("message", "_frames")
+
+    def __init__(self, message: bytes) -> None:
+        self.message = message
+        self._frames: list[bytes | None] = [None] * KINDS
+
+    def frame(self, kind: int) -> bytes:
+        frame = self._frames[kind]
+        if frame is None:
+            frame = self._frames[kind] = build_frame(kind, self.message)
+        return frame
+
+
+def build_frame(kind: int, message: bytes) -> bytes:
+    if kind == SOCKJS_WS:
+        return ws_text_frame(message_frame([quote_bytes(message)]))
+    return ws_text_frame(message)
+
+
+class Connection(Protocol):
+    """A Pushy connection over some transport, as the hub sees it."""
+
+    sid: str
+    kind: int
+    transport: str
+    channels: dict[str, MemberState]
+    closed: bool
+
+    def write(self, data: bytes) -> None:
+        """Write transport bytes now, without awaiting (the slow-consumer check lives here)."""
+
+    def send(self, message: bytes) -> None:
+        """Send one Pushy message (an encoded event)."""
+
+
+class Hub:
+    """Local connections by socketId and the channel -> local members index."""
+
+    def __init__(self, shards: int) -> None:
+        self.shards = shards
+        self.connections: dict[str, Connection] = {}
+        self.index: dict[str, dict[str, Connection]] = {}
+        self.delivered = 0
+
+    def __len__(self) -> int:
+        return len(self.connections)
+
+    def __iter__(self) -> Iterator[Connection]:
+        return iter(list(self.connections.values()))
+
+    def add(self, conn: Connection) -> None:
+        self.connections[conn.sid] = conn
+
+    def remove(self, conn: Connection) -> dict[int, list[str]]:
+        """Forget `conn`; returns the channel keys it must leave, grouped by shard."""
+        if self.connections.pop(conn.sid, None) is None:
+            return {}
+        by_shard: dict[int, list[str]] = defaultdict(list)
+        for key in conn.channels:
+            self._unindex(key, conn.sid)
+            by_shard[shard_for(key, self.shards)].append(key)
+        conn.channels = {}
+        return dict(by_shard)
+
+    def joined(self, state: MemberState, message: bytes) -> bool:
+        """Index a new membership and send its success reply; False if the sid is gone."""
+        conn = self.connections.get(state.sid)
+        if conn is None or conn.closed:
+            return False
+        conn.channels[state.key] = state
+        self.index.setdefault(state.key, {})[state.sid] = conn
+        conn.send(message)
+        return True
+
+    def left(self, sid: str, key: str, message: bytes | None) -> None:
+        conn = self.connections.get(sid)
+        if conn is None:
+            return
+        if conn.channels.pop(key, None) is not None:
+            self._unindex(key, sid)
+        if message:
+            conn.send(message)
+
+    def reply(self, sid: str, message: bytes) -> None:
+        conn = self.connections.get(sid)
+        if conn is not None:
+            conn.send(message)
+
+    def deliver(self, key: str, exclude: str | None, message: bytes) -> None:
+        """The fan-out loop: same bytes to every local member, never awaiting."""
+        members = self.index.get(key)
+        if not members:
+            return
+        delivery = Delivery(message)
+        frame = delivery.frame
+        count = 0
+        for sid, conn in members.items():  # writes never change the index synchronously
+            if sid != exclude:
+                conn.write(frame(conn.kind))
+                count += 1
+        self.delivered += count
+
+    def members_for_shard(self, shard: int) -> list[MemberState]:
+        """What this front replays to a restarted shard (ARCHITECTURE.md 6)."""
+        return [
+            state
+            for key, members in self.index.items()
+            if shard_for(key, self.shards) == shard
+            for conn in members.values()
+            if (state := conn.channels.get(key)) is not None
+        ]
+
+    def _unindex(self, key: str, sid: str) -> None:
+        members = self.index.get(key)
+        if members is not None:
+            members.pop(sid, None)
+            if not members:
+                del self.index[key]

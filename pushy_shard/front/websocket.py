@@ -1,0 +1,139 @@
+"""WebSocket transports: SockJS's `<prefix>/<server>/<session>/websocket` and the raw
+`<prefix>/websocket` (PROTOCOL.md 1).
+
+aiohttp does the handshake, reads frames and answers pings; everything we send is a
+pre-built frame written straight to the socket (ARCHITECTURE.md 4), so the fan-out loop
+never awaits. The two transports differ only in their frame kind and in how a received
+text frame splits into Pushy messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import WSMsgType, web
+
+from pushy_shard.core.channels import MemberState
+from pushy_shard.core.sockjs import (
+    GO_AWAY,
+    HEARTBEAT_FRAME,
+    OPEN_FRAME,
+    SockJSFrameError,
+    decode_client_frame,
+    ws_text_frame,
+)
+from pushy_shard.front.front import Front, new_socket_id
+from pushy_shard.front.hub import RAW_WS, SOCKJS_WS, build_frame
+
+log = logging.getLogger(__name__)
+
+MAX_FRAME_BYTES = 1024 * 1024  # larger client frames close the socket (1009)
+SLOW_CONSUMER_BYTES = 4 * 1024 * 1024  # unsent output past this closes the connection
+
+FRONT_HEADER = "X-Pushy-Front"  # which front answered: for operators and tests
+
+HEARTBEAT_WS = ws_text_frame(HEARTBEAT_FRAME)
+GO_AWAY_WS = ws_text_frame(GO_AWAY)
+
+
+class WebSocketConnection:
+    """One WebSocket client. `write` is synchronous: bytes go to the socket buffer now."""
+
+    __slots__ = ("sid", "kind", "transport", "channels", "closed", "ws", "_socket")
+
+    def __init__(self, ws: web.WebSocketResponse, request: web.Request, kind: int) -> None:
+        self.sid = new_socket_id()
+        self.kind = kind
+        self.transport = "websocket"
+        self.channels: dict[str, MemberState] = {}
+        self.closed = False
+        self.ws = ws
+        self._socket = request.transport
+
+    def write(self, data: bytes) -> None:
+        socket = self._socket
+        if self.closed or socket is None or socket.is_closing():
+            return
+        socket.write(data)
+        if socket.get_write_buffer_size() > SLOW_CONSUMER_BYTES:
+            log.warning("closing slow consumer %s: over %d bytes unsent", self.sid,
+                        SLOW_CONSUMER_BYTES)
+            self.closed = True
+            socket.abort()  # the reader sees the socket close and cleans up
+
+    def send(self, message: bytes) -> None:
+        self.write(build_frame(self.kind, message))
+
+
+def _valid_session_path(request: web.Request) -> bool:
+    server, session = request.match_info["server"], request.match_info["session"]
+    return bool(server) and bool(session) and "." not in server and "." not in session
+
+
+async def _accept(request: web.Request, front: Front) -> web.WebSocketResponse | web.Response:
+    """The handshake, with SockJS's answers to requests that are not WebSocket upgrades."""
+    if request.headers.get("Upgrade", "").lower() != "websocket":
+        return web.Response(status=400, text='Can "Upgrade" only to "WebSocket".')
+    if "upgrade" not in request.headers.get("Connection", "").lower():
+        return web.Response(status=400, text='"Connection" must be "Upgrade".')
+    ws = web.WebSocketResponse(compress=False, max_msg_size=MAX_FRAME_BYTES, autoping=True,
+                               heartbeat=None)
+    ws.headers[FRONT_HEADER] = str(front.index)
+    await ws.prepare(request)
+    return ws
+
+
+async def serve(request: web.Request, front: Front, kind: int) -> web.StreamResponse:
+    if kind == SOCKJS_WS and not _valid_session_path(request):
+        raise web.HTTPNotFound()
+    ws = await _accept(request, front)
+    if not isinstance(ws, web.WebSocketResponse):
+        return ws
+    conn = WebSocketConnection(ws, request, kind)
+    if kind == SOCKJS_WS:
+        conn.write(ws_text_frame(OPEN_FRAME))
+    front.opened(conn)
+    try:
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                if msg.type == WSMsgType.BINARY:
+                    await ws.close(code=1003, message=b"Text frames only")
+                break
+            if kind == RAW_WS:
+                front.client_message(conn, msg.data)
+                continue
+            try:
+                messages = decode_client_frame(msg.data)
+            except SockJSFrameError:  # SockJS closes a session on broken framing
+                await ws.close(code=1002, message=b"Broken framing.")
+                break
+            for text in messages:
+                front.client_message(conn, text)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("websocket %s failed", conn.sid)
+    finally:
+        conn.closed = True
+        front.closed(conn)
+    return ws
+
+
+def heartbeat(front: Front) -> None:
+    """Once per heartbeat_delay: `h` to every SockJS WebSocket connection."""
+    for conn in front.hub:
+        if conn.kind == SOCKJS_WS:
+            conn.write(HEARTBEAT_WS)
+
+
+async def go_away(front: Front) -> None:
+    """Server stopping: SockJS close frame, then close every WebSocket."""
+    closing = []
+    for conn in front.hub:
+        if isinstance(conn, WebSocketConnection):
+            if conn.kind == SOCKJS_WS:
+                conn.write(GO_AWAY_WS)
+            closing.append(conn.ws.close(code=1001, message=b"Server shutting down"))
+    if closing:
+        await asyncio.gather(*closing, return_exceptions=True)

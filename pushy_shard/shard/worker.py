@@ -1,0 +1,205 @@
+"""The shard process: ZeroMQ in, channel state machine, ZeroMQ out (ARCHITECTURE.md 2-3, 6).
+
+A shard is the only owner of its channels. Fronts greet it (HELLO), learn its incarnation
+(WELCOME) and replay their local members of its channels (RESYNC) before anything else of
+theirs is applied; a restarted shard therefore comes back whole, and a restarted front's
+former members leave. Until every configured front has replayed (or a grace period ends),
+requests are held back so presence lists are complete before anyone joins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import zmq
+
+from pushy_shard import link
+from pushy_shard.commands import CommandContext, Forward, Handler, load_registry, run_handler
+from pushy_shard.core.channels import (
+    Broadcast,
+    ChannelTable,
+    Effect,
+    Joined,
+    Left,
+    MemberState,
+    Reply,
+)
+from pushy_shard.core.config import Config, runtime_directory, shard_endpoint
+from pushy_shard.core.routing import shard_for
+from pushy_shard.errors import LinkError
+from pushy_shard.zmqio import ZmqChannel, tune
+
+log = logging.getLogger(__name__)
+
+RECOVERY_GRACE = 2.0
+
+
+class ShardWorker:
+    """Applies fronts' requests to one ChannelTable, in arrival order."""
+
+    def __init__(self, config: Config, index: int, registry: dict[str, Handler]) -> None:
+        self.config = config
+        self.index = index
+        self.registry = registry
+        self.table = ChannelTable(config.secret_key)
+        self.incarnation = secrets.token_hex(8)
+        self.peers: dict[bytes, int] = {}  # identity of a replayed front -> its index
+        self.identities: dict[int, bytes] = {}  # front index -> its current identity
+        self.recovering = True
+        self.backlog: list[tuple[int, list[bytes]]] = []
+        self.channel: ZmqChannel | None = None
+        self.dropped_unsynced = 0
+
+    # -- messages in ---------------------------------------------------------------------
+
+    def on_message(self, frames: list[bytes]) -> None:
+        try:
+            identity, op, *rest = frames
+            if op == link.HELLO:
+                self.send(identity, [link.WELCOME, link.body(self.welcome())])
+            elif op == link.RESYNC:
+                self.resync(identity, link.load(rest[0]))
+            elif (front := self.peers.get(identity)) is None:
+                self.dropped_unsynced += 1  # sent before its replay; the front re-sends it
+            elif self.recovering:
+                self.backlog.append((front, frames))
+            else:
+                self.dispatch(front, identity, op, rest)
+        except (LinkError, ValueError, KeyError, TypeError) as exc:
+            log.warning("shard %d: dropped malformed link message: %s", self.index, exc)
+
+    def welcome(self) -> dict[str, Any]:
+        return {"shard": self.index, "incarnation": self.incarnation}
+
+    def resync(self, identity: bytes, body: dict[str, Any]) -> None:
+        if body.get("incarnation") != self.incarnation:
+            return  # a replay meant for a previous incarnation of this shard
+        front = int(body["front"])
+        members = [MemberState.from_wire(item) for item in body["members"]]
+        previous = self.identities.get(front)
+        if previous is not None and previous != identity:
+            self.peers.pop(previous, None)
+            log.info("shard %d: front %d restarted; its former members leave", self.index, front)
+        self.peers[identity] = front
+        self.identities[front] = identity
+        self.perform(self.table.restore_front(front, members))
+        if self.recovering and len(self.identities) >= self.config.fronts:
+            self.end_recovery()
+
+    def end_recovery(self) -> None:
+        if not self.recovering:
+            return
+        self.recovering = False
+        backlog, self.backlog = self.backlog, []
+        for front, frames in backlog:
+            identity, op, *rest = frames
+            if self.peers.get(identity) == front:
+                self.dispatch(front, identity, op, rest)
+
+    def dispatch(self, front: int, identity: bytes, op: bytes, rest: list[bytes]) -> None:
+        rid = rest[0]
+        result: dict[str, Any] = {}
+        if op == link.COMMAND:
+            result = self.command(front, link.load(rest[1]))
+        elif op == link.LEAVE:
+            request = link.load(rest[1])
+            self.perform(self.table.leave(request["sid"], request["keys"]))
+        elif op == link.TRIGGER:
+            request = link.load(rest[1])
+            members, effects = self.table.trigger(
+                request["key"], request["event"], request["data"], request["exclude"]
+            )
+            self.perform(effects)
+            result = {"members": members}
+        elif op == link.PUBLISH:
+            key, exclude, message = rest[1], rest[2], rest[3]
+            self.perform(self.table.publish(link.text(key), message, link.opt_text(exclude)))
+        else:
+            raise LinkError(f"unknown operation {op!r}")
+        self.send(identity, [link.DONE, rid, link.body(result)])
+
+    def command(self, front: int, request: dict[str, Any]) -> dict[str, Any]:
+        name = request["name"]
+        handler = self.registry.get(name)
+        if handler is None:  # fronts check names first; a mismatch of configs lands here
+            return {}
+        ctx = CommandContext(
+            command=name,
+            data=request["data"],
+            channel=request["channel"],
+            socket_id=request["sid"],
+            front=front,
+            table=self.table,
+            owns=self.owns,
+            now_ms=int(time.time() * 1000),
+        )
+        forwards = []
+        local: list[Effect] = []
+        for effect in run_handler(handler, ctx):
+            if isinstance(effect, Forward):
+                forwards.append([effect.key, effect.message.decode(), effect.exclude])
+            else:
+                local.append(effect)
+        self.perform(local)
+        return {"forward": forwards} if forwards else {}
+
+    def owns(self, key: str) -> bool:
+        return shard_for(key, self.config.workers) == self.index
+
+    # -- effects out ---------------------------------------------------------------------
+
+    def perform(self, effects: Sequence[Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, Broadcast):
+                exclude = link.opt_bytes(effect.exclude)
+                key = effect.key.encode()
+                for front in effect.fronts:
+                    self.to_front(front, [link.DELIVER, key, exclude, effect.message])
+            elif isinstance(effect, Reply):
+                self.to_front(effect.front, [link.REPLY, effect.sid.encode(), effect.message])
+            elif isinstance(effect, Joined):
+                member = link.body(effect.member.to_wire())
+                self.to_front(effect.front, [link.JOINED, member, effect.message])
+            elif isinstance(effect, Left):
+                frames = [link.LEFT, effect.sid.encode(), effect.key.encode()]
+                self.to_front(effect.front, frames + [effect.message or link.NONE])
+
+    def to_front(self, front: int, frames: list[bytes]) -> None:
+        identity = self.identities.get(front)
+        if identity is not None:
+            self.send(identity, frames)
+
+    def send(self, identity: bytes, frames: list[bytes]) -> None:
+        assert self.channel is not None
+        self.channel.send([identity, *frames])
+
+
+async def serve(config: Config, index: int) -> None:
+    """Run shard `index` until SIGTERM/SIGINT."""
+    loop = asyncio.get_running_loop()
+    worker = ShardWorker(config, index, load_registry(config.commands))
+    directory = runtime_directory(config, os.environ)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    context = zmq.Context()
+    sock = context.socket(zmq.ROUTER)
+    tune(sock)
+    sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    endpoint = shard_endpoint(config, index, directory)
+    sock.bind(endpoint)
+    worker.channel = ZmqChannel(loop, sock, worker.on_message, f"shard {index}")
+    loop.call_later(RECOVERY_GRACE, worker.end_recovery)
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    log.info("shard %d/%d listening on %s", index + 1, config.workers, endpoint)
+    await stop.wait()
+    log.info("shard %d/%d stopping", index + 1, config.workers)
+    worker.channel.close()
+    context.term()

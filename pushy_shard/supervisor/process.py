@@ -1,0 +1,132 @@
+"""The all-in-one supervisor: spawns shards and fronts, restarts the dead, stops in order.
+
+It carries no traffic (ARCHITECTURE.md 1). It waits for signals with `sigtimedwait`, so a
+child's death (SIGCHLD) and a stop request (SIGTERM/SIGINT) are handled in one loop without
+polling or signal-handler races.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from pushy_shard.core.config import Config
+
+log = logging.getLogger(__name__)
+
+WATCHED = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+STOP_SECONDS = 10.0
+FAST_FAILURE = 1.0  # a child that dies sooner than this after starting is restarted later
+MAX_BACKOFF = 5.0
+
+
+@dataclass(slots=True)
+class Child:
+    role: str
+    index: int
+    process: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    backoff: float = 0.0
+    due: float = 0.0  # when a pending restart should happen
+    restarts: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"{self.role} {self.index}"
+
+
+class Supervisor:
+    def __init__(self, config: Config, config_path: str) -> None:
+        self.config = config
+        self.config_path = config_path
+        # shards first so fronts find them at once; fronts stop first (see stop()).
+        self.children = [Child("shard", j) for j in range(config.workers)]
+        self.children += [Child("front", i) for i in range(config.fronts)]
+
+    def run(self) -> int:
+        signal.pthread_sigmask(signal.SIG_BLOCK, WATCHED)
+        log.info("starting %d shards and %d fronts on port %d", self.config.workers,
+                 self.config.fronts, self.config.port)
+        for child in self.children:
+            self._spawn(child)
+        while True:
+            timeout = self._next_timeout()
+            if timeout is None:
+                info = signal.sigwaitinfo(WATCHED)
+            else:
+                info = signal.sigtimedwait(WATCHED, timeout)
+            if info is not None and info.si_signo in (signal.SIGTERM, signal.SIGINT):
+                log.info("received %s, stopping", signal.Signals(info.si_signo).name)
+                return self.stop()
+            if info is not None and info.si_signo == signal.SIGHUP:
+                log.info("SIGHUP: restarting fronts one at a time is not automatic; ignored")
+            self._reap()
+            self._restart_due()
+
+    def _spawn(self, child: Child) -> None:
+        command = [sys.executable, "-m", "pushy_shard", child.role, "--index", str(child.index),
+                   self.config_path]
+        child.process = subprocess.Popen(command)
+        child.started = time.monotonic()
+        log.info("%s started (pid %d)", child.name, child.process.pid)
+
+    def _reap(self) -> None:
+        now = time.monotonic()
+        for child in self.children:
+            process = child.process
+            if process is None or process.poll() is None:
+                continue
+            child.process = None
+            child.restarts += 1
+            lived = now - child.started
+            fast = lived < FAST_FAILURE
+            child.backoff = min(MAX_BACKOFF, max(0.1, child.backoff * 2)) if fast else 0.0
+            child.due = now + child.backoff
+            log.error("%s (pid %d) exited with %s after %.1fs; restarting in %.1fs",
+                      child.name, process.pid, _describe(process.returncode), lived,
+                      child.backoff)
+
+    def _restart_due(self) -> None:
+        now = time.monotonic()
+        for child in self.children:
+            if child.process is None and child.due <= now:
+                self._spawn(child)
+
+    def _next_timeout(self) -> float | None:
+        waiting = [c.due for c in self.children if c.process is None]
+        if not waiting:
+            return None
+        return max(0.0, min(waiting) - time.monotonic())
+
+    def stop(self) -> int:
+        """Fronts first (they close client connections), then shards; SIGKILL stragglers."""
+        for role in ("front", "shard"):
+            group = [c for c in self.children if c.role == role and c.process is not None]
+            for child in group:
+                assert child.process is not None
+                child.process.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + STOP_SECONDS
+            for child in group:
+                assert child.process is not None
+                try:
+                    child.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    log.error("%s did not stop in %.0fs; killing it", child.name, STOP_SECONDS)
+                    child.process.kill()
+                    child.process.wait()
+        log.info("stopped")
+        return 0
+
+
+def _describe(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"signal {-returncode}"
+    return f"status {returncode}"

@@ -1,0 +1,91 @@
+"""A plain ZeroMQ socket driven by the asyncio loop: batched reads, non-blocking writes.
+
+ZeroMQ's FD is edge-triggered: after any send or receive the socket's EVENTS must be read
+again, or a wake-up can be missed. `ZmqChannel` drains everything readable in one callback
+(a bounded batch per loop turn, so one busy link cannot starve the others) and re-checks
+after every send. Each process makes its own context after it starts (STYLE.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import zmq
+
+log = logging.getLogger(__name__)
+
+BATCH = 512
+HIGH_WATER_MARK = 100_000
+
+
+class ZmqChannel:
+    """Reads `sock` on the loop, calling `on_message(frames)` for each multipart message."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: zmq.Socket,
+        on_message: Callable[[list[bytes]], None],
+        name: str,
+    ) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.on_message = on_message
+        self.name = name
+        self.dropped = 0
+        self._scheduled = False
+        self._fd = sock.getsockopt(zmq.FD)
+        loop.add_reader(self._fd, self._drain)
+        self._schedule()
+
+    def send(self, frames: list[bytes]) -> bool:
+        """Queue one multipart message without blocking; False (logged, counted) if it can't."""
+        try:
+            self.sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            self.dropped += 1
+            log.warning("%s: link queue full, message dropped (%d so far)", self.name, self.dropped)
+            return False
+        except zmq.ZMQError as exc:
+            self.dropped += 1
+            log.warning("%s: send failed: %s", self.name, exc)
+            return False
+        finally:
+            self._schedule()
+        return True
+
+    def close(self) -> None:
+        self.loop.remove_reader(self._fd)
+        self.sock.close(linger=0)
+
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            self.loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        self._scheduled = False
+        sock = self.sock
+        if sock.closed:
+            return
+        for _ in range(BATCH):
+            if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                return
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                self.on_message(frames)
+            except Exception:  # one bad message must not stop the link
+                log.exception("%s: message handler failed", self.name)
+        self._schedule()  # more may be waiting: continue on the next loop turn
+
+
+def tune(sock: zmq.Socket) -> None:
+    """Options every link socket shares: no lingering, bounded queues."""
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, HIGH_WATER_MARK)
+    sock.setsockopt(zmq.RCVHWM, HIGH_WATER_MARK)

@@ -1,0 +1,554 @@
+"""config.json validation (PROTOCOL.md 6): the original's sample, units, overrides, clear errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pushy_shard.core.config import (
+    DEMO_SECRET,
+    Config,
+    LinkOptions,
+    SockJSOptions,
+    load_config,
+    parse_config,
+    runtime_directory,
+    shard_endpoint,
+)
+from pushy_shard.errors import ConfigError
+
+SECRET = "s3cret-value-never-printed"
+
+# PROTOCOL.md 6: the original's published sample, which deployments copy verbatim.
+ORIGINAL_SAMPLE = {
+    "port": 8234,
+    "secretKey": "mySuperSecretKey",
+    "ssl": False,
+    "sockjs": {
+        "prefix": "/pushy/socket",
+        "sockjs_url": "http://cdn.sockjs.org/sockjs-0.3.min.js",
+        "websocket": True,
+        "response_limit": "128K",
+        "jsessionid": False,
+        "heartbeat_delay": 25,
+        "disconnect_delay": 5,
+    },
+}
+
+
+def parse(raw: object, env: dict[str, str] | None = None, cpu_count: int = 4) -> Config:
+    return parse_config(raw, env=env or {}, cpu_count=cpu_count)
+
+
+def with_secret(**keys: Any) -> dict[str, Any]:
+    return {"secretKey": SECRET, **keys}
+
+
+def error(raw: object, env: dict[str, str] | None = None) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        parse(raw, env)
+    err = info.value
+    assert "\n" not in str(err)
+    assert SECRET not in str(err)
+    return err
+
+
+# -- 6: the original sample -------------------------------------------------------------------
+
+
+def test_original_sample_loads_unchanged_with_its_meaning() -> None:
+    config = parse(ORIGINAL_SAMPLE)
+    assert config.port == 8234
+    assert config.secret_key == "mySuperSecretKey"
+    assert config.ssl is False
+    assert config.sockjs == SockJSOptions(
+        prefix="/pushy/socket",
+        sockjs_url="http://cdn.sockjs.org/sockjs-0.3.min.js",
+        websocket=True,
+        response_limit=131072,  # bytes
+        jsessionid=False,
+        heartbeat_delay=25.0,  # seconds, not the original's accidental milliseconds
+        disconnect_delay=5.0,
+    )
+    assert config.demo_secret is False
+
+
+def test_original_sample_loads_from_file(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(ORIGINAL_SAMPLE, indent=2), encoding="utf-8")
+    assert load_config(str(path), env={}).sockjs.response_limit == 128 * 1024
+
+
+def test_defaults() -> None:
+    config = parse({"secretKey": DEMO_SECRET}, cpu_count=6)
+    assert config == Config(secret_key=DEMO_SECRET, workers=6)
+    assert (config.port, config.host, config.fronts, config.demo, config.log_level) == (
+        8123, "0.0.0.0", 1, True, "info",
+    )
+    assert (config.ssl, config.ssl_cert, config.ssl_key) == (False, None, None)
+    assert config.sockjs == SockJSOptions()
+    assert config.sockjs.response_limit == 131072
+    assert config.link == LinkOptions(transport="ipc", directory=None, tcp_port=None)
+    assert dict(config.commands) == {}
+    assert config.demo_secret is True
+
+
+@pytest.mark.parametrize(("cpus", "workers"), [(1, 1), (0, 1), (-3, 1), (12, 12), (1000, 256)])
+def test_workers_default_to_cpu_count_within_bounds(cpus: int, workers: int) -> None:
+    assert parse(with_secret(), cpu_count=cpus).workers == workers
+
+
+def test_config_is_immutable_and_never_shows_the_secret() -> None:
+    config = parse(with_secret(commands={"chat": "app.chat:handle"}))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.port = 1  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        config.commands["x"] = "a:b"  # type: ignore[index]
+    assert SECRET not in repr(config)
+    assert hash(config) == hash(parse(with_secret(commands={"chat": "app.chat:handle"})))
+
+
+def test_full_config() -> None:
+    config = parse(with_secret(
+        port=443, host="127.0.0.1", ssl=True, sslCert="/c.pem", sslKey="/k.pem", workers=8,
+        fronts=2, demo=False, log_level="WARNING",
+        link={"transport": "tcp", "directory": "/run/p", "tcp_port": 9000},
+        sockjs={"prefix": "/rt/", "heartbeat_delay": 0.5, "disconnect_delay": 3600},
+    ))
+    assert (config.port, config.host, config.workers, config.fronts) == (443, "127.0.0.1", 8, 2)
+    assert (config.ssl, config.ssl_cert, config.ssl_key) == (True, "/c.pem", "/k.pem")
+    assert (config.demo, config.log_level) == (False, "warning")
+    assert config.link == LinkOptions("tcp", "/run/p", 9000)
+    assert config.sockjs.prefix == "/rt"
+    assert (config.sockjs.heartbeat_delay, config.sockjs.disconnect_delay) == (0.5, 3600.0)
+
+
+# -- types, names, unknown keys ---------------------------------------------------------------
+
+
+WRONG_TYPES = [
+    ("port", "8234", "port"),
+    ("port", 8234.0, "port"),
+    ("port", None, "port"),
+    ("host", 1, "host"),
+    ("host", "", "host"),
+    ("secretKey", 123, "secretKey"),
+    ("ssl", "false", "ssl"),
+    ("ssl", 0, "ssl"),
+    ("sslCert", 1, "sslCert"),
+    ("sslKey", [], "sslKey"),
+    ("workers", "4", "workers"),
+    ("workers", 2.5, "workers"),
+    ("fronts", {}, "fronts"),
+    ("sockjs", [], "sockjs"),
+    ("sockjs", "x", "sockjs"),
+    ("commands", [], "commands"),
+    ("link", "ipc", "link"),
+    ("demo", "yes", "demo"),
+    ("log_level", 1, "log_level"),
+    ("log_level", "verbose", "log_level"),
+    ("sockjs.prefix", 1, "sockjs.prefix"),
+    ("sockjs.sockjs_url", False, "sockjs.sockjs_url"),
+    ("sockjs.websocket", "true", "sockjs.websocket"),
+    ("sockjs.response_limit", [128], "sockjs.response_limit"),
+    ("sockjs.response_limit", 1.5, "sockjs.response_limit"),
+    ("sockjs.jsessionid", None, "sockjs.jsessionid"),
+    ("sockjs.heartbeat_delay", "25", "sockjs.heartbeat_delay"),
+    ("sockjs.disconnect_delay", None, "sockjs.disconnect_delay"),
+    ("link.transport", 1, "link.transport"),
+    ("link.transport", "udp", "link.transport"),
+    ("link.directory", 7, "link.directory"),
+    ("link.tcp_port", "9000", "link.tcp_port"),
+    ("commands.chat", 1, "commands.chat"),
+]
+
+
+def nested(dotted: str, value: object) -> dict[str, Any]:
+    head, _, tail = dotted.partition(".")
+    return with_secret(**{head: {tail: value} if tail else value})
+
+
+@pytest.mark.parametrize(("key", "value", "named"), WRONG_TYPES)
+def test_wrong_type_names_the_key(key: str, value: object, named: str) -> None:
+    err = error(nested(key, value))
+    assert err.key == named
+    assert "expected" in err.message
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "found"),
+    [("port", "8234", "string"), ("ssl", 0, "integer"), ("sockjs", [], "array"),
+     ("demo", None, "null"), ("workers", 2.5, "number"), ("sockjs.websocket", {}, "object")],
+)
+def test_wrong_type_says_what_was_found(key: str, value: object, found: str) -> None:
+    assert error(nested(key, value)).message.endswith(f"found {found}")
+
+
+@pytest.mark.parametrize(
+    "key", ["port", "workers", "fronts", "sockjs.response_limit", "sockjs.heartbeat_delay",
+            "link.tcp_port"],
+)
+@pytest.mark.parametrize("value", [True, False])
+def test_bool_is_not_a_number(key: str, value: bool) -> None:
+    assert error(nested(key, value)).key == key
+
+
+@pytest.mark.parametrize(
+    ("raw", "named"),
+    [
+        (with_secret(prot=1), "prot"),
+        (with_secret(secret_key="x"), "secret_key"),
+        (with_secret(sockjs={"heartbeat": 25}), "sockjs.heartbeat"),
+        (with_secret(link={"port": 1}), "link.port"),
+    ],
+)
+def test_unknown_key_is_named_with_the_known_ones(raw: dict[str, Any], named: str) -> None:
+    err = error(raw)
+    assert err.key == named
+    assert err.message.startswith("unknown key; known keys are: ")
+
+
+def test_comment_keys_are_ignored_everywhere() -> None:
+    config = parse(with_secret(**{
+        "//": "top-level comment",
+        "// port": "the public port",
+        "sockjs": {"// prefix": "where SockJS lives", "prefix": "/s"},
+        "link": {"//": "ipc by default"},
+        "commands": {"//": "name -> module:callable"},
+    }))
+    assert config.sockjs.prefix == "/s"
+    assert dict(config.commands) == {}
+
+
+@pytest.mark.parametrize("raw", [None, [], "config", 1, True, [ORIGINAL_SAMPLE]])
+def test_config_must_be_an_object(raw: object) -> None:
+    assert error(raw).key == "config"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("port", 0), ("port", 65536), ("port", -1), ("workers", 0), ("workers", 257),
+     ("fronts", 0), ("fronts", 257), ("link.tcp_port", 0), ("link.tcp_port", 70000)],
+)
+def test_integers_out_of_range(key: str, value: int) -> None:
+    err = error(nested(key, value))
+    assert err.key == key
+    assert str(value) in err.message
+
+
+# -- the secret -------------------------------------------------------------------------------
+
+
+def test_missing_secret() -> None:
+    err = error({"port": 8234})
+    assert err.key == "secretKey"
+    assert "is required" in err.message
+
+
+@pytest.mark.parametrize("secret", ["", "   "])
+def test_empty_secret(secret: str) -> None:
+    assert error({"secretKey": secret}).key == "secretKey"
+
+
+def test_errors_never_print_the_secret() -> None:
+    err = error({"secretKey": [SECRET]})
+    assert err.key == "secretKey"
+    assert SECRET not in str(err)
+
+
+# -- environment ------------------------------------------------------------------------------
+
+
+def test_port_from_environment_overrides_config() -> None:
+    assert parse(ORIGINAL_SAMPLE, {"PORT": "5000"}).port == 5000
+    assert parse(ORIGINAL_SAMPLE, {"PORT": " 5000 "}).port == 5000
+    assert parse(ORIGINAL_SAMPLE, {"PORT": ""}).port == 8234
+    assert parse(ORIGINAL_SAMPLE, {"OTHER": "1"}).port == 8234
+
+
+@pytest.mark.parametrize("value", ["http", "0", "65536", "-80", "80.0", "8_0", "+80", "0x50"])
+def test_invalid_port_from_environment(value: str) -> None:
+    err = error(ORIGINAL_SAMPLE, {"PORT": value})
+    assert err.key == "PORT"
+    assert "expected" in err.message
+
+
+def test_workers_and_fronts_from_environment() -> None:
+    config = parse(with_secret(workers=2, fronts=2), {"PUSHY_WORKERS": "16", "PUSHY_FRONTS": "3"})
+    assert (config.workers, config.fronts) == (16, 3)
+    config = parse(with_secret(workers=2), {"PUSHY_WORKERS": "", "PUSHY_FRONTS": ""})
+    assert (config.workers, config.fronts) == (2, 1)
+
+
+@pytest.mark.parametrize("var", ["PUSHY_WORKERS", "PUSHY_FRONTS"])
+@pytest.mark.parametrize("value", ["0", "257", "many", "2.0"])
+def test_invalid_workers_or_fronts_from_environment(var: str, value: str) -> None:
+    assert error(with_secret(), {var: value}).key == var
+
+
+# -- ssl --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("keys", "missing"),
+    [({}, "sslCert"), ({"sslKey": "/k.pem"}, "sslCert"), ({"sslCert": "/c.pem"}, "sslKey")],
+)
+def test_ssl_requires_cert_and_key(keys: dict[str, str], missing: str) -> None:
+    err = error(with_secret(ssl=True, **keys))
+    assert err.key == missing
+    assert "required" in err.message
+
+
+def test_cert_and_key_without_ssl_are_kept() -> None:
+    config = parse(with_secret(sslCert="/c.pem", sslKey="/k.pem"))
+    assert (config.ssl, config.ssl_cert, config.ssl_key) == (False, "/c.pem", "/k.pem")
+
+
+# -- sockjs -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "size"),
+    [
+        ("128K", 131072),
+        ("128k", 131072),
+        ("1M", 1048576),
+        ("1.5M", 1572864),
+        ("64kb", 65536),
+        ("64 KB", 65536),
+        ("512", 512),
+        ("512B", 512),
+        ("1G", 1024**3),
+        (" 2K ", 2048),
+        (1000, 1000),
+        (1, 1),
+    ],
+)
+def test_response_limit_units(value: object, size: int) -> None:
+    assert parse(with_secret(sockjs={"response_limit": value})).sockjs.response_limit == size
+
+
+@pytest.mark.parametrize(
+    "value", ["12X", "-1", 0, -1, "0", "0K", "", "K", "1.5", "2G", 1024**3 + 1, "1e3", "1KK",
+              "1 024", "9" * 5000],
+)
+def test_response_limit_errors(value: object) -> None:
+    err = error(with_secret(sockjs={"response_limit": value}))
+    assert err.key == "sockjs.response_limit"
+    assert len(err.message) < 200
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("heartbeat_delay", 0), ("heartbeat_delay", -1), ("disconnect_delay", 3601),
+     ("heartbeat_delay", float("nan")), ("disconnect_delay", float("inf")),
+     ("heartbeat_delay", 10**400)],
+)
+def test_delays_out_of_range(key: str, value: float) -> None:
+    assert error(with_secret(sockjs={key: value})).key == f"sockjs.{key}"
+
+
+@pytest.mark.parametrize(
+    ("value", "prefix"),
+    [("/pushy/socket", "/pushy/socket"), ("/a/", "/a"), ("/a/b-c_d", "/a/b-c_d")],
+)
+def test_prefix_accepted(value: str, prefix: str) -> None:
+    assert parse(with_secret(sockjs={"prefix": value})).sockjs.prefix == prefix
+
+
+@pytest.mark.parametrize(
+    "value", ["", "/", "//", "pushy", "/a b", "/a//b", "/a//", "/a?x", "/a\t", "/pushy/channel",
+              "/pushy/channel/x"],
+)
+def test_prefix_rejected(value: str) -> None:
+    assert error(with_secret(sockjs={"prefix": value})).key == "sockjs.prefix"
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+def test_commands_are_stored_lower_cased() -> None:
+    config = parse(with_secret(commands={"Chat": "app.chat:on_chat", "move": "game:Move"}))
+    assert dict(config.commands) == {"chat": "app.chat:on_chat", "move": "game:Move"}
+
+
+@pytest.mark.parametrize(
+    ("commands", "named"),
+    [
+        ({"chat": "app.chat.on_chat"}, "commands.chat"),
+        ({"chat": "app:chat:on_chat"}, "commands.chat"),
+        ({"chat": ":on_chat"}, "commands.chat"),
+        ({"chat": "app:"}, "commands.chat"),
+        ({"chat": "app..x:f"}, "commands.chat"),
+        ({"chat": "app x:f"}, "commands.chat"),
+        ({"chat": "1app:f"}, "commands.chat"),
+        ({"chat": "app.class:f"}, "commands.chat"),
+        ({"chat": ""}, "commands.chat"),
+        ({"chat": None}, "commands.chat"),
+        ({"": "app:f"}, "commands."),
+        ({" ": "app:f"}, "commands. "),
+        ({"chat": "a:f", "CHAT": "b:g"}, "commands.CHAT"),
+    ],
+)
+def test_commands_rejected(commands: dict[str, Any], named: str) -> None:
+    assert error(with_secret(commands=commands)).key == named
+
+
+# -- link and endpoints -----------------------------------------------------------------------
+
+
+def test_runtime_directory() -> None:
+    config = parse(with_secret(port=8234))
+    assert runtime_directory(config, {"XDG_RUNTIME_DIR": "/run/user/1000"}) == (
+        "/run/user/1000/pushy-shard-8234"
+    )
+    assert runtime_directory(config, {"XDG_RUNTIME_DIR": ""}) == (
+        f"{tempfile.gettempdir()}/pushy-shard-8234"
+    )
+    config = parse(with_secret(link={"directory": "/srv/pushy"}))
+    assert runtime_directory(config, {"XDG_RUNTIME_DIR": "/run/user/1000"}) == "/srv/pushy"
+
+
+def test_ipc_endpoints() -> None:
+    config = parse(with_secret(workers=3))
+    assert [shard_endpoint(config, j, "/run/p") for j in range(3)] == [
+        "ipc:///run/p/shard-0.sock", "ipc:///run/p/shard-1.sock", "ipc:///run/p/shard-2.sock",
+    ]
+
+
+def test_tcp_endpoints() -> None:
+    config = parse(with_secret(port=8234, workers=2, link={"transport": "tcp"}))
+    assert [shard_endpoint(config, j, "/unused") for j in range(2)] == [
+        "tcp://127.0.0.1:9234", "tcp://127.0.0.1:9235",
+    ]
+    config = parse(with_secret(workers=2, link={"transport": "tcp", "tcp_port": 7000}))
+    assert shard_endpoint(config, 1, "/unused") == "tcp://127.0.0.1:7001"
+    # the derived range follows a PORT override
+    config = parse(with_secret(port=8234, link={"transport": "tcp"}), {"PORT": "5000"})
+    assert shard_endpoint(config, 0, "/unused") == "tcp://127.0.0.1:6000"
+
+
+@pytest.mark.parametrize("index", [-1, 2])
+def test_endpoint_index_out_of_range(index: int) -> None:
+    with pytest.raises(ValueError):
+        shard_endpoint(parse(with_secret(workers=2)), index, "/run/p")
+
+
+@pytest.mark.parametrize(
+    ("raw", "named"),
+    [
+        (with_secret(port=65000, workers=4, link={"transport": "tcp"}), "port"),
+        (with_secret(workers=4, link={"transport": "tcp", "tcp_port": 65534}), "link.tcp_port"),
+        (with_secret(port=8001, workers=4, link={"transport": "tcp", "tcp_port": 8000}),
+         "link.tcp_port"),
+    ],
+)
+def test_tcp_link_ports_must_fit_and_miss_the_public_port(raw: dict[str, Any], named: str) -> None:
+    assert error(raw).key == named
+
+
+def test_null_link_fields_mean_default() -> None:
+    config = parse(with_secret(link={"directory": None, "tcp_port": None}))
+    assert config.link == LinkOptions()
+
+
+# -- load_config ------------------------------------------------------------------------------
+
+
+def test_load_config_invalid_json_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text('{\n  "port": 8234,\n  "secretKey": "x",,\n}\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), env={})
+    assert info.value.key == str(path)
+    assert info.value.message.startswith("invalid JSON at line 3 column ")
+
+
+def test_load_config_missing_file(tmp_path: Path) -> None:
+    path = str(tmp_path / "nope.json")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert info.value.key == path
+
+
+def test_load_config_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_bytes(b'{"secretKey": "\xff"}')
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), env={})
+    assert info.value.key == str(path)
+
+
+def test_load_config_accepts_bom_and_applies_env(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(ORIGINAL_SAMPLE).encode())
+    assert load_config(str(path), env={"PORT": "9999"}).port == 9999
+
+
+def test_load_config_validates(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text('{"secretKey": "x", "port": "80"}', encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), env={})
+    assert info.value.key == "port"
+
+
+# -- property: nothing but ConfigError escapes -------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
+                                                                max_size=4),
+    max_leaves=20,
+)
+known_keys = st.sampled_from([
+    "port", "host", "secretKey", "ssl", "sslCert", "sslKey", "workers", "fronts", "sockjs",
+    "commands", "link", "demo", "log_level", "//c", "prefix", "sockjs_url", "websocket",
+    "response_limit", "jsessionid", "heartbeat_delay", "disconnect_delay", "transport",
+    "directory", "tcp_port",
+])
+shaped = st.recursive(
+    json_values,
+    lambda inner: st.dictionaries(known_keys | st.text(max_size=6), inner, max_size=6),
+    max_leaves=25,
+)
+envs = st.dictionaries(
+    st.sampled_from(["PORT", "PUSHY_WORKERS", "PUSHY_FRONTS", "XDG_RUNTIME_DIR"]),
+    st.text(max_size=8) | st.integers(-5, 70000).map(str),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(raw=shaped, env=envs, cpu_count=st.integers(-2, 300), add_secret=st.booleans())
+def test_arbitrary_input_only_raises_config_error(
+    raw: object, env: dict[str, str], cpu_count: int, add_secret: bool
+) -> None:
+    if add_secret and isinstance(raw, dict):
+        raw = {**raw, "secretKey": SECRET}
+    try:
+        config = parse_config(raw, env=env, cpu_count=cpu_count)
+    except ConfigError as err:
+        assert "\n" not in str(err)
+        assert SECRET not in str(err)
+    else:
+        assert 1 <= config.port <= 65535
+        assert 1 <= config.workers <= 256
+        assert 1 <= config.sockjs.response_limit <= 1024**3
+        for j in range(config.workers):
+            shard_endpoint(config, j, runtime_directory(config, env))
+
+
+@settings(max_examples=200, deadline=None)
+@given(sockjs=st.dictionaries(known_keys, json_values, max_size=7))
+def test_arbitrary_sockjs_section_only_raises_config_error(sockjs: dict[str, Any]) -> None:
+    try:
+        parse(with_secret(sockjs=sockjs))
+    except ConfigError as err:
+        assert err.key.startswith("sockjs")
