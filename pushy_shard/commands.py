@@ -27,10 +27,11 @@ Handler = Callable[["CommandContext"], None]
 
 @dataclass(frozen=True, slots=True)
 class Forward:
-    """Broadcast `message` on a channel another shard owns: the front routes it there."""
+    """Broadcast on a channel another shard owns: the front routes it there as a trigger."""
 
     key: str
-    message: bytes
+    event: str
+    data: object
     exclude: str | None
 
 
@@ -73,12 +74,18 @@ class CommandContext:
                 message = protocol.event(event, data, chan.display)
                 self.effects.append(Broadcast(key, chan.fronts(), message, exclude))
             return
-        self.effects.append(Forward(key, protocol.event(event, data, channel), exclude))
+        self.effects.append(Forward(key, event, data, exclude))
 
     def is_member(self) -> bool:
         """Whether the sender is subscribed to the command's channel."""
         chan = self._channel()
         return chan is not None and self.socket_id in chan.members
+
+    def member_id(self) -> str | None:
+        """The sender's memberId in the command's channel, or None if it is not a member."""
+        chan = self._channel()
+        member = chan.members.get(self.socket_id) if chan is not None else None
+        return member.state.member_id if member is not None else None
 
     def members(self) -> list[dict[str, Any]]:
         """The command channel's presence records (presence channels) or `{"memberId": ...}`."""

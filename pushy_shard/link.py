@@ -10,7 +10,7 @@ front -> shard                              shard -> front
   COMMAND rid, {sid, name, data, channel}     REPLY   sid, message
   LEAVE   rid, {sid, keys}                    JOINED  member, message
   TRIGGER rid, {key, event, data, exclude}    LEFT    sid, key, message
-  PUBLISH rid, key, exclude, message          DELIVER key, exclude, message
+                                              DELIVER key, exclude, message
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ RESYNC = b"R"
 COMMAND = b"C"
 LEAVE = b"L"
 TRIGGER = b"T"
-PUBLISH = b"P"
 # shard -> front
 WELCOME = b"W"
 DONE = b"K"

@@ -236,13 +236,6 @@ class ChannelTable:
         message = protocol.event(event, data, chan.display)
         return True, [Broadcast(key, chan.fronts(), message, exclude)]
 
-    def publish(self, key: str, message: bytes, exclude: str | None) -> list[Effect]:
-        """Broadcast an already encoded event (custom commands)."""
-        chan = self.channels.get(key)
-        if chan is None:
-            return []
-        return [Broadcast(key, chan.fronts(), message, exclude)]
-
     def restore_front(self, front: int, members: Iterable[MemberState]) -> list[Effect]:
         """Make `front`'s memberships exactly `members` (ARCHITECTURE.md 6).
 

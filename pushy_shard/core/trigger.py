@@ -43,7 +43,7 @@ class Trigger:
     socket_id: str | None  # exclude this connection; None when absent/empty
 
 
-# -- application/x-www-form-urlencoded, as Node's `qs` (6.x defaults) parses it ---------------
+# -- application/x-www-form-urlencoded, as Node's `qs` 6.5 (default options) parses it ---------
 
 _DEPTH = 5  # bracket segments kept; the rest of the key is one literal segment
 _ARRAY_LIMIT = 20  # a[21]=x makes an object key "21", not a 22-slot array

@@ -98,21 +98,22 @@ class Front:
             if not conn.closed:
                 conn.send(protocol.error_event(ShardUnavailable().payload()))
             return
-        for key, message, exclude in future.result().get("forward", ()):
-            self._publish(key, message.encode(), exclude)
+        for key, event, data, exclude in future.result().get("forward", ()):
+            self._forward(Forward(key, event, data, exclude))
 
     def _perform_local(self, effects: list[Any]) -> None:
         for effect in effects:
             if isinstance(effect, Reply):
                 self.hub.reply(effect.sid, effect.message)
             elif isinstance(effect, Forward):
-                self._publish(effect.key, effect.message, effect.exclude)
+                self._forward(effect)
 
-    def _publish(self, key: str, message: bytes, exclude: str | None) -> None:
-        shard = shard_for(key, self.shards)
-        frames = (key.encode(), link.opt_bytes(exclude), message)
-        assert self.links is not None
-        future = self.links.request(shard, link.PUBLISH, *frames, timeout=COMMAND_TIMEOUT)
+    def _forward(self, forward: Forward) -> None:
+        """A handler's broadcast to a channel of another shard travels as a trigger."""
+        body = {"key": forward.key, "event": forward.event, "data": forward.data,
+                "exclude": forward.exclude}
+        future = self._request(shard_for(forward.key, self.shards), link.TRIGGER, body,
+                               COMMAND_TIMEOUT)
         future.add_done_callback(_ignore_result)
 
     def _request(

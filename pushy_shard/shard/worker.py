@@ -118,9 +118,6 @@ class ShardWorker:
             )
             self.perform(effects)
             result = {"members": members}
-        elif op == link.PUBLISH:
-            key, exclude, message = rest[1], rest[2], rest[3]
-            self.perform(self.table.publish(link.text(key), message, link.opt_text(exclude)))
         else:
             raise LinkError(f"unknown operation {op!r}")
         self.send(identity, [link.DONE, rid, link.body(result)])
@@ -144,7 +141,7 @@ class ShardWorker:
         local: list[Effect] = []
         for effect in run_handler(handler, ctx):
             if isinstance(effect, Forward):
-                forwards.append([effect.key, effect.message.decode(), effect.exclude])
+                forwards.append([effect.key, effect.event, effect.data, effect.exclude])
             else:
                 local.append(effect)
         self.perform(local)

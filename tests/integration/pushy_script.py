@@ -326,7 +326,7 @@ class Script:
 
     # -- the session ---------------------------------------------------------------------
 
-    async def run(self) -> None:  # noqa: C901 - one long, linear script on purpose
+    async def run(self) -> None:  # one long, linear script on purpose
         ch = self.ch  # every channel name gets this run's suffix
         A, B, C, D = (Client(n, self) for n in "ABCD")
         for c in (A, B, C, D):

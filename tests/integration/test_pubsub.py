@@ -102,6 +102,8 @@ async def test_disconnect_leaves_every_channel(cluster: Cluster) -> None:
                 data = json.dumps({"who": client.socket_id})
                 auth = channel_token(client.socket_id, name, data)
                 await client.subscribe(name, auth=auth, data=data)
+        for _ in names:
+            await observer.expect("pushy:presence-add")
         await leaver.close()
         quits = [await observer.expect("pushy:presence-quit") for _ in names]
         assert sorted(q["channel"] for q in quits) == sorted(names)
