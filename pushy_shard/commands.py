@@ -130,7 +130,8 @@ def unsubscribe(ctx: CommandContext) -> None:
     """PROTOCOL.md 3.2."""
     if ctx.channel is None or ctx.table is None:
         raise NoChannel()
-    ctx.effects.extend(ctx.table.unsubscribe(front=ctx.front, sid=ctx.socket_id, channel=ctx.channel))
+    table = ctx.table
+    ctx.effects.extend(table.unsubscribe(front=ctx.front, sid=ctx.socket_id, channel=ctx.channel))
 
 
 BUILTINS: Mapping[str, Handler] = {"subscribe": subscribe, "unsubscribe": unsubscribe}

@@ -36,7 +36,7 @@ class ZmqChannel:
         self.name = name
         self.dropped = 0
         self._scheduled = False
-        self._fd = sock.getsockopt(zmq.FD)
+        self._fd = int(sock.getsockopt(zmq.FD))
         loop.add_reader(self._fd, self._drain)
         self._schedule()
 
@@ -71,7 +71,7 @@ class ZmqChannel:
         if sock.closed:
             return
         for _ in range(BATCH):
-            if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            if not int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
                 return
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)

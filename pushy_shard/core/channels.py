@@ -200,7 +200,8 @@ class ChannelTable:
         effects: list[Effect] = []
         if chan.presence:
             success["presence"] = chan.presence_list()
-        effects.append(Joined(front, sid, state, protocol.event(protocol.SUBSCRIPTION_SUCCESS, success)))
+        joined = protocol.event(protocol.SUBSCRIPTION_SUCCESS, success)
+        effects.append(Joined(front, sid, state, joined))
         if chan.presence and len(chan.members) > 1:
             add = protocol.event(protocol.PRESENCE_ADD, {"member": record}, chan.display)
             effects.append(Broadcast(key, chan.fronts(), add, sid))
@@ -251,11 +252,12 @@ class ChannelTable:
                     effects.extend(self._remove(chan, sid, None))
         touched: set[str] = set()
         for state in wanted.values():
-            chan = self.channels.get(state.key)
-            if chan is None:
-                chan = self.channels[state.key] = Channel(state.key, state.display, state.presence)
-            if state.sid not in chan.members:
-                chan.add(Member(front, state))
+            restored = self.channels.get(state.key)
+            if restored is None:
+                restored = Channel(state.key, state.display, state.presence)
+                self.channels[state.key] = restored
+            if state.sid not in restored.members:
+                restored.add(Member(front, state))
                 touched.add(state.key)
         for key in touched:  # presence lists stay in join order across fronts' replays
             chan = self.channels[key]

@@ -18,7 +18,9 @@ HEARTBEAT_FRAME = b"h"
 
 # Characters SockJS servers escape inside JSON strings so that every transport (and every
 # browser's JSON parser) passes them through intact (sockjs-protocol, JsonEncoding tests).
-_ESCAPABLE = re.compile("[\x00-\x1f\u200c-\u200f\u2028-\u202f\u2060-\u206f\ufff0-\uffff\ud800-\udfff]")
+_ESCAPABLE = re.compile(
+    "[\x00-\x1f\u200c-\u200f\u2028-\u202f\u2060-\u206f\ufff0-\uffff\ud800-\udfff]"
+)
 
 
 class SockJSFrameError(ValueError):

@@ -7,6 +7,8 @@ import logging
 import os
 import signal
 import ssl
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -32,8 +34,7 @@ def ssl_context(config: Config) -> ssl.SSLContext | None:
     return context
 
 
-async def _every(seconds: float, action: object) -> None:
-    assert callable(action)
+async def _every(seconds: float, action: Callable[[], None]) -> None:
     while True:
         await asyncio.sleep(seconds)
         action()
@@ -67,7 +68,8 @@ async def serve(config: Config, index: int) -> None:
     log.info("front %d/%d serving %s://%s:%d", index + 1, config.fronts, scheme, config.host,
              config.port)
     waiting = asyncio.ensure_future(stop.wait())
-    await asyncio.wait([waiting, links.ready], return_when=asyncio.FIRST_COMPLETED)
+    either: list[asyncio.Future[Any]] = [waiting, links.ready]
+    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
     if links.ready.done():
         log.info("front %d/%d ready: linked to %d shards", index + 1, config.fronts,
                  config.workers)

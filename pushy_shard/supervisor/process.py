@@ -8,7 +8,6 @@ polling or signal-handler races.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -56,6 +55,7 @@ class Supervisor:
             self._spawn(child)
         while True:
             timeout = self._next_timeout()
+            info: signal.struct_siginfo | None
             if timeout is None:
                 info = signal.sigwaitinfo(WATCHED)
             else:

@@ -6,7 +6,6 @@ follows its log, so tests wait for log lines (events) instead of sleeping.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os

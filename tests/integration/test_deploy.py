@@ -170,6 +170,11 @@ def _supervisord(tmp_path: Path, workers: int, fronts: int
         shutil.rmtree(config["link"]["directory"], ignore_errors=True)
 
 
+def _supervisorctl(conf: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "supervisorctl"), "-c", str(conf), *args], env=_env(),
+                          capture_output=True, text=True, timeout=STOP_TIMEOUT)
+
+
 def _spawned(log: LogFollower) -> dict[int, str]:
     """pid -> program process name, for every process supervisord has spawned so far."""
     out: dict[int, str] = {}
@@ -204,11 +209,8 @@ async def test_supervisord(tmp_path: Path) -> None:
 
             # rolling restart of front 0 as the conf's comment documents it
             mark = log.mark
-            result = await asyncio.to_thread(
-                subprocess.run, [BIN / "supervisorctl", "-c", conf, "restart",
-                                 "pushy:pushy-front-0"],
-                env=_env(), capture_output=True, text=True, timeout=STOP_TIMEOUT,
-            )
+            result = await asyncio.to_thread(_supervisorctl, conf, "restart",
+                                             "pushy:pushy-front-0")
             assert result.returncode == 0, result.stdout + result.stderr
             assert "pushy:pushy-front-0: started" in result.stdout, result.stdout
             await asyncio.to_thread(log.wait_for, r"front 1/2 ready", 1, mark)
@@ -219,6 +221,7 @@ async def test_supervisord(tmp_path: Path) -> None:
             with contextlib.suppress(ConnectionError):  # its front went away
                 while True:
                     await leaving.next()
+            assert leaving.closed_with == 'c[3000,"Go away!"]'  # a graceful stop, not a kill
             # the other front kept its client and its subscription, and front 0 is back
             fresh = await _client_on(port, front=0)
             try:
