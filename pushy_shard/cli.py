@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         index = 0 if args.index is None else args.index
         if not 0 <= index < count:
             print(f"pushy-shard: --index must be between 0 and {count - 1} "
-                  f"(config has {count} {args.role}s)", file=sys.stderr)
+                  f"(config: {args.role} count {count})", file=sys.stderr)
             return 2
         role = f"{args.role}-{index}"
         _setup_logging(config, role)

@@ -50,7 +50,9 @@ class ZmqChannel:
             return False
         except zmq.ZMQError as exc:
             self.dropped += 1
-            log.warning("%s: send failed: %s", self.name, exc)
+            # EHOSTUNREACH: a peer that just went away (a restarted front); expected
+            level = logging.DEBUG if exc.errno == zmq.EHOSTUNREACH else logging.WARNING
+            log.log(level, "%s: send failed: %s", self.name, exc)
             return False
         finally:
             self._schedule()

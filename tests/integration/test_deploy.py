@@ -22,6 +22,7 @@ from typing import Any
 
 import aiohttp
 
+from pushy_shard.core.routing import shard_for
 from tests.integration.harness import (
     SECRET,
     TIMEOUT,
@@ -186,9 +187,10 @@ def _spawned(log: LogFollower) -> dict[int, str]:
 
 async def test_supervisord(tmp_path: Path) -> None:
     """The shipped supervisord.conf serves pub/sub, restarts one front while the other keeps
-    its clients, and stops every process cleanly on SIGTERM."""
+    its clients, brings a crashed shard back, and stops every process cleanly on SIGTERM."""
     with _supervisord(tmp_path, workers=2, fronts=2) as (process, log, conf, port):
         await asyncio.to_thread(log.wait_for, r"front \d/2 ready: linked to 2 shards", 2)
+        log.wait_for(r"shard \d/2 listening on ipc://", 2)  # every program logs to stdout
         spawned = _spawned(log)
         assert sorted(spawned.values()) == [
             "pushy-front-0", "pushy-front-1", "pushy-shard-0", "pushy-shard-1"]
@@ -231,6 +233,20 @@ async def test_supervisord(tmp_path: Path) -> None:
                 for client in (survivor, fresh):
                     assert await client.next() == {
                         "event": "flash", "channel": "news", "data": {"n": 2}}
+
+                # autorestart: a crashed shard comes back and the fronts replay its members
+                owner = f"pushy-shard-{shard_for('news', 2)}"
+                (crashed,) = [pid for pid, name in _spawned(log).items() if name == owner]
+                mark = log.mark
+                os.kill(crashed, signal.SIGKILL)
+                await asyncio.to_thread(log.wait_for, rf"spawned: '{owner}'", 1, mark)
+                await asyncio.to_thread(
+                    log.wait_for, rf"shard {owner[-1]} restarted, replayed 1 members", 2, mark)
+                status, _ = await _trigger(port, "news", "flash", {"n": 3})
+                assert status == 201
+                for client in (survivor, fresh):
+                    assert await client.next() == {
+                        "event": "flash", "channel": "news", "data": {"n": 3}}
             finally:
                 await fresh.close()
         finally:
@@ -238,13 +254,15 @@ async def test_supervisord(tmp_path: Path) -> None:
             await leaving.close()
 
         spawned = _spawned(log)
-        assert len(spawned) == 5  # four plus the restarted front
+        assert len(spawned) == 6  # four, the restarted front and the restarted shard
+        mark = log.mark
         process.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(process.wait, STOP_TIMEOUT) == 0
         left = [pid for pid in spawned if _running(pid)]
         assert left == [], f"processes left after supervisord exited: {left}"
-        for name in set(spawned.values()):  # each stopped on TERM, not killed
-            log.wait_for(rf"stopped: {name} \(exit status 0\)")
+        stopped = {m.group(1) for m in log.wait_for(
+            r"stopped: ([\w-]+) \(exit status 0\)", 4, mark)}  # each stopped on TERM
+        assert stopped == set(spawned.values())
 
 
 # -- Procfile -----------------------------------------------------------------------------------
