@@ -6,6 +6,7 @@ PROTOCOL.md 2 and 3.3. Encoding happens once per event, here, with orjson.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,8 @@ SUBSCRIPTION_SUCCESS = "pushy:subscription-success"
 SUBSCRIPTION_END = "pushy:subscription-end"
 PRESENCE_ADD = "pushy:presence-add"
 PRESENCE_QUIT = "pushy:presence-quit"
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 MAX_CHANNEL_LENGTH = 200
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -41,14 +44,16 @@ def parse_client_message(text: str, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Cl
     Returns None for a message the protocol ignores (an object with `event` only, as the
     original did). Raises BogusMessage, InvalidChannel or MessageTooLarge.
     """
-    if len(text) > max_bytes:
+    if len(text) > max_bytes or (
+        len(text) * 4 > max_bytes and len(text.encode("utf-8", "surrogatepass")) > max_bytes
+    ):
         raise MessageTooLarge()
     try:
         message = orjson.loads(text)
     except orjson.JSONDecodeError:
         try:  # orjson refuses lone surrogates and big numbers that json accepts
-            message = json.loads(text)
-        except ValueError:
+            message = json.loads(text, parse_constant=_not_json)
+        except (ValueError, RecursionError):
             raise BogusMessage() from None
     if not isinstance(message, dict):
         raise BogusMessage()
@@ -65,6 +70,10 @@ def parse_client_message(text: str, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Cl
     if not isinstance(data, dict):
         data = {}  # the Pushy client sends `data || []`: no fields, not an error
     return ClientCommand(name=name.lower(), data=data, channel=channel_of(data))
+
+
+def _not_json(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
 
 
 def channel_of(data: dict[str, Any]) -> str | None:
@@ -84,9 +93,9 @@ def dumps(value: object) -> bytes:
     try:
         return orjson.dumps(value)
     except (orjson.JSONEncodeError, TypeError):
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode(
-            "utf-8", "surrogatepass"
-        )
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        # lone surrogates as \udxxx escapes, as JSON.stringify writes them: valid UTF-8
+        return _SURROGATE.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text).encode()
 
 
 def event(name: str, data: object, channel: str | None = None) -> bytes:

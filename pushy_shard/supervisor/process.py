@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -48,6 +49,13 @@ class Supervisor:
         self.children += [Child("front", i) for i in range(config.fronts)]
 
     def run(self) -> int:
+        busy = port_in_use(self.config.host, self.config.port)
+        if busy:
+            # Fronts share the port with SO_REUSEPORT, so a second server on the same port
+            # would silently take half the connections (and share the link sockets).
+            log.error("port %d is already in use (%s); is another pushy-shard running?",
+                      self.config.port, busy)
+            return 1
         signal.pthread_sigmask(signal.SIG_BLOCK, WATCHED)
         log.info("starting %d shards and %d fronts on port %d", self.config.workers,
                  self.config.fronts, self.config.port)
@@ -121,6 +129,18 @@ class Supervisor:
                     child.process.wait()
         log.info("stopped")
         return 0
+
+
+def port_in_use(host: str, port: int) -> str | None:
+    """Why `port` cannot be ours alone, or None: a bind without SO_REUSEPORT tells."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
 
 
 def _describe(returncode: int) -> str:

@@ -158,7 +158,11 @@ class ChannelTableMachine(RuleBasedStateMachine):
                 assert len(effects) == 1
         self.apply(effects)
 
-    @rule(sid=st.sampled_from(SIDS), key=st.sampled_from(sorted(SPELLINGS)), spelling=st.integers(0, 2))
+    @rule(
+        sid=st.sampled_from(SIDS),
+        key=st.sampled_from(sorted(SPELLINGS)),
+        spelling=st.integers(0, 2),
+    )
     def unsubscribe(self, sid: str, key: str, spelling: int) -> None:
         channel = SPELLINGS[key][spelling]
         if key not in self.members:
