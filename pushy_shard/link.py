@@ -5,7 +5,8 @@ an operation tag, then its frames. Event payloads travel as the bytes the shard 
 once; only small control bodies are orjson. Per pair everything arrives in send order.
 
 front -> shard                              shard -> front
-  HELLO   {front, incarnation}                WELCOME {shard, incarnation}
+  HELLO   {front}                             WELCOME {shard, incarnation[, replay]}
+  PING    (liveness, once a second)
   RESYNC  {incarnation, members}              DONE    rid, {result}
   COMMAND rid, {sid, name, data, channel}     REPLY   sid, message
   LEAVE   rid, {sid, keys}                    JOINED  member, message
@@ -26,6 +27,7 @@ from pushy_shard.errors import LinkError
 # front -> shard
 HELLO = b"H"
 RESYNC = b"R"
+PING = b"p"
 COMMAND = b"C"
 LEAVE = b"L"
 TRIGGER = b"T"

@@ -237,12 +237,15 @@ class ChannelTable:
         message = protocol.event(event, data, chan.display)
         return True, [Broadcast(key, chan.fronts(), message, exclude)]
 
-    def restore_front(self, front: int, members: Iterable[MemberState]) -> list[Effect]:
+    def restore_front(
+        self, front: int, members: Iterable[MemberState], *, announce: bool = False
+    ) -> list[Effect]:
         """Make `front`'s memberships exactly `members` (ARCHITECTURE.md 6).
 
         Used when a front (re)connects: after a shard restart the front replays what it
         knows, silently; a restarted front replays nothing, so its former members leave
-        with presence-quit to those who remain.
+        with presence-quit to those who remain. With `announce` (a front that had been given
+        up for dead comes back) the others get presence-add for each member it brings.
         """
         wanted = {(m.key, m.sid): m for m in members}
         effects: list[Effect] = []
@@ -259,6 +262,11 @@ class ChannelTable:
             if state.sid not in restored.members:
                 restored.add(Member(front, state))
                 touched.add(state.key)
+                if announce and restored.presence and state.record is not None:
+                    add = protocol.event(
+                        protocol.PRESENCE_ADD, {"member": state.record}, restored.display
+                    )
+                    effects.append(Broadcast(state.key, restored.fronts(), add, state.sid))
         for key in touched:  # presence lists stay in join order across fronts' replays
             chan = self.channels[key]
             if chan.presence:

@@ -162,9 +162,9 @@ class Front:
         return bool(result.get("members"))
 
     def sweep(self) -> None:
-        """Once a second: expire requests no shard answered."""
+        """Once a second: tell every shard we are alive, expire requests none answered."""
         if self.links is not None:
-            self.links.expire(time.monotonic())
+            self.links.tick(time.monotonic())
 
 
 def _ignore_result(future: asyncio.Future[Any]) -> None:

@@ -105,8 +105,12 @@ class ShardLinks:
             entry.sent = target.channel.send(entry.frames)
         return future
 
-    def expire(self, now: float) -> None:
-        """Fail requests past their deadline (called by the front's periodic sweep)."""
+    def tick(self, now: float) -> None:
+        """The front's periodic sweep: a PING on every synced link (shards drop fronts that
+        stay silent, ARCHITECTURE.md 6), and requests past their deadline fail."""
+        for target in self.links:
+            if target.synced:
+                target.channel.send([link.PING])
         for target in self.links:
             expired = [rid for rid, p in target.pending.items() if p.deadline <= now]
             for rid in expired:
@@ -151,7 +155,9 @@ class ShardLinks:
     def _welcomed(self, shard: int, body: dict[str, Any]) -> None:
         target = self.links[shard]
         incarnation = body["incarnation"]
-        restarted = incarnation != target.incarnation
+        # a new incarnation has empty state; the same one asks for a replay when it had
+        # given this front up for dead (silent too long) and forgotten its members
+        restarted = incarnation != target.incarnation or bool(body.get("replay"))
         if restarted:
             members = [m.to_wire() for m in self.members_for_shard(shard)]
             replay = {"front": self.front, "incarnation": incarnation, "members": members}

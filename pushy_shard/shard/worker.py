@@ -39,6 +39,7 @@ from pushy_shard.zmqio import ZmqChannel, tune
 log = logging.getLogger(__name__)
 
 RECOVERY_GRACE = 2.0
+FRONT_TIMEOUT = 5.0  # a front silent this long (no PING) is dead: its members leave
 
 
 class ShardWorker:
@@ -56,6 +57,8 @@ class ShardWorker:
         self.backlog: list[tuple[int, list[bytes]]] = []
         self.channel: ZmqChannel | None = None
         self.dropped_unsynced = 0
+        self.last_seen: dict[bytes, float] = {}  # identity -> monotonic time of its last message
+        self.forgotten: set[bytes] = set()  # identities given up for dead; they must replay
 
     # -- messages in ---------------------------------------------------------------------
 
@@ -68,9 +71,16 @@ class ShardWorker:
                 self.resync(identity, link.load(rest[0]))
             elif (front := self.peers.get(identity)) is None:
                 self.dropped_unsynced += 1  # sent before its replay; the front re-sends it
+                if identity in self.forgotten:
+                    welcome = {**self.welcome(), "replay": True}
+                    self.send(identity, [link.WELCOME, link.body(welcome)])
+            elif op == link.PING:
+                self.last_seen[identity] = time.monotonic()
             elif self.recovering:
+                self.last_seen[identity] = time.monotonic()
                 self.backlog.append((front, frames))
             else:
+                self.last_seen[identity] = time.monotonic()
                 self.dispatch(front, identity, op, rest)
         except (LinkError, ValueError, KeyError, TypeError) as exc:
             log.warning("shard %d: dropped malformed link message: %s", self.index, exc)
@@ -89,9 +99,28 @@ class ShardWorker:
             log.info("shard %d: front %d restarted; its former members leave", self.index, front)
         self.peers[identity] = front
         self.identities[front] = identity
-        self.perform(self.table.restore_front(front, members))
+        self.last_seen[identity] = time.monotonic()
+        rejoining = identity in self.forgotten
+        self.forgotten.discard(identity)
+        self.perform(self.table.restore_front(front, members, announce=rejoining))
         if self.recovering and len(self.identities) >= self.config.fronts:
             self.end_recovery()
+
+    def expire_silent_fronts(self, now: float) -> None:
+        """Forget fronts that stopped sending PINGs: their members leave (presence-quit).
+
+        If such a front was only stalled, its next message gets WELCOME with `replay`, and
+        its members come back with presence-add.
+        """
+        for identity, front in list(self.peers.items()):
+            if now - self.last_seen.get(identity, now) > FRONT_TIMEOUT:
+                log.warning("shard %d: front %d silent for %.0fs; its members leave",
+                            self.index, front, FRONT_TIMEOUT)
+                del self.peers[identity]
+                self.identities.pop(front, None)
+                self.last_seen.pop(identity, None)
+                self.forgotten.add(identity)
+                self.perform(self.table.restore_front(front, []))
 
     def end_recovery(self) -> None:
         if not self.recovering:
@@ -192,6 +221,12 @@ async def serve(config: Config, index: int) -> None:
     sock.bind(endpoint)
     worker.channel = ZmqChannel(loop, sock, worker.on_message, f"shard {index}")
     loop.call_later(RECOVERY_GRACE, worker.end_recovery)
+
+    def sweep() -> None:
+        worker.expire_silent_fronts(time.monotonic())
+        loop.call_later(1.0, sweep)
+
+    loop.call_later(1.0, sweep)
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 from pushy_shard.core.routing import shard_for
 from tests.integration.harness import Cluster, PushyClient, channel_token
@@ -76,6 +78,35 @@ async def test_killed_front_members_leave_with_presence_quit(own_cluster: Cluste
         success = await join_presence(c, room, "cid")
         assert [m["name"] for m in success["data"]["presence"]] == ["ann", "cid"]
         await c.close()
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_stalled_front_is_given_up_then_rejoins(own_cluster: Cluster) -> None:
+    """A front that stops answering (SIGSTOP) loses its members after the shard's timeout;
+    when it resumes, it replays them and the others see them come back."""
+    cluster = own_cluster
+    room = "private-stall"
+    a = await cluster.client(front=0)
+    b = await cluster.client(front=1)
+    try:
+        await join_presence(a, room, "ann")
+        await join_presence(b, room, "bob")
+        await a.expect("pushy:presence-add")
+        pid = cluster.pid("front", 1)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            quit_ = await a.expect("pushy:presence-quit", timeout=15)
+            assert quit_["data"]["member"]["name"] == "bob"
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        add = await a.expect("pushy:presence-add", timeout=15)
+        assert add["data"]["member"]["name"] == "bob"
+        status, _ = await cluster.trigger(room, "hello", {"to": "all"})
+        assert status == 201
+        assert (await b.next())["event"] == "hello"
+        assert (await a.next())["event"] == "hello"
     finally:
         await a.close()
         await b.close()
