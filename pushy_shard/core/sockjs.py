@@ -1,8 +1,11 @@
 """SockJS 0.3.3 framing and the wire bytes each transport writes.
 
 Frames: `o` open, `h` heartbeat, `a[...]` messages (each a JSON string), `c[code,"reason"]`
-close. The fan-out path builds these once per event and writes the same bytes to every
-member (ARCHITECTURE.md 4).
+close. Each transport wraps a frame its own way (xhr `frame\n`, eventsource `data: ...`,
+htmlfile a `<script>`, jsonp a callback call); HTTP/1.1 streaming responses put each wrapped
+frame in one chunk. The fan-out path builds these once per event and writes the same bytes
+to every member (ARCHITECTURE.md 4). The request-side parsing of xhr_send / jsonp_send
+bodies and callback names lives here too, with the error each one answers.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import struct
+from urllib.parse import parse_qs
 
 import orjson
 
@@ -25,6 +29,37 @@ _ESCAPABLE = re.compile(
 
 class SockJSFrameError(ValueError):
     """A client frame that is not a JSON string or array of strings; SockJS closes on it."""
+
+
+class SockJSRequestError(ValueError):
+    """A transport request that SockJS answers with HTTP 500 and `message` as the body."""
+
+    message = "Bad request"
+
+    def __init__(self) -> None:
+        super().__init__(self.message)
+
+
+class PayloadExpected(SockJSRequestError):
+    """xhr_send / jsonp_send without a JSON array of strings (sockjs-protocol XhrPolling)."""
+
+    message = "Payload expected."
+
+
+class BrokenJSON(SockJSRequestError):
+    message = "Broken JSON encoding."
+
+
+class CallbackRequired(SockJSRequestError):
+    """htmlfile / jsonp without `c` (sockjs-protocol HtmlFile, JsonPolling test_no_callback)."""
+
+    message = '"callback" parameter required'
+
+
+class InvalidCallback(SockJSRequestError):
+    """A callback that is not a plain dotted JavaScript name: it is echoed into a script."""
+
+    message = 'invalid "callback" parameter'
 
 
 def _escape_char(match: re.Match[str]) -> str:
@@ -88,3 +123,111 @@ def ws_text_frame(payload: bytes) -> bytes:
     else:
         header = struct.pack("!BBQ", 0x81, 127, size)
     return header + payload
+
+
+# -- what each HTTP transport writes ---------------------------------------------------------
+
+# Before its first frame: IE needs 2 KiB before it shows a streamed XHR; Opera needs a blank
+# line before the first event.
+XHR_STREAMING_PRELUDE = b"h" * 2048 + b"\n"
+EVENTSOURCE_PRELUDE = b"\r\n"
+
+_HTMLFILE_HEAD = """<!doctype html>
+<html><head>
+  <meta http-equiv="X-UA-Compatible" content="IE=edge" />
+  <meta http-equiv="Content-Type" content="text/html; charset=UTF-8" />
+</head><body><h2>Don't panic!</h2>
+  <script>
+    document.domain = document.domain;
+    var c = parent.{callback};
+    c.start();
+    function p(d) {{c.message(d);}};
+    window.onload = function() {{c.stop();}};
+  </script>
+"""
+HTMLFILE_MIN_PRELUDE = 1024  # Safari renders nothing of a streamed page before 1 KiB
+
+_CALLBACK = re.compile(r"[A-Za-z0-9_.\-]{1,32}", re.ASCII)
+
+
+def callback_name(value: str | None) -> str:
+    """The htmlfile / jsonp callback, checked: it is written into a script unescaped."""
+    if value is None or value == "":
+        raise CallbackRequired()
+    if _CALLBACK.fullmatch(value) is None:
+        raise InvalidCallback()
+    return value
+
+
+def xhr_frame(frame: bytes) -> bytes:
+    """xhr-streaming and xhr-polling: one frame per line."""
+    return frame + b"\n"
+
+
+def eventsource_frame(frame: bytes) -> bytes:
+    """An EventSource event. Our frames never hold a raw CR, LF or NUL (quote escapes them)."""
+    return b"data: " + frame + b"\r\n\r\n"
+
+
+def js_string(frame: bytes) -> bytes:
+    """`frame` as a JavaScript string literal that is also safe inside an HTML <script>."""
+    return orjson.dumps(frame.decode("utf-8")).replace(b"<", b"\\u003c")
+
+
+def htmlfile_frame(frame: bytes) -> bytes:
+    """One frame for the htmlfile page: a script calling `p` (defined by the prelude)."""
+    return b"<script>\np(" + js_string(frame) + b");\n</script>\r\n"
+
+
+def jsonp_frame(callback: str, frame: bytes) -> bytes:
+    """A jsonp-polling answer; `/**/` stops it being read as a Flash file (sockjs-node #163)."""
+    return b"/**/" + callback.encode("ascii") + b"(" + js_string(frame) + b");\r\n"
+
+
+def htmlfile_prelude(callback: str) -> bytes:
+    """The htmlfile page head for a checked `callback`, padded past 1 KiB."""
+    head = _HTMLFILE_HEAD.format(callback=callback).encode("ascii")
+    padding = b" " * max(0, HTMLFILE_MIN_PRELUDE - len(head))
+    return head + padding + b"\r\n\r\n"
+
+
+def http_chunk(data: bytes) -> bytes:
+    """`data` as one HTTP/1.1 chunk (RFC 9112 7.1), for writing past aiohttp's writer."""
+    return b"%x\r\n" % len(data) + data + b"\r\n"
+
+
+# -- what clients send over HTTP -------------------------------------------------------------
+
+
+def decode_send_payload(body: bytes | str) -> list[str]:
+    """The messages of an xhr_send body: a JSON array of strings (`[]` carries none).
+
+    Raises PayloadExpected (empty, or not an array of strings) or BrokenJSON.
+    """
+    if not body:
+        raise PayloadExpected()
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        try:  # orjson refuses lone surrogates, which JavaScript clients can send
+            text = body.decode("utf-8", "surrogatepass") if isinstance(body, bytes) else body
+            value = json.loads(text)
+        except (ValueError, RecursionError):
+            raise BrokenJSON() from None
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise PayloadExpected()
+    return value
+
+
+def decode_jsonp_send(body: bytes, form: bool) -> list[str]:
+    """The messages of a jsonp_send body: form field `d`, or the raw body when not a form."""
+    if form:
+        try:
+            fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, errors="strict")
+        except (UnicodeDecodeError, ValueError):
+            raise BrokenJSON() from None
+        values = fields.get("d")
+        if not values or not values[0]:
+            raise PayloadExpected()
+        return decode_send_payload(values[0])
+    return decode_send_payload(body)

@@ -1,14 +1,17 @@
 """The front's HTTP surface: SockJS greeting/info/iframe, the trigger API, the demo page.
 
-PROTOCOL.md 1 and 4; the WebSocket transports live in `websocket.py`.
+PROTOCOL.md 1 and 4; the WebSocket transports live in `websocket.py`, the HTTP ones in
+`transports.py` (their sessions in `sessions.py`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import random
 import time
+from collections.abc import Awaitable, Callable
 from importlib import resources
 
 from aiohttp import web
@@ -17,25 +20,34 @@ from pushy_shard.core.config import Config
 from pushy_shard.core.protocol import MAX_CHANNEL_LENGTH
 from pushy_shard.core.trigger import verify_trigger
 from pushy_shard.errors import BodyTooLarge, InvalidBody, TriggerError
-from pushy_shard.front import websocket
+from pushy_shard.front import transports, websocket
 from pushy_shard.front.front import Front
 from pushy_shard.front.hub import RAW_WS, SOCKJS_WS
+from pushy_shard.front.relay import Relay
+from pushy_shard.front.sessions import Sessions
+from pushy_shard.front.transports import (
+    FRONT_KEY,
+    NO_CACHE,
+    RELAY_KEY,
+    SESSIONS_KEY,
+    cache_for_a_year,
+    cors_headers,
+)
 
 MAX_TRIGGER_BODY = 64 * 1024
-NO_CACHE = "no-store, no-cache, no-transform, must-revalidate, max-age=0"
 
-FRONT_KEY = web.AppKey("front", Front)
-
+# sockjs-protocol 0.3.3 IframePage: the page runs `_sockjs_onload` once the script named
+# by `sockjs_url` loaded (sockjs-client 0.3 and 1.x both call it), so it works cross-origin.
 IFRAME_TEMPLATE = """<!DOCTYPE html>
 <html>
 <head>
   <meta http-equiv="X-UA-Compatible" content="IE=edge" />
   <meta http-equiv="Content-Type" content="text/html; charset=UTF-8" />
-  <script src="{sockjs_url}"></script>
   <script>
     document.domain = document.domain;
-    SockJS.bootstrap_iframe();
+    _sockjs_onload = function(){{SockJS.bootstrap_iframe();}};
   </script>
+  <script src="{sockjs_url}"></script>
 </head>
 <body>
   <h2>Don't panic!</h2>
@@ -44,35 +56,41 @@ IFRAME_TEMPLATE = """<!DOCTYPE html>
 </html>"""
 
 
-def _cors(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
-    origin = request.headers.get("Origin")
-    response.headers["Access-Control-Allow-Origin"] = origin if origin else "*"
-    response.headers["Access-Control-Allow-Credentials"] = "true"
-    return response
-
-
 async def greeting(request: web.Request) -> web.Response:
     return web.Response(text="Welcome to SockJS!\n", content_type="text/plain", charset="UTF-8")
 
 
+_entropy = random.SystemRandom()
+
+
 async def info(request: web.Request) -> web.StreamResponse:
+    """What clients read before choosing a transport (sockjs-protocol InfoTest)."""
     config: Config = request.app[FRONT_KEY].config
     body = {
         "websocket": config.sockjs.websocket,
         "origins": ["*:*"],
         "cookie_needed": config.sockjs.jsessionid,
-        "entropy": random.randint(0, 2**32 - 1),
+        "entropy": _entropy.randint(0, 2**32 - 1),  # seeds the browser's weak random
     }
-    response = web.Response(text=json.dumps(body), content_type="application/json",
-                            charset="UTF-8", headers={"Cache-Control": NO_CACHE})
-    return _cors(request, response)
+    return web.Response(text=json.dumps(body), content_type="application/json",
+                        charset="UTF-8", headers={"Cache-Control": NO_CACHE,
+                                                  **cors_headers(request)})
 
 
-async def iframe(request: web.Request) -> web.Response:
-    config: Config = request.app[FRONT_KEY].config
+def iframe_handler(config: Config) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """iframe.html (and any `iframe-<version>.html`): strongly cacheable, with an ETag that
+    changes only with `sockjs_url`, and 304 for a matching If-None-Match."""
     page = IFRAME_TEMPLATE.format(sockjs_url=html.escape(config.sockjs.sockjs_url, quote=True))
-    return web.Response(text=page, content_type="text/html", charset="UTF-8",
-                        headers={"Cache-Control": "public, max-age=31536000"})
+    body = page.encode("utf-8")
+    etag = '"' + hashlib.md5(body, usedforsecurity=False).hexdigest() + '"'
+
+    async def iframe(request: web.Request) -> web.Response:
+        if request.headers.get("If-None-Match") == etag:
+            return web.Response(status=304)
+        return web.Response(body=body, content_type="text/html", charset="UTF-8",
+                            headers={"ETag": etag, **cache_for_a_year()})
+
+    return iframe
 
 
 async def sockjs_websocket(request: web.Request) -> web.StreamResponse:
@@ -135,18 +153,43 @@ def demo_page(config: Config) -> str:
     )
 
 
-def build_app(front: Front) -> web.Application:
-    app = web.Application(client_max_size=MAX_TRIGGER_BODY + 1)
-    app[FRONT_KEY] = front
+def bare_405(prefix: str) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Under the SockJS prefix a wrong method gets 405 with `Allow` and no body or type
+    (sockjs-protocol `verify405`)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[
+            web.StreamResponse]]) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPMethodNotAllowed as exc:
+            if not request.path.startswith(prefix):
+                raise
+            return web.Response(status=405, headers={"Allow": ", ".join(sorted(
+                exc.allowed_methods))})
+
+    return middleware
+
+
+def build_app(front: Front, sessions: Sessions | None = None, relay: Relay | None = None
+              ) -> web.Application:
+    """The front's routes. `relay` (several fronts) sends session requests to their owner."""
     prefix = front.config.sockjs.prefix
+    app = web.Application(client_max_size=MAX_TRIGGER_BODY + 1, middlewares=[bare_405(prefix)])
+    app[FRONT_KEY] = front
+    app[SESSIONS_KEY] = sessions if sessions is not None else Sessions(front, front.config.sockjs)
+    if relay is not None:
+        app[RELAY_KEY] = relay
+    iframe = iframe_handler(front.config)
     routes = [
         web.get(prefix, greeting),
         web.get(prefix + "/", greeting),
         web.get(prefix + "/info", info),
-        web.get(prefix + "/iframe.html", iframe),
-        web.get(prefix + "/iframe{version:-[^/.]*}.html", iframe),
+        web.options(prefix + "/info", transports.options("OPTIONS, GET")),
+        web.get(prefix + "/iframe{version:[-0-9a-z_.]*}.html", iframe),
         web.get(prefix + "/websocket", raw_websocket),
         web.get(prefix + "/{server}/{session}/websocket", sockjs_websocket),
+        *transports.routes(prefix),
         web.post("/pushy/channel/{channel}/trigger", trigger),
     ]
     if front.config.demo:

@@ -13,36 +13,80 @@ from typing import Protocol
 
 from pushy_shard.core.channels import MemberState
 from pushy_shard.core.routing import shard_for
-from pushy_shard.core.sockjs import message_frame, quote_bytes, ws_text_frame
+from pushy_shard.core.sockjs import (
+    eventsource_frame,
+    htmlfile_frame,
+    http_chunk,
+    message_frame,
+    quote_bytes,
+    ws_text_frame,
+    xhr_frame,
+)
 
 log = logging.getLogger(__name__)
 
-# Transport kinds: how a connection wants an event's bytes.
+# Transport kinds: which wire bytes of an event a connection writes.
 SOCKJS_WS = 0  # WebSocket frame carrying a SockJS `a[...]` frame
 RAW_WS = 1  # WebSocket frame carrying the message itself
-KINDS = 2
+XHR = 2  # `a[...]\n`: xhr-streaming and xhr-polling
+EVENTSOURCE = 3  # `data: a[...]\r\n\r\n`
+HTMLFILE = 4  # `<script>\np("a[...]");\n</script>\r\n`
+FRAME = 5  # the bare `a[...]`: jsonp wraps it in each request's own callback
+KINDS = 6
 
 
 class Delivery:
-    """One encoded event; per-kind frames are built on first use and then shared."""
+    """One encoded event. Its JSON-string form, each kind's bytes and each kind's HTTP/1.1
+    chunk are built on first use and then shared by every member (ARCHITECTURE.md 4)."""
 
-    __slots__ = ("message", "_frames")
+    __slots__ = ("message", "_quoted", "_frames", "_chunks")
 
     def __init__(self, message: bytes) -> None:
         self.message = message
+        self._quoted: bytes | None = None
         self._frames: list[bytes | None] = [None] * KINDS
+        self._chunks: list[bytes | None] = [None] * KINDS
+
+    @property
+    def quoted(self) -> bytes:
+        """The message as a JSON string: what a polling session queues between polls."""
+        quoted = self._quoted
+        if quoted is None:
+            quoted = self._quoted = quote_bytes(self.message)
+        return quoted
 
     def frame(self, kind: int) -> bytes:
         frame = self._frames[kind]
         if frame is None:
-            frame = self._frames[kind] = build_frame(kind, self.message)
+            frame = self._frames[kind] = self._build(kind)
         return frame
 
+    def chunk(self, kind: int) -> bytes:
+        """`frame(kind)` as one HTTP/1.1 chunk, for chunked streaming responses."""
+        chunk = self._chunks[kind]
+        if chunk is None:
+            chunk = self._chunks[kind] = http_chunk(self.frame(kind))
+        return chunk
 
-def build_frame(kind: int, message: bytes) -> bytes:
-    if kind == SOCKJS_WS:
-        return ws_text_frame(message_frame([quote_bytes(message)]))
-    return ws_text_frame(message)
+    def _build(self, kind: int) -> bytes:
+        if kind == RAW_WS:
+            return ws_text_frame(self.message)
+        if kind == FRAME:
+            return message_frame((self.quoted,))
+        return wrap_frame(kind, self.frame(FRAME))
+
+
+def wrap_frame(kind: int, frame: bytes) -> bytes:
+    """A SockJS frame (`o`, `h`, `a[...]`, `c[...]`) in the wire form of `kind`."""
+    if kind == XHR:
+        return xhr_frame(frame)
+    if kind == EVENTSOURCE:
+        return eventsource_frame(frame)
+    if kind == HTMLFILE:
+        return htmlfile_frame(frame)
+    if kind == SOCKJS_WS or kind == RAW_WS:
+        return ws_text_frame(frame)
+    return frame
 
 
 class Connection(Protocol):
@@ -54,11 +98,15 @@ class Connection(Protocol):
     channels: dict[str, MemberState]
     closed: bool
 
-    def write(self, data: bytes) -> None:
-        """Write transport bytes now, without awaiting (the slow-consumer check lives here)."""
+    def deliver(self, delivery: Delivery) -> None:
+        """Write (or queue) an event's pre-built bytes now, without awaiting. It must not
+        change the hub synchronously: a connection it closes leaves on a later callback."""
 
     def send(self, message: bytes) -> None:
         """Send one Pushy message (an encoded event)."""
+
+    def heartbeat(self) -> None:
+        """The heartbeat tick: SockJS transports write `h` to a waiting receiver."""
 
 
 class Hub:
@@ -120,11 +168,10 @@ class Hub:
         if not members:
             return
         delivery = Delivery(message)
-        frame = delivery.frame
         count = 0
-        for sid, conn in members.items():  # writes never change the index synchronously
+        for sid, conn in members.items():  # deliver never changes the index synchronously
             if sid != exclude:
-                conn.write(frame(conn.kind))
+                conn.deliver(delivery)
                 count += 1
         self.delivered += count
 

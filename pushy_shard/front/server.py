@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 import ssl
-from collections.abc import Callable
+import time
 from typing import Any
 
 from aiohttp import web
@@ -18,6 +18,8 @@ from pushy_shard.front import websocket
 from pushy_shard.front.front import Front
 from pushy_shard.front.http import build_app
 from pushy_shard.front.links import ShardLinks
+from pushy_shard.front.relay import Relay
+from pushy_shard.front.sessions import Sessions, sweep_interval
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +36,18 @@ def ssl_context(config: Config) -> ssl.SSLContext | None:
     return context
 
 
-async def _every(seconds: float, action: Callable[[], None]) -> None:
+async def _sweep(front: Front, sessions: Sessions) -> None:
+    """The front's one periodic task: link liveness once a second, SockJS heartbeats and
+    session expiry as often as the configured delays need (ARCHITECTURE.md 4)."""
+    interval = sweep_interval(front.config.sockjs, SWEEP_SECONDS)
+    next_link_tick = 0.0
     while True:
-        await asyncio.sleep(seconds)
-        action()
+        await asyncio.sleep(interval)
+        now = time.monotonic()
+        if now >= next_link_tick:  # (half an interval early: sleeps may end a little early)
+            next_link_tick = now + SWEEP_SECONDS - interval / 2
+            front.sweep()
+        sessions.sweep(now)
 
 
 async def serve(config: Config, index: int) -> None:
@@ -49,18 +59,21 @@ async def serve(config: Config, index: int) -> None:
     links = ShardLinks(loop, index, endpoints, front.link_message, front.hub.members_for_shard)
     front.attach(links)
 
-    runner = web.AppRunner(build_app(front), handle_signals=False, access_log=None,
-                           shutdown_timeout=SHUTDOWN_SECONDS)
+    sessions = Sessions(front, config.sockjs)
+    relay = Relay(config, index, directory) if config.fronts > 1 else None
+    # handler_cancellation: a client that drops a receiving request cancels its handler,
+    # which is how a SockJS session learns its receiver went away
+    runner = web.AppRunner(build_app(front, sessions, relay), handle_signals=False,
+                           access_log=None, shutdown_timeout=SHUTDOWN_SECONDS,
+                           handler_cancellation=True)
     await runner.setup()
+    if relay is not None:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        await relay.start(runner)
     site = web.TCPSite(runner, config.host, config.port, reuse_port=True,
                        ssl_context=ssl_context(config))
     await site.start()
-    timers = [
-        asyncio.ensure_future(_every(SWEEP_SECONDS, front.sweep)),
-        asyncio.ensure_future(
-            _every(config.sockjs.heartbeat_delay, lambda: websocket.heartbeat(front))
-        ),
-    ]
+    sweeping = asyncio.ensure_future(_sweep(front, sessions))
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
@@ -75,9 +88,11 @@ async def serve(config: Config, index: int) -> None:
                  config.workers)
     await waiting
     log.info("front %d/%d stopping", index + 1, config.fronts)
-    for timer in timers:
-        timer.cancel()
+    sweeping.cancel()
     await site.stop()
+    sessions.close_all()
     await websocket.go_away(front)
     await runner.cleanup()
+    if relay is not None:
+        await relay.close()
     links.close()

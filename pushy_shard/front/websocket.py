@@ -24,7 +24,7 @@ from pushy_shard.core.sockjs import (
     ws_text_frame,
 )
 from pushy_shard.front.front import Front, new_socket_id
-from pushy_shard.front.hub import RAW_WS, SOCKJS_WS, build_frame
+from pushy_shard.front.hub import RAW_WS, SOCKJS_WS, Delivery
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,8 @@ GO_AWAY_WS = ws_text_frame(GO_AWAY)
 
 
 class WebSocketConnection:
-    """One WebSocket client. `write` is synchronous: bytes go to the socket buffer now."""
+    """One WebSocket client (the hub's `Connection`). `write` is synchronous: bytes go to
+    the socket buffer now."""
 
     __slots__ = ("sid", "kind", "transport", "channels", "closed", "ws", "_socket")
 
@@ -62,8 +63,15 @@ class WebSocketConnection:
             self.closed = True
             socket.abort()  # the reader sees the socket close and cleans up
 
+    def deliver(self, delivery: Delivery) -> None:
+        self.write(delivery.frame(self.kind))
+
     def send(self, message: bytes) -> None:
-        self.write(build_frame(self.kind, message))
+        self.write(Delivery(message).frame(self.kind))
+
+    def heartbeat(self) -> None:
+        if self.kind == SOCKJS_WS:  # the raw WebSocket has no SockJS framing at all
+            self.write(HEARTBEAT_WS)
 
 
 def _valid_session_path(request: web.Request) -> bool:
@@ -118,13 +126,6 @@ async def serve(request: web.Request, front: Front, kind: int) -> web.StreamResp
         conn.closed = True
         front.closed(conn)
     return ws
-
-
-def heartbeat(front: Front) -> None:
-    """Once per heartbeat_delay: `h` to every SockJS WebSocket connection."""
-    for conn in front.hub:
-        if conn.kind == SOCKJS_WS:
-            conn.write(HEARTBEAT_WS)
 
 
 async def go_away(front: Front) -> None:

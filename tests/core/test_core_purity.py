@@ -44,7 +44,8 @@ def loaded_forbidden(*modules: str) -> list[str]:
 
 
 def test_the_core_modules_are_found() -> None:
-    expected = {"auth", "channels", "config", "protocol", "routing", "sockjs", "trigger"}
+    expected = {"auth", "channels", "config", "protocol", "routing", "session", "sockjs",
+                "trigger"}
     assert {f"pushy_shard.core.{name}" for name in expected} <= set(CORE_MODULES)
 
 

@@ -16,16 +16,33 @@ from hypothesis import strategies as st
 
 from pushy_shard.core.sockjs import (
     ANOTHER_CONNECTION,
+    EVENTSOURCE_PRELUDE,
     GO_AWAY,
     HEARTBEAT_FRAME,
     OPEN_FRAME,
+    XHR_STREAMING_PRELUDE,
+    BrokenJSON,
+    CallbackRequired,
+    InvalidCallback,
+    PayloadExpected,
     SockJSFrameError,
+    SockJSRequestError,
+    callback_name,
     close_frame,
     decode_client_frame,
+    decode_jsonp_send,
+    decode_send_payload,
+    eventsource_frame,
+    htmlfile_frame,
+    htmlfile_prelude,
+    http_chunk,
+    js_string,
+    jsonp_frame,
     message_frame,
     quote,
     quote_bytes,
     ws_text_frame,
+    xhr_frame,
 )
 
 # sockjs-protocol-0.3.3.py, JsonEncoding: what a server must never send raw.
@@ -194,3 +211,123 @@ class TestWsTextFrame:
         assert ws_text_frame(b"") == b"\x81\x00"
         assert ws_text_frame(b"o") == b"\x81\x01o"
         assert ws_text_frame(GO_AWAY) == b"\x81\x12" + GO_AWAY
+
+
+# -- HTTP transports: what each writes (sockjs-protocol-0.3.3.py, per transport) -------------
+
+HTMLFILE_HEAD = """<!doctype html>
+<html><head>
+  <meta http-equiv="X-UA-Compatible" content="IE=edge" />
+  <meta http-equiv="Content-Type" content="text/html; charset=UTF-8" />
+</head><body><h2>Don't panic!</h2>
+  <script>
+    document.domain = document.domain;
+    var c = parent.%s;
+    c.start();
+    function p(d) {c.message(d);};
+    window.onload = function() {c.stop();};
+  </script>"""
+
+
+class TestTransportFrames:
+    def test_xhr(self) -> None:
+        assert xhr_frame(OPEN_FRAME) == b"o\n"
+        assert xhr_frame(b'a["x"]') == b'a["x"]\n'
+
+    def test_eventsource(self) -> None:
+        assert eventsource_frame(OPEN_FRAME) == b"data: o\r\n\r\n"
+        # EventSource.test_transport: CR, LF, NUL arrive JSON-escaped, never raw
+        frame = message_frame([quote("  \x00\n\r ")])
+        assert eventsource_frame(frame) == b'data: a["  \\u0000\\n\\r "]\r\n\r\n'
+
+    def test_htmlfile(self) -> None:
+        assert htmlfile_frame(OPEN_FRAME) == b'<script>\np("o");\n</script>\r\n'
+        assert htmlfile_frame(b'a["x"]') == b'<script>\np("a[\\"x\\"]");\n</script>\r\n'
+
+    def test_htmlfile_frame_cannot_end_its_script(self) -> None:
+        frame = message_frame([quote("</script><script>alert(1)</script>")])
+        out = htmlfile_frame(frame)
+        assert out.count(b"</script>") == 1 and out.endswith(b"</script>\r\n")
+        assert json.loads(out[len(b"<script>\np("):-len(b");\n</script>\r\n")]) == frame.decode()
+
+    def test_jsonp(self) -> None:
+        assert jsonp_frame("callback", OPEN_FRAME) == b'/**/callback("o");\r\n'
+        assert jsonp_frame("x", b'a["b"]') == b'/**/x("a[\\"b\\"]");\r\n'
+        assert jsonp_frame("x", GO_AWAY) == b'/**/x("c[3000,\\"Go away!\\"]");\r\n'
+
+    def test_js_string_keeps_unicode_and_escapes(self) -> None:
+        frame = message_frame([quote("é\u2028")])
+        assert json.loads(js_string(frame)) == frame.decode()
+        assert "é".encode() in js_string(frame)
+
+    def test_htmlfile_prelude(self) -> None:
+        prelude = htmlfile_prelude("callback")
+        assert prelude.decode().strip() == HTMLFILE_HEAD % "callback"
+        assert len(prelude) > 1024 and prelude.endswith(b"\r\n\r\n")
+
+    def test_preludes(self) -> None:
+        assert XHR_STREAMING_PRELUDE == b"h" * 2048 + b"\n"
+        assert EVENTSOURCE_PRELUDE == b"\r\n"
+
+    @pytest.mark.parametrize("data", [b"", b"o\n", b"x" * 300])
+    def test_http_chunk(self, data: bytes) -> None:
+        chunk = http_chunk(data)
+        size, _, rest = chunk.partition(b"\r\n")
+        assert int(size, 16) == len(data) and rest == data + b"\r\n"
+
+
+class TestCallback:
+    @pytest.mark.parametrize("name", ["callback", "x", "_jp.a1b2", "a-b_c.d", "A" * 32])
+    def test_accepted(self, name: str) -> None:
+        assert callback_name(name) == name
+
+    @pytest.mark.parametrize("name", [None, ""])
+    def test_required(self, name: str | None) -> None:
+        with pytest.raises(CallbackRequired, match='"callback" parameter required'):
+            callback_name(name)
+
+    @pytest.mark.parametrize("name", ["a b", "x(1)", "alert();x", "</script>", "é", "A" * 33,
+                                      "a\nb"])
+    def test_refused(self, name: str) -> None:
+        with pytest.raises(InvalidCallback):
+            callback_name(name)
+
+
+class TestSendPayload:
+    @pytest.mark.parametrize(
+        ("body", "messages"),
+        [(b'["a"]', ["a"]), (b"[]", []), (b'["a","b"]', ["a", "b"]), ('["é"]', ["é"]),
+         (b'["\\ud800"]', ["\ud800"]), (b' [ "x" ] ', ["x"])],
+    )
+    def test_xhr_send(self, body: bytes | str, messages: list[str]) -> None:
+        assert decode_send_payload(body) == messages
+
+    @pytest.mark.parametrize("body", [b"", b'"a"', b"{}", b"[1]", b'["a",null]', b"null"])
+    def test_payload_expected(self, body: bytes) -> None:
+        with pytest.raises(PayloadExpected, match=r"Payload expected\."):
+            decode_send_payload(body)
+
+    @pytest.mark.parametrize("body", [b'["x', b"x", b"\xff", b"[", b'["a",]'])
+    def test_broken_json(self, body: bytes) -> None:
+        with pytest.raises(BrokenJSON, match=r"Broken JSON encoding\."):
+            decode_send_payload(body)
+
+    def test_jsonp_send_form_and_raw(self) -> None:
+        assert decode_jsonp_send(b"d=%5B%22x%22%5D", form=True) == ["x"]
+        assert decode_jsonp_send(b'["%61bc"]', form=False) == ["%61bc"]
+        assert decode_jsonp_send(b"d=%5B%22%C3%A9%22%5D&e=1", form=True) == ["é"]
+
+    @pytest.mark.parametrize("body", [b"", b"d=", b"p=p"])
+    def test_jsonp_send_payload_expected(self, body: bytes) -> None:
+        with pytest.raises(PayloadExpected):
+            decode_jsonp_send(body, form=True)
+
+    @pytest.mark.parametrize("body", [b"d=%5B%22x", b"d=%FF"])
+    def test_jsonp_send_broken(self, body: bytes) -> None:
+        with pytest.raises(BrokenJSON):
+            decode_jsonp_send(body, form=True)
+
+    def test_request_errors_are_value_errors_with_their_answer(self) -> None:
+        for error in (PayloadExpected, BrokenJSON, CallbackRequired, InvalidCallback):
+            assert issubclass(error, SockJSRequestError) and issubclass(error, ValueError)
+            assert str(error()) == error.message

@@ -1,0 +1,5 @@
+import sys
+
+from pushy_shard.bench.cli import main
+
+sys.exit(main())

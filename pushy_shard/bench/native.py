@@ -1,0 +1,55 @@
+"""Builds the C load generator once per source version into a cache folder."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from pushy_shard.bench.errors import BenchError
+
+SOURCE = Path(__file__).with_name("loadclient.c")
+CFLAGS = ["-O2", "-std=gnu11", "-Wall", "-Wextra"]
+
+
+class NoCompiler(BenchError):
+    """No C compiler on PATH (or in $CC): the load generator cannot be built."""
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "pushy-shard-bench"
+
+
+def find_compiler() -> str | None:
+    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if name and (path := shutil.which(name)):
+            return path
+    return None
+
+
+def loadclient() -> Path:
+    """The path of the compiled load generator; compiles it if this source is new."""
+    source = SOURCE.read_bytes()
+    digest = hashlib.sha256(source + " ".join(CFLAGS).encode()).hexdigest()[:16]
+    exe = cache_dir() / f"loadclient-{digest}"
+    if exe.exists():
+        return exe
+    compiler = find_compiler()
+    if compiler is None:
+        raise NoCompiler("no C compiler found (tried $CC, cc, gcc, clang): the load generator "
+                         f"{SOURCE.name} must be compiled; install gcc")
+    exe.parent.mkdir(parents=True, exist_ok=True)
+    partial = exe.with_name(f"{exe.name}.{os.getpid()}.tmp")
+    done = subprocess.run([compiler, *CFLAGS, "-o", str(partial), str(SOURCE)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        partial.unlink(missing_ok=True)
+        raise BenchError(f"compiling {SOURCE} failed:\n{done.stderr}")
+    os.replace(partial, exe)
+    for old in exe.parent.glob("loadclient-*"):
+        if old != exe and not old.name.endswith(".tmp"):
+            old.unlink(missing_ok=True)  # builds of earlier sources
+    return exe

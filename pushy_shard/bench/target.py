@@ -1,0 +1,165 @@
+"""The server under test: one this tool starts (`python -m pushy_shard CONFIG`), or any URL
+speaking the Pushy protocol (the original Node server, another deployment).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from pushy_shard.bench import procstat
+from pushy_shard.bench.errors import BenchError
+
+READY = re.compile(r"front \d+/\d+ ready")
+PROBLEM = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b|Traceback")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LocalServer:
+    """pushy-shard with `workers` shards and `fronts` fronts on a free loopback port.
+
+    Its log is drained all the time (a full pipe would stall the server) and kept: warnings
+    and errors are reported with the results. Call `stop()` when done.
+    """
+
+    def __init__(self, workers: int, fronts: int, secret: str, prefix: str,
+                 start_timeout: float = 60.0) -> None:
+        self.workers, self.fronts = workers, fronts
+        self.port = free_port()
+        self.folder = Path(tempfile.mkdtemp(prefix="psb-", dir="/tmp"))
+        config = {
+            "port": self.port, "host": "127.0.0.1", "secretKey": secret,
+            "workers": workers, "fronts": fronts, "demo": False, "log_level": "info",
+            "sockjs": {"prefix": prefix, "heartbeat_delay": 25, "disconnect_delay": 5},
+            "link": {"transport": "ipc", "directory": str(self.folder / "l")},
+        }
+        config_path = self.folder / "config.json"
+        config_path.write_text(json.dumps(config))
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        for name in ("PORT", "PUSHY_WORKERS", "PUSHY_FRONTS"):
+            env.pop(name, None)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "pushy_shard", str(config_path)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.lines: collections.deque[str] = collections.deque(maxlen=400)
+        self.problems: list[str] = []
+        self._ready = 0
+        self._cond = threading.Condition()
+        assert self.process.stdout is not None
+        threading.Thread(target=self._drain, args=(self.process.stdout,), daemon=True).start()
+        self._wait_ready(start_timeout)
+
+    def _drain(self, stream: IO[bytes]) -> None:
+        for raw in stream:
+            line = raw.decode("utf-8", "replace").rstrip()
+            with self._cond:
+                self.lines.append(line)
+                if READY.search(line):
+                    self._ready += 1
+                if PROBLEM.search(line) and len(self.problems) < 200:
+                    self.problems.append(line)
+                self._cond.notify_all()
+        with self._cond:
+            self._ready = -1
+            self._cond.notify_all()
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while 0 <= self._ready < self.fronts:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            ready = self._ready
+        if ready < self.fronts:
+            self.stop()
+            tail = "\n".join(list(self.lines)[-30:])
+            raise BenchError(f"the server did not become ready ({max(ready, 0)} of "
+                             f"{self.fronts} fronts); its log:\n{tail}")
+
+    def pids(self) -> list[int]:
+        return procstat.descendants(self.process.pid)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@dataclass
+class Target:
+    """Where the load goes, and which processes to measure."""
+
+    host: str
+    port: int
+    base_path: str  # prepended to the SockJS prefix and the trigger path
+    prefix: str
+    secret: str
+    label: str
+    server: LocalServer | None = None
+    pid_list: list[int] = field(default_factory=list)
+    pid_pattern: str | None = None
+
+    @property
+    def sockjs_path(self) -> str:
+        return self.base_path + self.prefix
+
+    def pids(self) -> list[int]:
+        """The server's processes now (a restarted child is picked up)."""
+        if self.server is not None:
+            return self.server.pids()
+        if self.pid_pattern:
+            return procstat.pids_matching(self.pid_pattern)
+        return [pid for pid in self.pid_list if Path(f"/proc/{pid}").exists()]
+
+    @property
+    def measurable(self) -> bool:
+        return self.server is not None or bool(self.pid_list) or bool(self.pid_pattern)
+
+    def problems(self) -> list[str]:
+        return list(self.server.problems) if self.server else []
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+
+def local(workers: int, fronts: int, secret: str, prefix: str) -> Target:
+    server = LocalServer(workers, fronts, secret, prefix)
+    return Target("127.0.0.1", server.port, "", prefix, secret,
+                  f"pushy-shard w{workers} f{fronts}", server=server)
+
+
+def external(url: str, secret: str, prefix: str, pids: list[int], pattern: str | None,
+             label: str | None) -> Target:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "ws") or not parts.hostname:
+        raise BenchError(f"--url must be http://HOST:PORT[/path] (plain HTTP), not {url!r}")
+    port = parts.port or 80
+    return Target(parts.hostname, port, parts.path.rstrip("/"), prefix, secret,
+                  label or f"{parts.hostname}:{port}", pid_list=pids, pid_pattern=pattern)

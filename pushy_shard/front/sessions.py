@@ -1,0 +1,297 @@
+"""SockJS sessions over the HTTP transports: the shell around `core.session`.
+
+An `HttpSession` is the hub's `Connection` for one Pushy client whose SockJS session lives
+across HTTP requests. Frames go to its current *receiver* (the open xhr / xhr_streaming /
+eventsource / htmlfile / jsonp request) or wait in its bounded queue; the table in
+`core/session.py` decides which, and this module only performs what it returns.
+
+Fast path (ARCHITECTURE.md 4): a streaming receiver writes the event's pre-built bytes for
+its kind (as a pre-built HTTP/1.1 chunk when the response is chunked) straight to the
+socket, after aiohttp has sent the headers and the prelude; a polling receiver takes the
+pre-built bytes as its response body. Nothing here awaits: the request handlers
+(front/transports.py) await the receiver's `done` future and end the response.
+
+`Sessions` is the front's registry; its `sweep`, called by the front's one periodic task,
+sends heartbeats and runs every session's disconnect clock. There are no per-session timers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from time import monotonic
+
+from pushy_shard.core.channels import MemberState
+from pushy_shard.core.config import SockJSOptions
+from pushy_shard.core.session import Do, Event, Session
+from pushy_shard.core.sockjs import (
+    ANOTHER_CONNECTION,
+    GO_AWAY,
+    HEARTBEAT_FRAME,
+    OPEN_FRAME,
+    http_chunk,
+    jsonp_frame,
+    message_frame,
+)
+from pushy_shard.front.front import Front, new_socket_id
+from pushy_shard.front.hub import FRAME, Delivery, wrap_frame
+from pushy_shard.front.websocket import SLOW_CONSUMER_BYTES
+
+log = logging.getLogger(__name__)
+
+
+class Receiver:
+    """One receiving request: where a session's frames go while it lasts.
+
+    `done` resolves when the response must end (it is full, the session closed, or this
+    request was refused); the handler awaiting it then finishes the HTTP response.
+    """
+
+    __slots__ = ("kind", "done", "full", "slow")
+
+    def __init__(self, kind: int, done: asyncio.Future[None]) -> None:
+        self.kind = kind
+        self.done = done
+        self.full = False  # the response carried all it may: end it, the session waits
+        self.slow = False  # the client stopped reading: close the session
+
+    def write(self, frame: bytes) -> None:
+        """Write one SockJS frame (`o`, `h`, `a[...]`, `c[...]`) in this transport's form."""
+        raise NotImplementedError
+
+    def deliver(self, delivery: Delivery) -> None:
+        """Write one event's pre-built bytes."""
+        raise NotImplementedError
+
+    def end(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+class PollingReceiver(Receiver):
+    """xhr and jsonp polling: the first frame becomes the whole response body."""
+
+    __slots__ = ("callback", "body")
+
+    def __init__(self, kind: int, done: asyncio.Future[None], callback: str | None = None
+                 ) -> None:
+        super().__init__(kind, done)
+        self.callback = callback  # jsonp: each request names its own
+        self.body = b""
+
+    def write(self, frame: bytes) -> None:
+        if self.callback is not None:
+            self._take(jsonp_frame(self.callback, frame))
+        else:
+            self._take(wrap_frame(self.kind, frame))
+
+    def deliver(self, delivery: Delivery) -> None:
+        if self.callback is not None:
+            self._take(jsonp_frame(self.callback, delivery.frame(FRAME)))
+        else:
+            self._take(delivery.frame(self.kind))
+
+    def _take(self, data: bytes) -> None:
+        if not self.full:
+            self.body = data
+            self.full = True
+
+
+class StreamingReceiver(Receiver):
+    """xhr_streaming, eventsource, htmlfile: frames written to the socket as they come,
+    until `limit` bytes (sockjs `response_limit`) were sent and the client must reopen."""
+
+    __slots__ = ("socket", "chunked", "limit", "sent")
+
+    def __init__(self, kind: int, done: asyncio.Future[None], socket: asyncio.Transport,
+                 chunked: bool, limit: int) -> None:
+        super().__init__(kind, done)
+        self.socket = socket
+        self.chunked = chunked  # HTTP/1.1: aiohttp chose chunked encoding, frames are chunks
+        self.limit = limit
+        self.sent = 0
+
+    def write(self, frame: bytes) -> None:
+        data = wrap_frame(self.kind, frame)
+        self._write(http_chunk(data) if self.chunked else data, len(data))
+
+    def deliver(self, delivery: Delivery) -> None:
+        kind = self.kind
+        data = delivery.frame(kind)
+        self._write(delivery.chunk(kind) if self.chunked else data, len(data))
+
+    def _write(self, data: bytes, size: int) -> None:
+        socket = self.socket
+        if self.full or socket.is_closing():
+            return
+        socket.write(data)
+        self.sent += size
+        if self.sent >= self.limit:
+            self.full = True
+        if socket.get_write_buffer_size() > SLOW_CONSUMER_BYTES:
+            self.slow = True
+            socket.abort()  # nothing more reaches it; the handler sees the connection drop
+
+
+class HttpSession:
+    """One SockJS session over HTTP, and the hub's Connection for its Pushy client.
+
+    `sid` is the Pushy socketId; the SockJS `session_id` from the URL is never shown to the
+    application (sockjs-protocol, Session URLs).
+    """
+
+    __slots__ = ("sid", "kind", "transport", "channels", "closed", "session_id", "core",
+                 "receiver", "registry")
+
+    def __init__(self, registry: Sessions, session_id: str, transport: str, kind: int) -> None:
+        self.sid = new_socket_id()
+        self.kind = kind
+        self.transport = transport  # the Pushy `protocol`: the transport that opened it
+        self.channels: dict[str, MemberState] = {}
+        self.closed = False
+        self.session_id = session_id
+        self.core = Session(registry.options.disconnect_delay)
+        self.receiver: Receiver | None = None
+        self.registry = registry
+
+    # -- the hub's Connection ----------------------------------------------------------------
+
+    def deliver(self, delivery: Delivery) -> None:
+        do = self.core.handle(Event.SEND, monotonic())
+        if do is Do.WRITE:
+            receiver = self.receiver
+            assert receiver is not None
+            receiver.deliver(delivery)
+            self._written(receiver)
+        elif do is Do.QUEUE and not self.core.enqueue(delivery.quoted):
+            log.warning("closing SockJS session %s: over %d queued messages or %d bytes",
+                        self.sid, self.core.max_messages, self.core.max_bytes)
+            self.close()
+
+    def send(self, message: bytes) -> None:
+        self.deliver(Delivery(message))
+
+    def heartbeat(self) -> None:
+        if self.core.handle(Event.HEARTBEAT, monotonic()) & Do.HEARTBEAT:
+            receiver = self.receiver
+            assert receiver is not None
+            receiver.write(HEARTBEAT_FRAME)
+            self._written(receiver)
+
+    # -- receivers and client messages -------------------------------------------------------
+
+    def attach(self, receiver: Receiver) -> None:
+        """A receiving request arrived: open, flush the queue, or refuse it."""
+        do = self.core.handle(Event.ATTACH, monotonic())
+        if do & (Do.REJECT | Do.CLOSE_FRAME):
+            receiver.write(ANOTHER_CONNECTION if do & Do.REJECT else GO_AWAY)
+            receiver.end()
+            return
+        self.receiver = receiver
+        if do & Do.OPEN:
+            receiver.write(OPEN_FRAME)
+        elif do & Do.FLUSH and self.core.queue:
+            receiver.write(message_frame(self.core.take()))
+        self._written(receiver)
+        if do & Do.OPEN:
+            self.registry.front.opened(self)  # pushy:connect follows the open frame
+
+    def aborted(self, receiver: Receiver) -> None:
+        """The receiving request's connection dropped (its handler was cancelled)."""
+        if self.receiver is receiver:
+            self.receiver = None
+            self._perform(self.core.handle(Event.ABORT, monotonic()))
+
+    def receive(self, messages: list[str]) -> None:
+        """Messages from xhr_send / jsonp_send: to Pushy one by one, in order."""
+        if self.core.handle(Event.CLIENT, monotonic()) & Do.DISPATCH:
+            front = self.registry.front
+            for text in messages:
+                if self.closed:
+                    break
+                front.client_message(self, text)
+
+    def close(self) -> None:
+        """The server ends the session: `c[3000,"Go away!"]` now or to the next receiver."""
+        self._perform(self.core.handle(Event.CLOSE, monotonic()))
+
+    def expire(self, now: float) -> None:
+        if self.core.expired(now):
+            self._perform(self.core.handle(Event.EXPIRE, now))
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _written(self, receiver: Receiver) -> None:
+        """After a write: a slow reader closes the session, a full response detaches."""
+        if receiver.slow:
+            log.warning("closing slow SockJS session %s: over %d bytes unsent", self.sid,
+                        SLOW_CONSUMER_BYTES)
+            self.close()
+        elif receiver.full and self.receiver is receiver:
+            self.receiver = None
+            receiver.end()
+            self._perform(self.core.handle(Event.DETACH, monotonic()))
+
+    def _perform(self, do: Do) -> None:
+        if do & Do.CLOSE_FRAME:
+            receiver, self.receiver = self.receiver, None
+            if receiver is not None:
+                receiver.write(GO_AWAY)
+                receiver.end()
+        if do & Do.LEAVE and not self.closed:
+            self.closed = True
+            self.registry.leave(self)
+        if do & Do.FORGET:
+            self.registry.forget(self)
+
+
+class Sessions:
+    """The front's HTTP sessions by SockJS session id, and their one periodic sweep."""
+
+    def __init__(self, front: Front, options: SockJSOptions) -> None:
+        self.front = front
+        self.options = options
+        self.by_id: dict[str, HttpSession] = {}
+        self._next_heartbeat = monotonic() + options.heartbeat_delay
+
+    def __len__(self) -> int:
+        return len(self.by_id)
+
+    def get(self, session_id: str) -> HttpSession | None:
+        return self.by_id.get(session_id)
+
+    def open(self, session_id: str, transport: str, kind: int) -> HttpSession:
+        """The session `session_id`, created (not yet opened) if there is none."""
+        session = self.by_id.get(session_id)
+        if session is None:
+            session = self.by_id[session_id] = HttpSession(self, session_id, transport, kind)
+        return session
+
+    def forget(self, session: HttpSession) -> None:
+        if self.by_id.get(session.session_id) is session:
+            del self.by_id[session.session_id]
+
+    def leave(self, session: HttpSession) -> None:
+        """The Pushy connection ended: it leaves its channels on the next loop turn, so a
+        close inside the fan-out loop never changes the hub's index under it."""
+        asyncio.get_running_loop().call_soon(self.front.closed, session)
+
+    def sweep(self, now: float) -> None:
+        """Heartbeats when due (to every SockJS connection of the front, WebSockets too),
+        then the disconnect clocks: waiting sessions past `disconnect_delay` are closed."""
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + self.options.heartbeat_delay
+            for conn in self.front.hub:
+                conn.heartbeat()
+        for session in list(self.by_id.values()):
+            session.expire(now)
+
+    def close_all(self) -> None:
+        """Server stopping: every session gets `c[3000,"Go away!"]` and its requests end."""
+        for session in list(self.by_id.values()):
+            session.close()
+
+
+def sweep_interval(options: SockJSOptions, longest: float = 1.0) -> float:
+    """How often the sweep runs: fine enough for the configured delays, at most `longest`."""
+    return max(0.02, min(longest, options.heartbeat_delay / 2, options.disconnect_delay / 4))

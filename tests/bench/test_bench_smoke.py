@@ -1,0 +1,55 @@
+"""The benchmark tool measures a real server end to end and its record says so.
+
+A correctness check of the tool (tiny sizes, a started server), not a timing assertion.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pushy_shard.bench import cli, native
+
+pytestmark = pytest.mark.skipif(
+    native.find_compiler() is None,
+    reason="no C compiler (cc, gcc or clang): the bench's load generator is C built at first use",
+)
+
+
+def run(tmp_path: Path, *args: str) -> dict[str, Any]:
+    out = tmp_path / "record.json"
+    status = cli.main([*args, "--workers", "2", "--fronts", "1", "--clients", "1",
+                       "--timeout", "15", "--json", str(out)])
+    record = json.loads(out.read_text())
+    assert status == 0, record
+    return record
+
+
+def test_burst_delivers_everything_and_reports_rates(tmp_path: Path) -> None:
+    record = run(tmp_path, "burst", "--subscribers", "50", "--events", "20")
+    assert record["all_ok"] is True
+    assert record["machine"]["nproc"] >= 1
+    assert record["machine"]["python"]
+    (result,) = record["results"]
+    assert result["scenario"] == "a burst"
+    assert result["params"] == {"subscribers": 50, "events": 20}
+    assert result["ok"] is True and result["check"].startswith("ok")
+    assert result["delivered"] == result["expected"] == 50 * 20
+    assert result["deliveries_per_s"] > 0 and result["triggers_per_s"] > 0
+    assert result["server_cpu_s"] > 0 and result["cpu_us_per_delivery"] > 0
+    assert sum(result["connections_per_front"].values()) == 50
+
+
+def test_idle_connections_report_memory_and_stay_live(tmp_path: Path) -> None:
+    record = run(tmp_path, "idle", "--connections", "50", "--settle", "0.2")
+    (result,) = record["results"]
+    assert result["scenario"] == "d idle"
+    assert result["ok"] is True
+    assert result["delivered"] == result["expected"] == 50
+    memory = result["memory"]
+    assert memory["rss_after"] > 0 and memory["rss_empty"] > 0
+    assert memory["pss_after"] > 0
+    assert "rss_per_conn" in memory and "pss_per_conn" in memory

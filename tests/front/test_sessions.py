@@ -1,0 +1,237 @@
+"""The HTTP session shell (front/sessions.py) and the fan-out bytes (front/hub.py), with fake
+sockets: what each transport writes on the fast path, that each kind's bytes are built once
+per event, and the slow-reader and queue bounds. No processes, no HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from pushy_shard.core.channels import MemberState
+from pushy_shard.core.config import SockJSOptions
+from pushy_shard.core.session import MAX_QUEUED_MESSAGES, State
+from pushy_shard.core.sockjs import quote_bytes
+from pushy_shard.front import hub as hub_module
+from pushy_shard.front.hub import EVENTSOURCE, FRAME, HTMLFILE, SOCKJS_WS, XHR, Delivery, Hub
+from pushy_shard.front.sessions import (
+    HttpSession,
+    PollingReceiver,
+    Sessions,
+    StreamingReceiver,
+)
+from pushy_shard.front.websocket import SLOW_CONSUMER_BYTES
+
+EVENT = '{"event":"e","channel":"c","data":"é"}'.encode()
+
+
+class FakeSocket:
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.buffered = 0
+        self.aborted = False
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def is_closing(self) -> bool:
+        return self.aborted
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+class FakeFront:
+    """What Sessions uses of a Front: the hub, and the three connection callbacks."""
+
+    def __init__(self) -> None:
+        self.hub = Hub(1)
+        self.closed_sids: list[str] = []
+        self.messages: list[str] = []
+
+    def opened(self, conn: Any) -> None:
+        self.hub.add(conn)
+        conn.send(b'{"event":"pushy:connect"}')
+
+    def closed(self, conn: Any) -> None:
+        self.hub.remove(conn)
+        self.closed_sids.append(conn.sid)
+
+    def client_message(self, conn: Any, text: str) -> None:
+        self.messages.append(text)
+
+
+@pytest.fixture
+def front() -> FakeFront:
+    return FakeFront()
+
+
+@pytest.fixture
+def sessions(front: FakeFront) -> Sessions:
+    return Sessions(front, SockJSOptions(disconnect_delay=5.0, response_limit=4096))  # type: ignore[arg-type]
+
+
+def streaming(kind: int = XHR, chunked: bool = True, limit: int = 4096
+              ) -> tuple[StreamingReceiver, FakeSocket]:
+    socket = FakeSocket()
+    future = asyncio.get_running_loop().create_future()
+    return StreamingReceiver(kind, future, socket, chunked, limit), socket  # type: ignore[arg-type]
+
+
+def polling(callback: str | None = None) -> PollingReceiver:
+    kind = FRAME if callback else XHR
+    return PollingReceiver(kind, asyncio.get_running_loop().create_future(), callback)
+
+
+def unchunk(data: bytes) -> bytes:
+    body = b""
+    while data:
+        size, _, rest = data.partition(b"\r\n")
+        n = int(size, 16)
+        body += rest[:n]
+        assert rest[n:n + 2] == b"\r\n"
+        data = rest[n + 2:]
+    return body
+
+
+async def test_delivery_builds_each_kind_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[bytes] = []
+    real = hub_module.quote_bytes
+
+    def counting(message: bytes) -> bytes:
+        calls.append(message)
+        return real(message)
+
+    monkeypatch.setattr(hub_module, "quote_bytes", counting)
+    delivery = Delivery(EVENT)
+    for _ in range(3):
+        for kind in (SOCKJS_WS, XHR, EVENTSOURCE, HTMLFILE, FRAME):
+            assert delivery.frame(kind) is delivery.frame(kind)
+            assert delivery.chunk(kind) is delivery.chunk(kind)
+    assert len(calls) == 1  # one JSON-string encoding for every transport kind
+    quoted = quote_bytes(EVENT)
+    assert delivery.quoted == quoted
+    assert delivery.frame(XHR) == b"a[" + quoted + b"]\n"
+    assert delivery.frame(EVENTSOURCE) == b"data: a[" + quoted + b"]\r\n\r\n"
+    assert delivery.frame(HTMLFILE).startswith(b"<script>\np(")
+    assert unchunk(delivery.chunk(XHR)) == delivery.frame(XHR)
+
+
+async def test_fan_out_shares_one_delivery(sessions: Sessions, front: FakeFront) -> None:
+    sockets = []
+    for n in range(3):
+        session = sessions.open(f"s{n}", "xhr-streaming", XHR)
+        receiver, socket = streaming()
+        session.attach(receiver)
+        front.hub.index.setdefault("c", {})[session.sid] = session
+        sockets.append(socket)
+    front.hub.deliver("c", None, EVENT)
+    chunks = [bytes(s.data).split(b"\r\n", 2)[-1] for s in sockets]
+    # every member got the same pre-built chunk after its own `o` and pushy:connect
+    assert all(s.data.endswith(Delivery(EVENT).chunk(XHR)) for s in sockets)
+    assert len(set(chunks)) == 1
+
+
+async def test_streaming_session_writes_frames_and_ends_at_the_limit(sessions: Sessions) -> None:
+    session = sessions.open("a", "xhr-streaming", XHR)
+    receiver, socket = streaming(chunked=False, limit=300)
+    session.attach(receiver)
+    assert socket.data.startswith(b"o\na[")  # open, then pushy:connect
+    while not receiver.done.done():
+        session.send(EVENT)
+    assert receiver.full and receiver.sent >= 300
+    assert session.core.state is State.WAITING  # the client reopens; meanwhile messages queue
+    written = len(socket.data)
+    session.send(EVENT)
+    assert len(socket.data) == written and len(session.core.queue) == 1
+
+
+async def test_polling_answers_one_frame_and_queues_the_rest(sessions: Sessions) -> None:
+    session = sessions.open("p", "xhr-polling", XHR)
+    first = polling()
+    session.attach(first)
+    assert first.body == b"o\n" and first.done.done()
+    second = polling()
+    session.attach(second)  # pushy:connect was queued since
+    assert second.body.startswith(b'a["{\\"event\\":\\"pushy:connect\\"}"]')
+    third = polling()
+    session.attach(third)
+    assert not third.done.done()
+    session.send(EVENT)
+    assert third.body == Delivery(EVENT).frame(XHR)
+    session.send(EVENT)
+    session.send(EVENT)
+    fourth = polling("cb")
+    session.attach(fourth)
+    assert fourth.body.startswith(b'/**/cb("a[') and fourth.body.count(b"\\\\u00e9") == 0
+
+
+async def test_second_receiver_is_refused(sessions: Sessions) -> None:
+    session = sessions.open("r", "xhr-streaming", XHR)
+    first, _ = streaming()
+    session.attach(first)
+    second = polling()
+    session.attach(second)
+    assert second.body == b'c[2010,"Another connection still open"]\n'
+    assert session.receiver is first
+
+
+async def test_slow_stream_reader_closes_the_session(sessions: Sessions, front: FakeFront
+                                                     ) -> None:
+    session = sessions.open("slow", "eventsource", EVENTSOURCE)
+    receiver, socket = streaming(EVENTSOURCE)
+    session.attach(receiver)
+    socket.buffered = SLOW_CONSUMER_BYTES + 1
+    session.send(EVENT)
+    assert socket.aborted and receiver.slow and receiver.done.done()
+    assert session.closed and session.core.state is State.CLOSING
+    await asyncio.sleep(0)  # the Pushy connection leaves its channels on the next turn
+    assert front.closed_sids == [session.sid]
+    late = polling()
+    session.attach(late)
+    assert late.body == b'c[3000,"Go away!"]\n'
+
+
+async def test_queue_over_its_bound_closes_without_touching_the_hub_now(
+        sessions: Sessions, front: FakeFront) -> None:
+    session: HttpSession = sessions.open("q", "xhr-polling", XHR)
+    session.attach(polling())  # `o`: the session now waits for its next poll
+    member = MemberState(session.sid, "c", "c", False, "0000abcd", None)
+    assert front.hub.joined(member, b'{"event":"pushy:subscription-success"}')
+    for _ in range(MAX_QUEUED_MESSAGES):
+        front.hub.deliver("c", None, EVENT)
+    assert front.hub.index["c"]  # still indexed: the fan-out loop was not disturbed
+    assert session.closed and front.closed_sids == []
+    await asyncio.sleep(0)
+    assert front.closed_sids == [session.sid] and "c" not in front.hub.index
+
+
+async def test_sweep_expires_waiting_sessions_and_sends_heartbeats(
+        sessions: Sessions, front: FakeFront) -> None:
+    waiting = sessions.open("w", "xhr-polling", XHR)
+    waiting.attach(polling())
+    streaming_session = sessions.open("s", "xhr-streaming", XHR)
+    receiver, socket = streaming(chunked=False)
+    streaming_session.attach(receiver)
+    assert waiting.core.deadline is not None
+    sessions.sweep(waiting.core.deadline + 30.0)
+    assert socket.data.endswith(b"h\n")  # heartbeat to the attached receiver
+    assert sessions.get("w") is None and sessions.get("s") is streaming_session
+    await asyncio.sleep(0)
+    assert front.closed_sids == [waiting.sid]
+
+
+async def test_client_messages_go_to_pushy_in_order(sessions: Sessions, front: FakeFront
+                                                    ) -> None:
+    session = sessions.open("m", "xhr-polling", XHR)
+    session.attach(polling())
+    session.receive(["1", "2", "3"])
+    assert front.messages == ["1", "2", "3"]
+    session.close()
+    session.receive(["4"])  # a closed session drops them
+    assert front.messages == ["1", "2", "3"]
