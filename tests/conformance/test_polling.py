@@ -159,6 +159,14 @@ class TestXhrPolling:
         assert (await fetch("POST", url + "/xhr_send", body='["a"]')).status == 204
         assert (await fetch("POST", url + "/xhr")).text == bogus_replies(1) + "\n"
 
+    async def test_oversized_send(self, cluster: Cluster) -> None:
+        """Not in the suite: a send body is bounded like a WebSocket frame (1 MiB)."""
+        url = new_session(cluster)
+        await open_polling(url)
+        r = await fetch("POST", url + "/xhr_send", body=json.dumps(["x" * (1 << 20)]))
+        assert r.status == 413
+        assert (await fetch("POST", url + "/xhr_send", body='["a"]')).status == 204
+
     async def test_payload_must_be_an_array_of_strings(self, cluster: Cluster) -> None:
         url = new_session(cluster)
         await open_polling(url)
