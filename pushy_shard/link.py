@@ -38,6 +38,7 @@ REPLY = b"r"
 JOINED = b"j"
 LEFT = b"l"
 DELIVER = b"d"
+BATCH = b"B"  # several of the above in one multipart: [BATCH, [len, ...], frames...]
 
 NONE = b""  # an absent sid / message
 

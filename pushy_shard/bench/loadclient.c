@@ -733,7 +733,8 @@ static void conn_read(int i) {
     int64_t t = now_ns();
     if (c->in.len == 0) {
         size_t used = on_bytes(i, rbuf, (size_t)r, t);
-        if (c->state != C_CLOSED && used < (size_t)r) buf_append(&c->in, rbuf + used, (size_t)r - used);
+        if (c->state != C_CLOSED && used < (size_t)r)
+            buf_append(&c->in, rbuf + used, (size_t)r - used);
     } else {
         buf_append(&c->in, rbuf, (size_t)r);
         size_t used = on_bytes(i, c->in.p, c->in.len, t);
@@ -1199,7 +1200,8 @@ static size_t http_response(pconn_t *c, int *status, int *close_after) {
     *close_after = memcmp(p, "HTTP/1.0", 8) == 0;
     int64_t clen = -1;
     int chunked = 0;
-    for (const char *line = memchr(p, '\n', hl); line && line < end; line = memchr(line, '\n', (size_t)(end - line))) {
+    const char *line = memchr(p, '\n', hl);
+    for (; line && line < end; line = memchr(line, '\n', (size_t)(end - line))) {
         line++;
         if (strncasecmp(line, "content-length:", 15) == 0) clen = strtoll(line + 15, NULL, 10);
         else if (strncasecmp(line, "transfer-encoding:", 18) == 0)
@@ -1344,7 +1346,8 @@ static int pub_main(int argc, char **argv) {
            timeout ? "true" : "false", (long long)count, (long long)next_req,
            (long long)completed, (long long)failed_reqs, (long long)reconnects,
            (long long)start_ns, (long long)first_send_ns, (long long)last_resp_ns,
-           (long long)(max_lag_ns / 1000), next_req ? (double)sum_lag_ns / 1000.0 / (double)next_req : 0.0,
+           (long long)(max_lag_ns / 1000),
+           next_req ? (double)sum_lag_ns / 1000.0 / (double)next_req : 0.0,
            (long long)cpu_ns());
     int first = 1;
     for (int s = 0; s < 600; s++)

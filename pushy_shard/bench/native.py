@@ -6,12 +6,14 @@ import hashlib
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 from pushy_shard.bench.errors import BenchError
 
 SOURCE = Path(__file__).with_name("loadclient.c")
 CFLAGS = ["-O2", "-std=gnu11", "-Wall", "-Wextra"]
+STALE_SECONDS = 24 * 3600
 
 
 class NoCompiler(BenchError):
@@ -49,7 +51,12 @@ def loadclient() -> Path:
         partial.unlink(missing_ok=True)
         raise BenchError(f"compiling {SOURCE} failed:\n{done.stderr}")
     os.replace(partial, exe)
+    stale = time.time() - STALE_SECONDS
     for old in exe.parent.glob("loadclient-*"):
-        if old != exe and not old.name.endswith(".tmp"):
-            old.unlink(missing_ok=True)  # builds of earlier sources
+        # builds of earlier sources; a recent one may still be running in another bench
+        try:
+            if old != exe and old.stat().st_mtime < stale:
+                old.unlink()
+        except OSError:
+            pass  # another bench removed it first
     return exe

@@ -18,12 +18,12 @@ MISSING = ("matplotlib is not installed, so no plot was written: "
 def _latency(ax: Any, results: list[Result]) -> None:
     runs = [r for r in results if r.scenario == "c latency" and r.latency_ms]
     servers = sorted({r.server for r in runs})
-    for server in servers:
+    for n, server in enumerate(servers):  # a colour per server, a line style per percentile
         mine = sorted((r for r in runs if r.server == server), key=lambda r: r.offered_per_s or 0)
         rates = [r.offered_per_s for r in mine]
         for key, style in (("p50", "-o"), ("p99", "--s"), ("p99.9", ":^"), ("max", "-.x")):
             ax.plot(rates, [r.latency_ms[key] for r in mine if r.latency_ms], style,
-                    label=f"{server} {key}")
+                    color=f"C{n}", label=f"{server} {key}")
     ax.set_title("(c) latency from intended send time")
     ax.set_xlabel("offered triggers/s")
     ax.set_ylabel("ms")

@@ -129,7 +129,12 @@ class ShardLinks:
     def _reader(self, shard: int) -> Callable[[list[bytes]], None]:
         def read(frames: list[bytes]) -> None:
             op = frames[0]
-            if op == link.DONE:
+            if op == link.BATCH:
+                start = 2
+                for size in link.load(frames[1]):
+                    read(frames[start:start + size])
+                    start += size
+            elif op == link.DONE:
                 entry = self.links[shard].pending.pop(frames[1], None)
                 if entry is not None and not entry.future.done():
                     entry.future.set_result(link.load(frames[2]))

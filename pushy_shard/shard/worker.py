@@ -57,6 +57,7 @@ class ShardWorker:
         self.backlog: list[tuple[int, list[bytes]]] = []
         self.channel: ZmqChannel | None = None
         self.dropped_unsynced = 0
+        self.outbox: dict[bytes, list[list[bytes]]] = {}
         self.last_seen: dict[bytes, float] = {}  # identity -> monotonic time of its last message
         self.forgotten: set[bytes] = set()  # identities given up for dead; they must replay
 
@@ -203,8 +204,29 @@ class ShardWorker:
             self.send(identity, frames)
 
     def send(self, identity: bytes, frames: list[bytes]) -> None:
+        """Queue a message for one front; `flush` sends each front's queue as one message."""
+        queue = self.outbox.get(identity)
+        if queue is None:
+            queue = self.outbox[identity] = []
+            if len(self.outbox) == 1:
+                asyncio.get_running_loop().call_soon(self.flush)
+        queue.append(frames)
+
+    def flush(self) -> None:
+        """One multipart message per front for everything handled this loop turn.
+
+        ZeroMQ delivers a multipart message whole or not at all, so a request's effects and
+        its DONE never arrive apart: a front whose shard dies mid-way either sees both or
+        re-sends the request to the restarted shard (which then applies it once).
+        """
         assert self.channel is not None
-        self.channel.send([identity, *frames])
+        outbox, self.outbox = self.outbox, {}
+        for identity, messages in outbox.items():
+            if len(messages) == 1:
+                self.channel.send([identity, *messages[0]])
+            else:
+                sizes = link.body([len(m) for m in messages])
+                self.channel.send([identity, link.BATCH, sizes, *(f for m in messages for f in m)])
 
 
 async def serve(config: Config, index: int) -> None:
