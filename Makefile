@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= config.json
 
-.PHONY: install run test lint clean
+.PHONY: install run test lint clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,20 @@ lint: $(STAMP)
 
 test: $(STAMP) lint
 	$(BIN)/pytest -q
+
+# Benchmarks (pushy_shard/bench/README.md): BENCH_ARGS picks the scenarios, e.g.
+# `make bench BENCH_ARGS="burst --subscribers 2000 --events 200"`.
+BENCH_STAMP := $(VENV)/.bench-installed
+BENCH_OUT ?= bench-results
+BENCH_ARGS ?= all
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	mkdir -p $(BENCH_OUT)
+	$(BIN)/python -m pushy_shard.bench $(BENCH_ARGS) --json $(BENCH_OUT)/bench.json --plot $(BENCH_OUT)/bench.png
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

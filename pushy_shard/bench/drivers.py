@@ -261,10 +261,12 @@ class Published:
     mean_lag_us: float
     cpu_ns: int
     response_us: dict[str, int]
+    error: str = ""  # why the publisher stopped early, if it did
 
     @property
     def ok(self) -> bool:
-        return not self.timeout and self.failed == 0 and self.completed == self.count
+        return (not self.error and not self.timeout and self.failed == 0
+                and self.completed == self.count)
 
 
 class Publisher:
@@ -286,9 +288,12 @@ class Publisher:
         self._folder.cleanup()
 
     def result(self) -> Published:
+        """What the publisher did; one that failed (server gone) is reported, not raised."""
         try:
             m = self.proc.wait("published", self.seconds + SLACK_S)
             self.proc.proc.wait(timeout=5)
+        except BenchError as exc:
+            return Published(0, 0, 0, False, 0, 0, {}, 0, 0.0, 0, {}, error=str(exc))
         finally:
             self.proc.close()
             self._folder.cleanup()

@@ -39,10 +39,12 @@ class Span:
     def __init__(self, target: Target) -> None:
         self.target = target
         self.pids = target.pids() if target.measurable else []
-        self.start = procstat.cpu_ns(self.pids) if self.pids else 0
+        self.start = procstat.cpu_ns(self.pids)
+        self.vanished = False  # a server process exited during the span: CPU unknown
         self.machine_start = procstat.machine_cpu()
         self.machine_tasks_s = 0.0
         self.irq_s = 0.0
+        self.steal_s = 0.0
         self.own_start = time.process_time()
         self.own_s = 0.0  # this orchestrator's CPU: neither server nor "other"
 
@@ -51,16 +53,24 @@ class Span:
         machine = procstat.machine_cpu()
         self.machine_tasks_s = (machine.tasks_ns - self.machine_start.tasks_ns) / 1e9
         self.irq_s = (machine.irq_ns - self.machine_start.irq_ns) / 1e9
+        self.steal_s = (machine.steal_ns - self.machine_start.steal_ns) / 1e9
         self.own_s = time.process_time() - self.own_start
         if not self.pids:
             return None
-        return (procstat.cpu_ns(self.pids) - self.start) / 1e9
+        # processes started during the span (a restarted child) count from zero
+        end = procstat.cpu_ns(self.target.pids())
+        if set(self.start) - set(end):
+            self.vanished = True
+            return None
+        return sum(ns - self.start.get(pid, 0) for pid, ns in end.items()) / 1e9
 
 
 def account(result: Result, span: Span, server_s: float | None, client_s: float) -> None:
     """Kernel network time, and a warning when processes other than the server and the load
     generator took CPU during the timed span."""
     result.softirq_s = span.irq_s
+    if span.vanished:
+        result.notes.append("a server process exited during the run: its CPU is not known")
     # a process's utime+stime includes the softirq work done while it ran (tick accounting
     # puts those ticks in /proc/stat's softirq column instead): compare with both together
     busy = span.machine_tasks_s + span.irq_s
@@ -69,6 +79,9 @@ def account(result: Result, span: Span, server_s: float | None, client_s: float)
         result.notes.append(
             f"other processes used {other:.2f}s of CPU during the {result.seconds:.2f}s timed "
             "span: these figures are disturbed; rerun on a quiet machine")
+    if span.steal_s > max(0.05, 0.05 * result.seconds):
+        result.notes.append(f"the hypervisor took {span.steal_s:.2f}s of CPU (steal) during the "
+                            "timed span: these figures are disturbed")
 
 
 @dataclass
@@ -123,7 +136,9 @@ def fill(result: Result, run: FanOut) -> Result:
     tally, published = run.tally, run.published
     result.ok = not tally.lost and published.ok
     result.check = tally.describe()
-    if not published.ok or set(published.status) - {"201"}:
+    if published.error:
+        result.check = f"LOST: the publisher failed: {published.error}; {result.check}"
+    elif not published.ok or set(published.status) - {"201"}:
         result.notes.append(
             f"publisher: {published.completed}/{published.count} answered, statuses "
             f"{published.status}, {published.failed} lost in flight"

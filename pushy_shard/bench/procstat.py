@@ -71,14 +71,15 @@ def pids_matching(pattern: str) -> list[int]:
     return sorted(found)
 
 
-def cpu_ns(pids: list[int]) -> int:
-    """CPU time used so far by these processes: utime + stime, all threads (ended ones too)."""
-    total = 0
+def cpu_ns(pids: list[int]) -> dict[int, int]:
+    """CPU time used so far by each of these processes still alive: utime + stime, all threads
+    (ended ones too)."""
+    found = {}
     for pid in pids:
         fields = _stat_fields(pid)
         if fields:
-            total += (int(fields[11]) + int(fields[12])) * TICK_NS
-    return total
+            found[pid] = (int(fields[11]) + int(fields[12])) * TICK_NS
+    return found
 
 
 @dataclass(frozen=True)
@@ -87,15 +88,17 @@ class MachineCpu:
 
     tasks_ns: int  # user + nice + system: what processes' own CPU times add up to
     irq_ns: int  # hardirq + softirq ticks (loopback TCP), also inside processes' utime+stime
+    steal_ns: int  # time a hypervisor ran something else while this machine wanted the CPU
 
 
 def machine_cpu() -> MachineCpu:
     text = _read(PROC / "stat") or ""
     fields = [int(v) for v in text.splitlines()[0].split()[1:]] if text else []
-    if len(fields) < 7:
-        return MachineCpu(0, 0)
-    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
-    return MachineCpu((user + nice + system) * TICK_NS, (irq + softirq) * TICK_NS)
+    if len(fields) < 8:
+        return MachineCpu(0, 0, 0)
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return MachineCpu((user + nice + system) * TICK_NS, (irq + softirq) * TICK_NS,
+                      steal * TICK_NS)
 
 
 def memory(pids: list[int]) -> Memory:

@@ -149,7 +149,7 @@ def details(results: list[Result]) -> str:
                       else "")
             out.append(f"    server CPU {r.server_cpu_s:.2f}s over {r.seconds:.2f}s{per_op}"
                        f"{client}")
-        if r.softirq_s:
+        if r.softirq_s and r.server_cpu_s is not None:
             out.append(f"    of all CPU above, {r.softirq_s:.2f}s was kernel irq/softirq "
                        "(loopback TCP of both ends, charged to whichever process ran)")
         if r.memory:
