@@ -6,6 +6,7 @@ once, and the fan-out loop writes those same bytes to every local member without
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Iterator
@@ -102,6 +103,11 @@ class Connection(Protocol):
         """Write (or queue) an event's pre-built bytes now, without awaiting. It must not
         change the hub synchronously: a connection it closes leaves on a later callback."""
 
+    def deliver_batch(self, batch: list[Delivery], shared: dict[tuple[int, ...], bytes]) -> None:
+        """Several events at once, in order, ideally in one write. `shared` maps a batch's
+        delivery ids to bytes already built for it, so members with the same batch share
+        them."""
+
     def send(self, message: bytes) -> None:
         """Send one Pushy message (an encoded event)."""
 
@@ -117,6 +123,9 @@ class Hub:
         self.connections: dict[str, Connection] = {}
         self.index: dict[str, dict[str, Connection]] = {}
         self.delivered = 0
+        # Deliveries of this loop turn, per connection: written together at its end, so
+        # events bound for one connection leave in one write (ARCHITECTURE.md 4).
+        self._pending: dict[str, tuple[Connection, list[Delivery]]] = {}
 
     def __len__(self) -> int:
         return len(self.connections)
@@ -145,6 +154,7 @@ class Hub:
             return False
         conn.channels[state.key] = state
         self.index.setdefault(state.key, {})[state.sid] = conn
+        self._flush_one(conn.sid)
         conn.send(message)
         return True
 
@@ -155,11 +165,13 @@ class Hub:
         if conn.channels.pop(key, None) is not None:
             self._unindex(key, sid)
         if message:
+            self._flush_one(sid)
             conn.send(message)
 
     def reply(self, sid: str, message: bytes) -> None:
         conn = self.connections.get(sid)
         if conn is not None:
+            self._flush_one(sid)
             conn.send(message)
 
     def deliver(self, key: str, exclude: str | None, message: bytes) -> None:
@@ -168,12 +180,46 @@ class Hub:
         if not members:
             return
         delivery = Delivery(message)
+        pending = self._pending
+        if not pending:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no loop (unit tests): nothing to coalesce with
+                for sid, conn in members.items():
+                    if sid != exclude:
+                        conn.deliver(delivery)
+                self.delivered += len(members) - (exclude in members)
+                return
         count = 0
-        for sid, conn in members.items():  # deliver never changes the index synchronously
+        for sid, conn in members.items():
             if sid != exclude:
-                conn.deliver(delivery)
+                entry = pending.get(sid)
+                if entry is None:
+                    pending[sid] = (conn, [delivery])
+                else:
+                    entry[1].append(delivery)
                 count += 1
         self.delivered += count
+
+    def flush(self) -> None:
+        """End of the loop turn: each connection's events go out, in order, in one write."""
+        pending, self._pending = self._pending, {}
+        shared: dict[tuple[int, ...], bytes] = {}
+        for conn, batch in pending.values():  # deliver never changes the index synchronously
+            if len(batch) == 1:
+                conn.deliver(batch[0])
+            else:
+                conn.deliver_batch(batch, shared)
+
+    def _flush_one(self, sid: str) -> None:
+        """Before a direct send to `sid`, its pending events go first (order per connection)."""
+        entry = self._pending.pop(sid, None) if self._pending else None
+        if entry is not None:
+            conn, batch = entry
+            if len(batch) == 1:
+                conn.deliver(batch[0])
+            else:
+                conn.deliver_batch(batch, {})
 
     def members_for_shard(self, shard: int) -> list[MemberState]:
         """What this front replays to a restarted shard (ARCHITECTURE.md 6)."""

@@ -168,6 +168,10 @@ class HttpSession:
                         self.sid, self.core.max_messages, self.core.max_bytes)
             self.close()
 
+    def deliver_batch(self, batch: list[Delivery], shared: dict[tuple[int, ...], bytes]) -> None:
+        for delivery in batch:
+            self.deliver(delivery)
+
     def send(self, message: bytes) -> None:
         self.deliver(Delivery(message))
 

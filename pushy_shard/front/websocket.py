@@ -21,6 +21,7 @@ from pushy_shard.core.sockjs import (
     OPEN_FRAME,
     SockJSFrameError,
     decode_client_frame,
+    message_frame,
     ws_text_frame,
 )
 from pushy_shard.front.front import Front, new_socket_id
@@ -65,6 +66,19 @@ class WebSocketConnection:
 
     def deliver(self, delivery: Delivery) -> None:
         self.write(delivery.frame(self.kind))
+
+    def deliver_batch(self, batch: list[Delivery], shared: dict[tuple[int, ...], bytes]) -> None:
+        """SockJS: one `a[m1,m2,...]` frame (the protocol allows several messages per
+        frame); raw WebSocket: its frames in one write."""
+        key = (self.kind, *map(id, batch))
+        data = shared.get(key)
+        if data is None:
+            if self.kind == SOCKJS_WS:
+                data = ws_text_frame(message_frame([d.quoted for d in batch]))
+            else:
+                data = b"".join(d.frame(self.kind) for d in batch)
+            shared[key] = data
+        self.write(data)
 
     def send(self, message: bytes) -> None:
         self.write(Delivery(message).frame(self.kind))

@@ -131,6 +131,7 @@ async def test_fan_out_shares_one_delivery(sessions: Sessions, front: FakeFront)
         front.hub.index.setdefault("c", {})[session.sid] = session
         sockets.append(socket)
     front.hub.deliver("c", None, EVENT)
+    front.hub.flush()  # the end of the loop turn, when coalesced deliveries are written
     chunks = [bytes(s.data).split(b"\r\n", 2)[-1] for s in sockets]
     # every member got the same pre-built chunk after its own `o` and pushy:connect
     assert all(s.data.endswith(Delivery(EVENT).chunk(XHR)) for s in sockets)
@@ -205,6 +206,7 @@ async def test_queue_over_its_bound_closes_without_touching_the_hub_now(
     assert front.hub.joined(member, b'{"event":"pushy:subscription-success"}')
     for _ in range(MAX_QUEUED_MESSAGES):
         front.hub.deliver("c", None, EVENT)
+    front.hub.flush()  # the end of the loop turn, when coalesced deliveries are written
     assert front.hub.index["c"]  # still indexed: the fan-out loop was not disturbed
     assert session.closed and front.closed_sids == []
     await asyncio.sleep(0)
