@@ -206,20 +206,13 @@ class Hub:
         pending, self._pending = self._pending, {}
         shared: dict[tuple[int, ...], bytes] = {}
         for conn, batch in pending.values():  # deliver never changes the index synchronously
-            if len(batch) == 1:
-                conn.deliver(batch[0])
-            else:
-                conn.deliver_batch(batch, shared)
+            _write(conn, batch, shared)
 
     def _flush_one(self, sid: str) -> None:
         """Before a direct send to `sid`, its pending events go first (order per connection)."""
         entry = self._pending.pop(sid, None) if self._pending else None
         if entry is not None:
-            conn, batch = entry
-            if len(batch) == 1:
-                conn.deliver(batch[0])
-            else:
-                conn.deliver_batch(batch, {})
+            _write(*entry, {})
 
     def members_for_shard(self, shard: int) -> list[MemberState]:
         """What this front replays to a restarted shard (ARCHITECTURE.md 6)."""
@@ -237,3 +230,10 @@ class Hub:
             members.pop(sid, None)
             if not members:
                 del self.index[key]
+
+
+def _write(conn: Connection, batch: list[Delivery], shared: dict[tuple[int, ...], bytes]) -> None:
+    if len(batch) == 1:
+        conn.deliver(batch[0])
+    else:
+        conn.deliver_batch(batch, shared)
