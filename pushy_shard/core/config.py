@@ -7,13 +7,14 @@ Units: ports are TCP ports, delays are seconds, `response_limit` is bytes.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import keyword
 import os
 import re
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from fractions import Fraction
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -22,8 +23,10 @@ from pushy_shard.errors import ConfigError
 
 __all__ = [
     "DEMO_SECRET",
+    "LOG_FORMATS",
     "LOG_LEVELS",
     "Config",
+    "Limits",
     "LinkOptions",
     "SockJSOptions",
     "load_config",
@@ -34,6 +37,7 @@ __all__ = [
 
 DEMO_SECRET = "pushy-shard-demo-secret-change-me"
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("plain", "json")
 
 MAX_PROCESSES = 256
 MAX_DELAY_S = 3600.0
@@ -75,6 +79,27 @@ class LinkOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    """What one client, trigger or session may use (README, Limits). Sizes in bytes; each
+    breach gets its documented error or close frame and is counted, nothing else changes."""
+
+    max_message_bytes: int = 64 * 1024  # one Pushy message from a client
+    max_frame_bytes: int = 1024 * 1024  # one WebSocket frame or xhr_send/jsonp_send body
+    max_trigger_body: int = 64 * 1024
+    max_presence_data: int = 2048  # presence `data` of one member, as JSON
+    max_channel_length: int = 200
+    channel_pattern: str | None = None  # a regular expression every channel name must match
+    max_channels_per_connection: int = 1000
+    max_connections_per_front: int = 100_000
+    commands_per_second: float = 50.0  # token bucket: refill rate...
+    commands_burst: int = 100  # ...and size
+    session_queue_messages: int = 1000  # messages a polling session holds between polls
+    session_queue_bytes: int = 1024 * 1024
+    slow_consumer_bytes: int = 4 * 1024 * 1024  # unsent output that closes a connection
+    replay_protection: bool = True  # refuse a trigger signature seen inside its time window
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole validated configuration; every process of one deployment reads the same one."""
 
@@ -92,6 +117,13 @@ class Config:
     link: LinkOptions = LinkOptions()
     demo: bool = True
     log_level: str = "info"
+    log_format: str = "plain"
+    limits: Limits = Limits()
+    # browser Origins allowed to connect: "*" (any), "https://app.example.com", "*.example.com"
+    allowed_origins: tuple[str, ...] = ("*",)
+    # peers whose X-Forwarded-For is believed: addresses or networks ("10.0.0.0/8")
+    trusted_proxies: tuple[str, ...] = ()
+    shutdown_timeout: float = 10.0  # SIGTERM: the bound on a graceful stop, seconds
 
     @property
     def demo_secret(self) -> bool:
@@ -277,8 +309,10 @@ def _get(
 
 _TOP_KEYS = (
     "port", "host", "secretKey", "ssl", "sslCert", "sslKey", "workers", "fronts",
-    "sockjs", "commands", "link", "demo", "log_level",
+    "sockjs", "commands", "link", "demo", "log_level", "log_format", "limits",
+    "allowed_origins", "trusted_proxies", "shutdown_timeout",
 )
+_LIMIT_KEYS = tuple(f.name for f in fields(Limits))
 _SOCKJS_KEYS = (
     "prefix", "sockjs_url", "websocket", "response_limit", "jsessionid",
     "heartbeat_delay", "disconnect_delay",
@@ -301,6 +335,85 @@ def _sockjs(value: object) -> SockJSOptions:
         disconnect_delay=_get(obj, "disconnect_delay", "sockjs.disconnect_delay", _seconds,
                               d.disconnect_delay),
     )
+
+
+def _positive(key: str, value: object) -> float:
+    """A rate: a number above 0 (at most a million)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _expected(key, "a number above 0", value)
+    if not 0 < value <= 1_000_000:
+        raise ConfigError(key, f"expected a number above 0 and at most 1000000, "
+                          f"found {_show(value)}")
+    return float(value)
+
+
+def _pattern(key: str, value: object) -> str | None:
+    """A regular expression (Python syntax) a whole channel name must match; null: any."""
+    if value is None:
+        return None
+    text = _str(key, value)
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise ConfigError(key, f"not a valid regular expression: {exc}") from None
+    return text
+
+
+def _limits(value: object) -> Limits:
+    obj = _object("limits", value, _LIMIT_KEYS)
+    counts = {"max_channel_length": 100_000, "max_channels_per_connection": 1_000_000,
+              "max_connections_per_front": 10_000_000, "commands_burst": 1_000_000,
+              "session_queue_messages": 1_000_000}
+    out: dict[str, Any] = {}
+    for name in _LIMIT_KEYS:
+        path = f"limits.{name}"
+        if name not in obj:
+            continue
+        raw = obj[name]
+        if name in counts:
+            out[name] = _int(path, raw, 1, counts[name])
+        elif name == "commands_per_second":
+            out[name] = _positive(path, raw)
+        elif name == "channel_pattern":
+            out[name] = _pattern(path, raw)
+        elif name == "replay_protection":
+            out[name] = _bool(path, raw)
+        else:
+            out[name] = _size(path, raw)
+    limits = Limits(**out)
+    if limits.max_message_bytes > limits.max_frame_bytes:
+        raise ConfigError("limits.max_message_bytes", "must not exceed limits.max_frame_bytes")
+    return limits
+
+
+def _strings(key: str, value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise _expected(key, "an array of non-empty strings", value)
+    return tuple(value)
+
+
+def _origins(value: object) -> tuple[str, ...]:
+    origins = _strings("allowed_origins", value)
+    if not origins:
+        raise ConfigError("allowed_origins", 'expected at least one origin; ["*"] allows any')
+    return origins
+
+
+def _proxies(value: object) -> tuple[str, ...]:
+    proxies = _strings("trusted_proxies", value)
+    for proxy in proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError("trusted_proxies",
+                              f"expected IP addresses or networks, found {_show(proxy)}") from None
+    return proxies
+
+
+def _log_format(key: str, value: object) -> str:
+    if not isinstance(value, str) or value.lower() not in LOG_FORMATS:
+        raise ConfigError(key, f"expected one of {', '.join(LOG_FORMATS)}, found {_show(value)}")
+    return value.lower()
 
 
 def _commands(value: object) -> Mapping[str, str]:
@@ -383,6 +496,11 @@ def parse_config(raw: object, *, env: Mapping[str, str], cpu_count: int) -> Conf
         link=_link(obj.get("link", {}), port, workers),
         demo=_get(obj, "demo", "demo", _bool, True),
         log_level=_get(obj, "log_level", "log_level", _log_level, "info"),
+        log_format=_get(obj, "log_format", "log_format", _log_format, "plain"),
+        limits=_limits(obj["limits"]) if "limits" in obj else Limits(),
+        allowed_origins=_origins(obj["allowed_origins"]) if "allowed_origins" in obj else ("*",),
+        trusted_proxies=_proxies(obj["trusted_proxies"]) if "trusted_proxies" in obj else (),
+        shutdown_timeout=_get(obj, "shutdown_timeout", "shutdown_timeout", _seconds, 10.0),
     )
 
 

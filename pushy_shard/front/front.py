@@ -17,6 +17,7 @@ from pushy_shard.commands import CommandContext, Forward, Handler, run_handler
 from pushy_shard.core import protocol
 from pushy_shard.core.channels import MemberState, Reply
 from pushy_shard.core.config import Config
+from pushy_shard.core.metrics import Metrics
 from pushy_shard.core.routing import channel_key, shard_for
 from pushy_shard.core.trigger import Trigger
 from pushy_shard.errors import (
@@ -49,6 +50,7 @@ class Front:
         self.shards = config.workers
         self.hub = Hub(config.workers)
         self.links: ShardLinks | None = None
+        self.metrics = Metrics()
 
     def attach(self, links: ShardLinks) -> None:
         self.links = links

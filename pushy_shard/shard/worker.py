@@ -32,6 +32,7 @@ from pushy_shard.core.channels import (
     Reply,
 )
 from pushy_shard.core.config import Config, runtime_directory, shard_endpoint
+from pushy_shard.core.metrics import Metrics
 from pushy_shard.core.routing import shard_for
 from pushy_shard.errors import LinkError
 from pushy_shard.zmqio import ZmqChannel, tune
@@ -60,6 +61,7 @@ class ShardWorker:
         self.outbox: dict[bytes, list[list[bytes]]] = {}
         self.last_seen: dict[bytes, float] = {}  # identity -> monotonic time of its last message
         self.forgotten: set[bytes] = set()  # identities given up for dead; they must replay
+        self.metrics = Metrics()
 
     # -- messages in ---------------------------------------------------------------------
 
