@@ -78,7 +78,7 @@ class ZmqChannel:
         if sock.closed:
             return
         for _ in range(BATCH):
-            if not sock.getsockopt(_EVENTS) & _POLLIN:
+            if not sock.getsockopt(_EVENTS) & _POLLIN:  # type: ignore[operator]
                 return
             try:
                 frames = sock.recv_multipart(_NOBLOCK)
