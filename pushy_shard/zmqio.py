@@ -78,7 +78,7 @@ class ZmqChannel:
         if sock.closed:
             return
         for _ in range(BATCH):
-            if not sock.getsockopt(_EVENTS) & _POLLIN:  # type: ignore[operator]
+            if not int(sock.getsockopt(_EVENTS)) & _POLLIN:
                 return
             try:
                 frames = sock.recv_multipart(_NOBLOCK)
