@@ -230,6 +230,7 @@ def channel_gauges(channels: Iterable[Channel]) -> list[Sample]:
 
 
 RESTART_ROLES = ("shard", "front")
+STATE_FILE = "supervisor.json"  # in the runtime directory: the supervisor writes, fronts read
 
 
 def restarts_document(supervisor_pid: int, restarts: Mapping[str, int]) -> bytes:

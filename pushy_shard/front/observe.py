@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 SCRAPE_TIMEOUT = 1.0  # seconds a shard or front may take to send its snapshot
 HEALTH_STALE = 3.0  # a shard that answered no PING (sent once a second) for this long is down
 STATS_PATH = "/pushy-internal/stats"  # served on the private relay endpoint only
-STATE_FILE = "supervisor.json"  # written by the supervisor beside the link sockets
 
 # transports that always appear in pushy_connections, 0 included, so dashboards see them
 TRANSPORTS = ("websocket", "raw-websocket", "xhr-streaming", "xhr-polling", "eventsource",
@@ -83,7 +82,7 @@ async def _from_front(relay: Relay, index: int) -> list[metrics.Sample]:
 def _restarts(front: Front) -> list[metrics.Sample]:
     """The supervisor's restart counts, when this front's parent is the supervisor that
     wrote them (under supervisord there is none: restarts are supervisord's to count)."""
-    path = os.path.join(runtime_directory(front.config, os.environ), STATE_FILE)
+    path = os.path.join(runtime_directory(front.config, os.environ), metrics.STATE_FILE)
     try:
         with open(path, "rb") as f:
             return metrics.restart_samples(f.read(), os.getppid())

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 
 from pushy_shard.core.config import Config, runtime_directory
-from pushy_shard.core.metrics import restarts_document
+from pushy_shard.core.metrics import STATE_FILE, restarts_document
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,6 @@ WATCHED = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 STOP_SECONDS = 10.0
 FAST_FAILURE = 1.0  # a child that dies sooner than this after starting is restarted later
 MAX_BACKOFF = 5.0
-STATE_FILE = "supervisor.json"  # read by fronts for /metrics (front/observe.py)
 
 
 @dataclass(slots=True)
