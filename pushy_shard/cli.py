@@ -17,7 +17,8 @@ import sys
 
 from setproctitle import setproctitle
 
-from pushy_shard.core.config import Config, load_config
+from pushy_shard import logs
+from pushy_shard.core.config import load_config
 from pushy_shard.errors import ConfigError
 
 log = logging.getLogger("pushy_shard")
@@ -37,14 +38,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--index", type=int, default=None,
                         help="which front/shard this process is (0-based)")
     return parser
-
-
-def _setup_logging(config: Config | None, role: str) -> None:
-    level = getattr(logging, (config.log_level if config else "info").upper())
-    logging.basicConfig(
-        level=level, stream=sys.stderr,
-        format=f"%(asctime)s {role} %(levelname)s %(message)s",
-    )
 
 
 def _event_loop() -> None:
@@ -78,8 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"pushy-shard: --index must be between 0 and {count - 1} "
                   f"(config: {args.role} count {count})", file=sys.stderr)
             return 2
-        role = f"{args.role}-{index}"
-        _setup_logging(config, role)
+        logs.setup(args.role, index, level=config.log_level, fmt=config.log_format)
         setproctitle(f"pushy-shard: {args.role} {index + 1}/{count}")
         _event_loop()
         if args.role == "front":
@@ -93,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 
             asyncio.run(serve_shard(config, index))
         return 0
-    _setup_logging(config, "supervisor")
+    logs.setup("supervisor", None, level=config.log_level, fmt=config.log_format)
     if config.demo_secret:
         log.warning(DEMO_WARNING)
     from pushy_shard.supervisor.process import Supervisor

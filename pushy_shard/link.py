@@ -6,12 +6,13 @@ once; only small control bodies are orjson. Per pair everything arrives in send 
 
 front -> shard                              shard -> front
   HELLO   {front}                             WELCOME {shard, incarnation[, replay]}
-  PING    (liveness, once a second)
+  PING    (liveness, once a second)           PONG    (a peer's PING answered)
   RESYNC  {incarnation, members}              DONE    rid, {result}
   COMMAND rid, {sid, name, data, channel}     REPLY   sid, message
   LEAVE   rid, {sid, keys}                    JOINED  member, message
   TRIGGER rid, {key, event, data, exclude}    LEFT    sid, key, message
-                                              DELIVER key, exclude, message
+  STATS   rid                                 DELIVER key, exclude, message
+                                              (STATS is answered by DONE rid, {samples})
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ PING = b"p"
 COMMAND = b"C"
 LEAVE = b"L"
 TRIGGER = b"T"
+STATS = b"S"  # a /metrics snapshot; answered whatever state the shard is in
 # shard -> front
 WELCOME = b"W"
 DONE = b"K"
@@ -38,6 +40,7 @@ REPLY = b"r"
 JOINED = b"j"
 LEFT = b"l"
 DELIVER = b"d"
+PONG = b"P"
 BATCH = b"B"  # several of the above in one multipart: [BATCH, [len, ...], frames...]
 
 NONE = b""  # an absent sid / message

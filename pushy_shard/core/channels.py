@@ -145,10 +145,14 @@ def presence_record(data: object, member_id: str, now_ms: int) -> dict[str, Any]
 class ChannelTable:
     """All channels one shard owns. Not thread-safe: one owner applies operations in order."""
 
-    def __init__(self, secret: str, *, max_presence_bytes: int = MAX_PRESENCE_BYTES) -> None:
+    def __init__(self, secret: str, *, max_presence_bytes: int = MAX_PRESENCE_BYTES,
+                 on_channel: Callable[[str, bool], None] | None = None) -> None:
         self.secret = secret
         self.max_presence_bytes = max_presence_bytes
         self.channels: dict[str, Channel] = {}
+        # called with (display name, True) when a channel is created, False when removed:
+        # the shard counts and logs channel lifecycle without diffing the table
+        self.on_channel = on_channel
 
     def __len__(self) -> int:
         return len(self.channels)
@@ -196,6 +200,8 @@ class ChannelTable:
         state = MemberState(sid, key, chan.display, chan.presence, member_id, record)
         chan.add(Member(front, state))
         self.channels[key] = chan
+        if existing is None and self.on_channel is not None:
+            self.on_channel(chan.display, True)
         success: dict[str, Any] = {"channel": chan.display, "memberId": member_id}
         effects: list[Effect] = []
         if chan.presence:
@@ -259,6 +265,8 @@ class ChannelTable:
             if restored is None:
                 restored = Channel(state.key, state.display, state.presence)
                 self.channels[state.key] = restored
+                if self.on_channel is not None:
+                    self.on_channel(restored.display, True)
             if state.sid not in restored.members:
                 restored.add(Member(front, state))
                 touched.add(state.key)
@@ -284,6 +292,8 @@ class ChannelTable:
             effects.append(Broadcast(chan.key, chan.fronts(), quit_, None))
         if not chan.members:
             del self.channels[chan.key]
+            if self.on_channel is not None:
+                self.on_channel(chan.display, False)
         return effects
 
 

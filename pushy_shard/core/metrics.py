@@ -1,11 +1,90 @@
-"""Counters of one process, in a form every process can ship to the front that answers
-`/metrics` (README, Observability). Pure: no I/O, no clock."""
+"""Metrics of every process and their Prometheus text exposition (README, Observability).
+
+Each process keeps a `Metrics` (counters it bumps as things happen); when asked it makes a
+snapshot: those counters plus gauges computed then (connections, channels, queue depths).
+The front that answers `/metrics` sums every process's snapshot (`merge`) and writes the
+sum in the text format 0.0.4 (`exposition`). Snapshots travel between processes as JSON
+(`to_wire` / `from_wire`). Pure: no I/O, no clock.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import math
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+
+from pushy_shard.core.channels import Channel
+from pushy_shard.errors import PushyError
 
 Labels = tuple[tuple[str, str], ...]
+Sample = tuple[str, Labels, float]
+Key = tuple[str, Labels]
+
+COUNTER = "counter"
+GAUGE = "gauge"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_NAME_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
+_LABEL_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
+
+
+class MetricsError(PushyError, ValueError):
+    """A snapshot or supervisor state from another process does not have the expected shape."""
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """One metric family: its name, Prometheus type and HELP text."""
+
+    name: str
+    kind: str
+    help: str
+
+
+# Every metric pushy-shard exports (README, Observability lists the same). A name missing
+# here still exports, typed by its suffix (`_total`: counter), with a generic HELP line.
+FAMILIES: dict[str, Family] = {f.name: f for f in (
+    # fronts
+    Family("pushy_connections", GAUGE, "Open client connections, by transport."),
+    Family("pushy_connections_opened_total", COUNTER, "Client connections opened, by transport."),
+    Family("pushy_messages_in_total", COUNTER, "Pushy messages received from clients."),
+    Family("pushy_messages_out_total", COUNTER,
+           "Pushy messages written to clients: kind=event is fan-out, kind=reply is to one "
+           "connection."),
+    Family("pushy_bytes_in_total", COUNTER,
+           "Bytes received: source=client is Pushy messages, source=trigger is trigger bodies."),
+    Family("pushy_bytes_out_total", COUNTER,
+           "Bytes of Pushy messages written to clients, before SockJS/WebSocket framing."),
+    Family("pushy_triggers_total", COUNTER, "Trigger API requests, by HTTP status."),
+    Family("pushy_slow_consumer_disconnects_total", COUNTER,
+           "Connections closed because their unsent output or queue passed its limit."),
+    Family("pushy_limit_breaches_total", COUNTER, "Requests refused by a configured limit."),
+    Family("pushy_link_pending_requests", GAUGE,
+           "Requests a front sent to a shard and still waits for (link queue depth)."),
+    Family("pushy_link_up", GAUGE,
+           "1 when the front's link to the shard is synced and answered its last PINGs."),
+    Family("pushy_link_send_failures_total", COUNTER,
+           "Link messages not queued (ZeroMQ queue full or peer gone), by sending role."),
+    # shards
+    Family("pushy_channels", GAUGE, "Channels with at least one member."),
+    Family("pushy_presence_channels", GAUGE, "Presence channels with at least one member."),
+    Family("pushy_members", GAUGE, "Channel memberships (a connection in two channels counts 2)."),
+    Family("pushy_channels_created_total", COUNTER, "Channels created by a first member."),
+    Family("pushy_channels_removed_total", COUNTER, "Channels removed with their last member."),
+    Family("pushy_subscriptions_total", COUNTER, "Successful subscribes."),
+    Family("pushy_shard_requests_total", COUNTER, "Requests shards applied, by operation."),
+    Family("pushy_events_published_total", COUNTER,
+           "Events shards published to a channel (triggers, presence, command broadcasts)."),
+    Family("pushy_link_deliveries_total", COUNTER,
+           "Events shards sent to fronts: one per event per front with members."),
+    # supervisor and the scrape itself
+    Family("pushy_restarts_total", COUNTER,
+           "Children the supervisor restarted after they died, by role."),
+    Family("pushy_scrape_up", GAUGE,
+           "1 when the process answered this scrape in time, 0 when it is reported missing."),
+)}
 
 
 class Metrics:
@@ -15,7 +94,7 @@ class Metrics:
     __slots__ = ("_counters",)
 
     def __init__(self) -> None:
-        self._counters: dict[tuple[str, Labels], float] = {}
+        self._counters: dict[Key, float] = {}
 
     def inc(self, name: str, labels: Labels = (), amount: float = 1) -> None:
         key = (name, labels)
@@ -24,6 +103,158 @@ class Metrics:
     def value(self, name: str, labels: Labels = ()) -> float:
         return self._counters.get((name, labels), 0)
 
-    def __iter__(self) -> Iterator[tuple[str, Labels, float]]:
+    def __iter__(self) -> Iterator[Sample]:
         for (name, labels), value in self._counters.items():
             yield name, labels, value
+
+    def samples(self) -> list[Sample]:
+        return list(self)
+
+
+# -- between processes ------------------------------------------------------------------------
+
+
+def to_wire(samples: Iterable[Sample]) -> list[list[object]]:
+    """A snapshot as JSON-ready lists: [name, [[label, value], ...], number]."""
+    return [[name, [list(pair) for pair in labels], value] for name, labels, value in samples]
+
+
+def from_wire(raw: object) -> list[Sample]:
+    """The inverse of `to_wire`, checked: another process's bug must not break a scrape."""
+    if not isinstance(raw, list):
+        raise MetricsError("snapshot: expected a list")
+    out: list[Sample] = []
+    for item in raw:
+        if not (isinstance(item, list) and len(item) == 3):
+            raise MetricsError("snapshot: expected [name, labels, value] items")
+        name, labels, value = item
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise MetricsError(f"snapshot: bad metric name {name!r:.60}")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise MetricsError(f"snapshot: {name}: value is not a number")
+        if not isinstance(labels, list):
+            raise MetricsError(f"snapshot: {name}: labels are not a list")
+        pairs: list[tuple[str, str]] = []
+        for pair in labels:
+            if not (isinstance(pair, list) and len(pair) == 2
+                    and all(isinstance(part, str) for part in pair)
+                    and _LABEL_RE.match(pair[0])):
+                raise MetricsError(f"snapshot: {name}: bad label {pair!r:.60}")
+            pairs.append((pair[0], pair[1]))
+        out.append((name, tuple(pairs), float(value)))
+    return out
+
+
+def merge(*snapshots: Iterable[Sample]) -> dict[Key, float]:
+    """Sum samples of the same name and labels over every process's snapshot."""
+    total: dict[Key, float] = {}
+    for snapshot in snapshots:
+        for name, labels, value in snapshot:
+            key = (name, labels)
+            total[key] = total.get(key, 0.0) + value
+    return total
+
+
+# -- text exposition format 0.0.4 -------------------------------------------------------------
+
+
+def family(name: str) -> Family:
+    known = FAMILIES.get(name)
+    if known is not None:
+        return known
+    kind = COUNTER if name.endswith("_total") else GAUGE
+    return Family(name, kind, "pushy-shard metric.")
+
+
+def escape_label(value: str) -> str:
+    """Label values escape backslash, double quote and line feed (format 0.0.4)."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def escape_help(text: str) -> str:
+    """HELP text escapes backslash and line feed only."""
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def format_value(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value == int(value) and abs(value) < 2**53:
+        return str(int(value))
+    return repr(float(value))
+
+
+def exposition(values: Mapping[Key, float]) -> str:
+    """Prometheus text: each family once, with its HELP and TYPE lines, then its samples;
+    families and samples sorted so successive scrapes diff cleanly."""
+    by_name: dict[str, list[tuple[Labels, float]]] = {}
+    for (name, labels), value in values.items():
+        by_name.setdefault(name, []).append((labels, value))
+    lines: list[str] = []
+    for name in sorted(by_name):
+        fam = family(name)
+        lines.append(f"# HELP {name} {escape_help(fam.help)}")
+        lines.append(f"# TYPE {name} {fam.kind}")
+        for labels, value in sorted(by_name[name]):
+            if labels:
+                text = ",".join(f'{k}="{escape_label(v)}"' for k, v in labels)
+                lines.append(f"{name}{{{text}}} {format_value(value)}")
+            else:
+                lines.append(f"{name} {format_value(value)}")
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+# -- what one scrape gathers ------------------------------------------------------------------
+
+
+def scrape_up(role: str, index: int, up: bool) -> Sample:
+    """Whether one process answered this scrape: a missing one is a 0, never a hang."""
+    return ("pushy_scrape_up", (("role", role), ("index", str(index))), 1.0 if up else 0.0)
+
+
+def channel_gauges(channels: Iterable[Channel]) -> list[Sample]:
+    """Channels, presence channels and members of one shard's table, counted on demand
+    (a scrape every few seconds costs less than bookkeeping on every join)."""
+    count = presence = members = 0
+    for chan in channels:
+        count += 1
+        presence += chan.presence
+        members += len(chan.members)
+    return [
+        ("pushy_channels", (), float(count)),
+        ("pushy_presence_channels", (), float(presence)),
+        ("pushy_members", (), float(members)),
+    ]
+
+
+RESTART_ROLES = ("shard", "front")
+STATE_FILE = "supervisor.json"  # in the runtime directory: the supervisor writes, fronts read
+
+
+def restarts_document(supervisor_pid: int, restarts: Mapping[str, int]) -> bytes:
+    """What the supervisor writes to `supervisor.json` in the runtime directory."""
+    counts = {role: int(restarts.get(role, 0)) for role in RESTART_ROLES}
+    return json.dumps({"pid": supervisor_pid, "restarts": counts}).encode()
+
+
+def restart_samples(document: bytes, parent_pid: int) -> list[Sample]:
+    """`pushy_restarts_total` per role from `supervisor.json`, if the supervisor that wrote
+    it is this process's parent (a file left by an earlier run, or read by a front that
+    supervisord runs, does not count); an empty list otherwise."""
+    try:
+        raw = json.loads(document)
+    except ValueError as exc:
+        raise MetricsError(f"supervisor state: {exc}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("restarts"), dict):
+        raise MetricsError("supervisor state: expected {pid, restarts}")
+    if raw.get("pid") != parent_pid:
+        return []
+    out: list[Sample] = []
+    for role in RESTART_ROLES:
+        count = raw["restarts"].get(role, 0)
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise MetricsError(f"supervisor state: restarts of {role} is not an integer")
+        out.append(("pushy_restarts_total", (("role", role),), float(count)))
+    return out

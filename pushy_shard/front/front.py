@@ -28,12 +28,13 @@ from pushy_shard.errors import (
     TriggerUnavailable,
     UnknownCommand,
 )
-from pushy_shard.front.hub import Connection, Hub
+from pushy_shard.front.hub import Connection, Hub, transport_name
 from pushy_shard.front.links import LinkUnavailable, ShardLinks
 
 log = logging.getLogger(__name__)
 
 COMMAND_TIMEOUT = 10.0
+_FROM_CLIENT = (("source", "client"),)
 TRIGGER_TIMEOUT = 5.0
 
 
@@ -60,16 +61,25 @@ class Front:
     def opened(self, conn: Connection) -> None:
         """Register `conn` and greet it with pushy:connect (PROTOCOL.md 2)."""
         self.hub.add(conn)
-        connect = {"socketId": conn.sid, "protocol": conn.transport}
-        conn.send(protocol.event(protocol.CONNECT, connect))
+        self.metrics.inc("pushy_connections_opened_total", (("transport", transport_name(conn)),))
+        connect = protocol.event(protocol.CONNECT, {"socketId": conn.sid,
+                                                    "protocol": conn.transport})
+        self.hub.count_reply(connect)
+        conn.send(connect)
 
     def closed(self, conn: Connection) -> None:
         """`conn` is gone: it leaves every channel it was in (PROTOCOL.md 3.4)."""
+        if conn.slow:
+            self.metrics.inc("pushy_slow_consumer_disconnects_total",
+                             (("transport", transport_name(conn)),))
         for shard, keys in self.hub.remove(conn).items():
             self._request(shard, link.LEAVE, {"sid": conn.sid, "keys": keys}, COMMAND_TIMEOUT)
 
     def client_message(self, conn: Connection, text: str) -> None:
         """One Pushy message from a client (PROTOCOL.md 2-3)."""
+        metrics = self.metrics
+        metrics.inc("pushy_messages_in_total")
+        metrics.inc("pushy_bytes_in_total", _FROM_CLIENT, len(text.encode()))
         try:
             command = protocol.parse_client_message(text)
             if command is None:
@@ -78,7 +88,7 @@ class Front:
             if handler is None:
                 raise UnknownCommand()
         except ClientError as exc:
-            conn.send(protocol.error_event(exc.payload()))
+            self._send(conn, protocol.error_event(exc.payload()))
             return
         if command.channel is None:
             ctx = CommandContext(command.name, command.data, None, conn.sid, self.index)
@@ -98,10 +108,15 @@ class Front:
         exc = future.exception()
         if exc is not None:
             if not conn.closed:
-                conn.send(protocol.error_event(ShardUnavailable().payload()))
+                self._send(conn, protocol.error_event(ShardUnavailable().payload()))
             return
         for key, event, data, exclude in future.result().get("forward", ()):
             self._forward(Forward(key, event, data, exclude))
+
+    def _send(self, conn: Connection, message: bytes) -> None:
+        """A message to one connection, outside the hub's own replies: counted as those."""
+        self.hub.count_reply(message)
+        conn.send(message)
 
     def _perform_local(self, effects: list[Any]) -> None:
         for effect in effects:

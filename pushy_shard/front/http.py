@@ -20,7 +20,7 @@ from pushy_shard.core.config import Config
 from pushy_shard.core.protocol import MAX_CHANNEL_LENGTH
 from pushy_shard.core.trigger import verify_trigger
 from pushy_shard.errors import BodyTooLarge, InvalidBody, TriggerError
-from pushy_shard.front import transports, websocket
+from pushy_shard.front import observe, transports, websocket
 from pushy_shard.front.front import Front
 from pushy_shard.front.hub import RAW_WS, SOCKJS_WS
 from pushy_shard.front.relay import Relay
@@ -35,6 +35,9 @@ from pushy_shard.front.transports import (
 )
 
 MAX_TRIGGER_BODY = 64 * 1024
+_CREATED = (("status", "201"),)
+_OK = (("status", "200"),)
+_FROM_TRIGGER = (("source", "trigger"),)
 
 # sockjs-protocol 0.3.3 IframePage: the page runs `_sockjs_onload` once the script named
 # by `sockjs_url` loaded (sockjs-client 0.3 and 1.x both call it), so it works cross-origin.
@@ -139,8 +142,11 @@ async def trigger(request: web.Request) -> web.Response:
         )
         delivered = await front.trigger(verified)
     except TriggerError as exc:
+        front.metrics.inc("pushy_triggers_total", (("status", str(exc.status)),))
         return web.json_response(exc.body(), status=exc.status)
     code = 201 if delivered else 200
+    front.metrics.inc("pushy_triggers_total", _CREATED if delivered else _OK)
+    front.metrics.inc("pushy_bytes_in_total", _FROM_TRIGGER, len(body))
     return web.json_response({"status": {"code": code, "message": "Ok"}}, status=code)
 
 
@@ -191,6 +197,7 @@ def build_app(front: Front, sessions: Sessions | None = None, relay: Relay | Non
         web.get(prefix + "/{server}/{session}/websocket", sockjs_websocket),
         *transports.routes(prefix),
         web.post("/pushy/channel/{channel}/trigger", trigger),
+        *observe.routes(),  # /metrics, /health (README, Observability)
     ]
     if front.config.demo:
         page = demo_page(front.config)

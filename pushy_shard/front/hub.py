@@ -98,6 +98,7 @@ class Connection(Protocol):
     transport: str
     channels: dict[str, MemberState]
     closed: bool
+    slow: bool  # set when it is closed as a slow consumer (counted by the front)
 
     def deliver(self, delivery: Delivery) -> None:
         """Write (or queue) an event's pre-built bytes now, without awaiting. It must not
@@ -115,6 +116,12 @@ class Connection(Protocol):
         """The heartbeat tick: SockJS transports write `h` to a waiting receiver."""
 
 
+def transport_name(conn: Connection) -> str:
+    """The transport label of a connection in /metrics: its Pushy `protocol`, except that
+    the raw WebSocket (also `websocket` to clients) is told apart from SockJS's."""
+    return "raw-websocket" if conn.kind == RAW_WS else conn.transport
+
+
 class Hub:
     """Local connections by socketId and the channel -> local members index."""
 
@@ -122,7 +129,12 @@ class Hub:
         self.shards = shards
         self.connections: dict[str, Connection] = {}
         self.index: dict[str, dict[str, Connection]] = {}
+        # What /metrics reports as messages and bytes out: counted once per event or reply,
+        # never per member (the fan-out loop stays one dict lookup per member).
         self.delivered = 0
+        self.delivered_bytes = 0
+        self.replies = 0
+        self.reply_bytes = 0
         # Deliveries of this loop turn, per connection: written together at its end, so
         # events bound for one connection leave in one write (ARCHITECTURE.md 4).
         self._pending: dict[str, tuple[Connection, list[Delivery]]] = {}
@@ -132,6 +144,15 @@ class Hub:
 
     def __iter__(self) -> Iterator[Connection]:
         return iter(list(self.connections.values()))
+
+    def by_transport(self) -> dict[str, int]:
+        """Open connections per transport name (the raw WebSocket as `raw-websocket`), for
+        /metrics: counted on demand, never maintained on the connection paths."""
+        counts: dict[str, int] = {}
+        for conn in self.connections.values():
+            name = transport_name(conn)
+            counts[name] = counts.get(name, 0) + 1
+        return counts
 
     def add(self, conn: Connection) -> None:
         self.connections[conn.sid] = conn
@@ -155,6 +176,7 @@ class Hub:
         conn.channels[state.key] = state
         self.index.setdefault(state.key, {})[state.sid] = conn
         self._flush_one(conn.sid)
+        self.count_reply(message)
         conn.send(message)
         return True
 
@@ -166,12 +188,14 @@ class Hub:
             self._unindex(key, sid)
         if message:
             self._flush_one(sid)
+            self.count_reply(message)
             conn.send(message)
 
     def reply(self, sid: str, message: bytes) -> None:
         conn = self.connections.get(sid)
         if conn is not None:
             self._flush_one(sid)
+            self.count_reply(message)
             conn.send(message)
 
     def deliver(self, key: str, exclude: str | None, message: bytes) -> None:
@@ -188,7 +212,9 @@ class Hub:
                 for sid, conn in members.items():
                     if sid != exclude:
                         conn.deliver(delivery)
-                self.delivered += len(members) - (exclude in members)
+                count = len(members) - (exclude in members)
+                self.delivered += count
+                self.delivered_bytes += count * len(message)
                 return
         count = 0
         for sid, conn in members.items():
@@ -200,6 +226,7 @@ class Hub:
                     entry[1].append(delivery)
                 count += 1
         self.delivered += count
+        self.delivered_bytes += count * len(message)
 
     def flush(self) -> None:
         """End of the loop turn: each connection's events go out, in order, in one write."""
@@ -213,6 +240,10 @@ class Hub:
         entry = self._pending.pop(sid, None) if self._pending else None
         if entry is not None:
             _write(*entry, {})
+
+    def count_reply(self, message: bytes) -> None:
+        self.replies += 1
+        self.reply_bytes += len(message)
 
     def members_for_shard(self, shard: int) -> list[MemberState]:
         """What this front replays to a restarted shard (ARCHITECTURE.md 6)."""

@@ -49,6 +49,7 @@ class ShardLink:
     monitor: ZmqChannel
     incarnation: str | None = None
     synced: bool = False
+    answered: float = 0.0  # monotonic time of its last WELCOME or PONG
     pending: dict[bytes, Pending] = field(default_factory=dict)
 
 
@@ -89,6 +90,11 @@ class ShardLinks:
     @property
     def all_synced(self) -> bool:
         return all(link_.synced for link_ in self.links)
+
+    def down(self, now: float, stale: float) -> list[int]:
+        """Shards this front cannot use now: link not synced, or no PONG for `stale`
+        seconds (a stopped or wedged shard still holds its socket open)."""
+        return [t.index for t in self.links if not t.synced or now - t.answered > stale]
 
     def request(self, shard: int, op: bytes, *frames: bytes, timeout: float) -> asyncio.Future[Any]:
         """Send a request to `shard`; the future gets the DONE body, or LinkUnavailable."""
@@ -138,6 +144,8 @@ class ShardLinks:
                 entry = self.links[shard].pending.pop(frames[1], None)
                 if entry is not None and not entry.future.done():
                     entry.future.set_result(link.load(frames[2]))
+            elif op == link.PONG:
+                self.links[shard].answered = time.monotonic()
             elif op == link.WELCOME:
                 self._welcomed(shard, link.load(frames[1]))
             else:
@@ -172,6 +180,7 @@ class ShardLinks:
                          self.front, shard, len(members))
             target.incarnation = incarnation
         target.synced = True
+        target.answered = time.monotonic()
         if not self.ready.done() and self.all_synced:
             self.ready.set_result(None)
         for entry in target.pending.values():

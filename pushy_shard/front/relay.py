@@ -119,18 +119,27 @@ class Relay:
                 skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"))
         return client
 
-    def _url(self, owner: int, request: web.Request) -> URL:
+    def _url(self, owner: int, raw_path: str) -> URL:
         target = self.endpoints[owner]
         authority = f"front-{owner}" if isinstance(target, str) else f"{target[0]}:{target[1]}"
-        return URL(f"http://{authority}{request.raw_path}", encoded=True)
+        return URL(f"http://{authority}{raw_path}", encoded=True)
+
+    async def get(self, front: int, path: str, timeout: float) -> bytes:
+        """GET `path` from another front's private endpoint (its /metrics snapshot); raises
+        TimeoutError, aiohttp.ClientError or OSError when it does not answer 200 in time."""
+        url = self._url(front, path)
+        async with self._client(front).get(
+                url, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+            response.raise_for_status()
+            return await response.read()
 
     async def forward(self, request: web.Request, owner: int, body: bytes
                       ) -> web.StreamResponse:
         """Send `request` (with its already read `body`) to front `owner`; relay the answer."""
         try:
             upstream = await self._client(owner).request(
-                request.method, self._url(owner, request), headers=_end_to_end(request.headers),
-                data=body or None, allow_redirects=False)
+                request.method, self._url(owner, request.raw_path),
+                headers=_end_to_end(request.headers), data=body or None, allow_redirects=False)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             log.warning("front %d: cannot relay to front %d: %s", self.index, owner, exc)
             return web.Response(status=503, text="Front unavailable, try again.")

@@ -140,7 +140,7 @@ class HttpSession:
     application (sockjs-protocol, Session URLs).
     """
 
-    __slots__ = ("sid", "kind", "transport", "channels", "closed", "session_id", "core",
+    __slots__ = ("sid", "kind", "transport", "channels", "closed", "slow", "session_id", "core",
                  "receiver", "registry")
 
     def __init__(self, registry: Sessions, session_id: str, transport: str, kind: int) -> None:
@@ -149,6 +149,7 @@ class HttpSession:
         self.transport = transport  # the Pushy `protocol`: the transport that opened it
         self.channels: dict[str, MemberState] = {}
         self.closed = False
+        self.slow = False  # closed because its client did not keep up (counted by the front)
         self.session_id = session_id
         self.core = Session(registry.options.disconnect_delay)
         self.receiver: Receiver | None = None
@@ -166,6 +167,7 @@ class HttpSession:
         elif do is Do.QUEUE and not self.core.enqueue(delivery.quoted):
             log.warning("closing SockJS session %s: over %d queued messages or %d bytes",
                         self.sid, self.core.max_messages, self.core.max_bytes)
+            self.slow = True
             self.close()
 
     def deliver_batch(self, batch: list[Delivery], shared: dict[tuple[int, ...], bytes]) -> None:
@@ -230,6 +232,7 @@ class HttpSession:
         if receiver.slow:
             log.warning("closing slow SockJS session %s: over %d bytes unsent", self.sid,
                         SLOW_CONSUMER_BYTES)
+            self.slow = True
             self.close()
         elif receiver.full and self.receiver is receiver:
             self.receiver = None

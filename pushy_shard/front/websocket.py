@@ -42,7 +42,7 @@ class WebSocketConnection:
     """One WebSocket client (the hub's `Connection`). `write` is synchronous: bytes go to
     the socket buffer now."""
 
-    __slots__ = ("sid", "kind", "transport", "channels", "closed", "ws", "_socket")
+    __slots__ = ("sid", "kind", "transport", "channels", "closed", "slow", "ws", "_socket")
 
     def __init__(self, ws: web.WebSocketResponse, request: web.Request, kind: int) -> None:
         self.sid = new_socket_id()
@@ -50,6 +50,7 @@ class WebSocketConnection:
         self.transport = "websocket"
         self.channels: dict[str, MemberState] = {}
         self.closed = False
+        self.slow = False
         self.ws = ws
         self._socket = request.transport
 
@@ -61,7 +62,7 @@ class WebSocketConnection:
         if socket.get_write_buffer_size() > SLOW_CONSUMER_BYTES:
             log.warning("closing slow consumer %s: over %d bytes unsent", self.sid,
                         SLOW_CONSUMER_BYTES)
-            self.closed = True
+            self.closed = self.slow = True
             socket.abort()  # the reader sees the socket close and cleans up
 
     def deliver(self, delivery: Delivery) -> None:

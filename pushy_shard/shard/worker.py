@@ -22,6 +22,7 @@ import zmq
 
 from pushy_shard import link
 from pushy_shard.commands import CommandContext, Forward, Handler, load_registry, run_handler
+from pushy_shard.core import metrics
 from pushy_shard.core.channels import (
     Broadcast,
     ChannelTable,
@@ -41,6 +42,9 @@ log = logging.getLogger(__name__)
 
 RECOVERY_GRACE = 2.0
 FRONT_TIMEOUT = 5.0  # a front silent this long (no PING) is dead: its members leave
+_OP_LABELS = {link.COMMAND: (("op", "command"),), link.LEAVE: (("op", "leave"),),
+              link.TRIGGER: (("op", "trigger"),)}
+_OTHER_OP = (("op", "other"),)
 
 
 class ShardWorker:
@@ -50,7 +54,7 @@ class ShardWorker:
         self.config = config
         self.index = index
         self.registry = registry
-        self.table = ChannelTable(config.secret_key)
+        self.table = ChannelTable(config.secret_key, on_channel=self.channel_changed)
         self.incarnation = secrets.token_hex(8)
         self.peers: dict[bytes, int] = {}  # identity of a replayed front -> its index
         self.identities: dict[int, bytes] = {}  # front index -> its current identity
@@ -62,6 +66,10 @@ class ShardWorker:
         self.last_seen: dict[bytes, float] = {}  # identity -> monotonic time of its last message
         self.forgotten: set[bytes] = set()  # identities given up for dead; they must replay
         self.metrics = Metrics()
+        # counted as plain ints on the effect path, reported by `stats`
+        self.published = 0  # Broadcast effects
+        self.link_deliveries = 0  # DELIVER messages: one per Broadcast per front
+        self.subscriptions = 0  # Joined effects
 
     # -- messages in ---------------------------------------------------------------------
 
@@ -72,6 +80,9 @@ class ShardWorker:
                 self.send(identity, [link.WELCOME, link.body(self.welcome())])
             elif op == link.RESYNC:
                 self.resync(identity, link.load(rest[0]))
+            elif op == link.STATS:  # even from an unsynced front: a scrape must not wait
+                samples = metrics.to_wire(self.stats())
+                self.send(identity, [link.DONE, rest[0], link.body({"samples": samples})])
             elif (front := self.peers.get(identity)) is None:
                 self.dropped_unsynced += 1  # sent before its replay; the front re-sends it
                 if identity in self.forgotten:
@@ -79,6 +90,7 @@ class ShardWorker:
                     self.send(identity, [link.WELCOME, link.body(welcome)])
             elif op == link.PING:
                 self.last_seen[identity] = time.monotonic()
+                self.send(identity, [link.PONG])  # the front's /health needs an answer
             elif self.recovering:
                 self.last_seen[identity] = time.monotonic()
                 self.backlog.append((front, frames))
@@ -87,6 +99,26 @@ class ShardWorker:
                 self.dispatch(front, identity, op, rest)
         except (LinkError, ValueError, KeyError, TypeError) as exc:
             log.warning("shard %d: dropped malformed link message: %s", self.index, exc)
+
+    def channel_changed(self, name: str, created: bool) -> None:
+        if created:
+            self.metrics.inc("pushy_channels_created_total")
+            log.debug("shard %d: channel %s created", self.index, name)
+        else:
+            self.metrics.inc("pushy_channels_removed_total")
+            log.debug("shard %d: channel %s removed", self.index, name)
+
+    def stats(self) -> list[metrics.Sample]:
+        """This shard's part of /metrics: its counters, and gauges counted now."""
+        dropped = self.channel.dropped if self.channel is not None else 0
+        return [
+            *self.metrics,
+            *metrics.channel_gauges(self.table.channels.values()),
+            ("pushy_events_published_total", (), float(self.published)),
+            ("pushy_link_deliveries_total", (), float(self.link_deliveries)),
+            ("pushy_subscriptions_total", (), float(self.subscriptions)),
+            ("pushy_link_send_failures_total", (("role", "shard"),), float(dropped)),
+        ]
 
     def welcome(self) -> dict[str, Any]:
         return {"shard": self.index, "incarnation": self.incarnation}
@@ -138,6 +170,7 @@ class ShardWorker:
     def dispatch(self, front: int, identity: bytes, op: bytes, rest: list[bytes]) -> None:
         rid = rest[0]
         result: dict[str, Any] = {}
+        self.metrics.inc("pushy_shard_requests_total", _OP_LABELS.get(op, _OTHER_OP))
         if op == link.COMMAND:
             result = self.command(front, link.load(rest[1]))
         elif op == link.LEAVE:
@@ -187,6 +220,8 @@ class ShardWorker:
     def perform(self, effects: Sequence[Effect]) -> None:
         for effect in effects:
             if isinstance(effect, Broadcast):
+                self.published += 1
+                self.link_deliveries += len(effect.fronts)
                 exclude = link.opt_bytes(effect.exclude)
                 key = effect.key.encode()
                 for front in effect.fronts:
@@ -194,6 +229,7 @@ class ShardWorker:
             elif isinstance(effect, Reply):
                 self.to_front(effect.front, [link.REPLY, effect.sid.encode(), effect.message])
             elif isinstance(effect, Joined):
+                self.subscriptions += 1
                 member = link.body(effect.member.to_wire())
                 self.to_front(effect.front, [link.JOINED, member, effect.message])
             elif isinstance(effect, Left):

@@ -8,6 +8,7 @@ polling or signal-handler races.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -15,7 +16,8 @@ import sys
 import time
 from dataclasses import dataclass
 
-from pushy_shard.core.config import Config
+from pushy_shard.core.config import Config, runtime_directory
+from pushy_shard.core.metrics import STATE_FILE, restarts_document
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,7 @@ class Supervisor:
                  self.config.fronts, self.config.port)
         for child in self.children:
             self._spawn(child)
+        self._write_state()
         while True:
             timeout = self._next_timeout()
             info: signal.struct_siginfo | None
@@ -73,7 +76,8 @@ class Supervisor:
                 return self.stop()
             if info is not None and info.si_signo == signal.SIGHUP:
                 log.info("SIGHUP: restarting fronts one at a time is not automatic; ignored")
-            self._reap()
+            if self._reap():
+                self._write_state()
             self._restart_due()
 
     def _spawn(self, child: Child) -> None:
@@ -83,14 +87,33 @@ class Supervisor:
         child.started = time.monotonic()
         log.info("%s started (pid %d)", child.name, child.process.pid)
 
-    def _reap(self) -> None:
+    def _write_state(self) -> None:
+        """Restarts per role for the fronts' /metrics, in `supervisor.json` beside the link
+        sockets; written whole (temporary file, then rename) so no reader sees half of it."""
+        restarts: dict[str, int] = {}
+        for child in self.children:
+            restarts[child.role] = restarts.get(child.role, 0) + child.restarts
+        directory = runtime_directory(self.config, os.environ)
+        path = os.path.join(directory, STATE_FILE)
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            with open(path + ".tmp", "wb") as f:
+                f.write(restarts_document(os.getpid(), restarts))
+            os.replace(path + ".tmp", path)
+        except OSError as exc:  # metrics lose restart counts; serving goes on
+            log.warning("cannot write %s: %s", path, exc)
+
+    def _reap(self) -> bool:
+        """Collect dead children and schedule their restarts; True if any had died."""
         now = time.monotonic()
+        reaped = False
         for child in self.children:
             process = child.process
             if process is None or process.poll() is None:
                 continue
             child.process = None
             child.restarts += 1
+            reaped = True
             lived = now - child.started
             fast = lived < FAST_FAILURE
             child.backoff = min(MAX_BACKOFF, max(0.1, child.backoff * 2)) if fast else 0.0
@@ -98,6 +121,7 @@ class Supervisor:
             log.error("%s (pid %d) exited with %s after %.1fs; restarting in %.1fs",
                       child.name, process.pid, _describe(process.returncode), lived,
                       child.backoff)
+        return reaped
 
     def _restart_due(self) -> None:
         now = time.monotonic()

@@ -1,0 +1,97 @@
+"""A front's own part of /metrics: counted on demand, or once per event, never per member."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from pushy_shard.core.channels import MemberState
+from pushy_shard.core.config import parse_config
+from pushy_shard.core.metrics import merge
+from pushy_shard.front.front import Front
+from pushy_shard.front.hub import RAW_WS, SOCKJS_WS
+from pushy_shard.front.observe import local_samples
+from pushy_shard.front.websocket import SLOW_CONSUMER_BYTES, WebSocketConnection
+
+
+class FakeSocket:
+    def __init__(self) -> None:
+        self.buffered = 0
+        self.aborted = False
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return self.aborted
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+def make_front() -> Front:
+    config = parse_config({"secretKey": "s", "demo": False}, env={}, cpu_count=1)
+    return Front(config, 0, {})
+
+
+def open_conn(front: Front, kind: int) -> tuple[WebSocketConnection, FakeSocket]:
+    socket = FakeSocket()
+    conn = WebSocketConnection(SimpleNamespace(), SimpleNamespace(transport=socket),  # type: ignore[arg-type]
+                               kind)
+    front.opened(conn)
+    return conn, socket
+
+
+def values(front: Front) -> dict:
+    return merge(local_samples(front))
+
+
+def test_connections_by_transport_and_replies() -> None:
+    front = make_front()
+    open_conn(front, SOCKJS_WS)
+    open_conn(front, SOCKJS_WS)
+    open_conn(front, RAW_WS)
+    got = values(front)
+    assert got[("pushy_connections", (("transport", "websocket"),))] == 2
+    assert got[("pushy_connections", (("transport", "raw-websocket"),))] == 1
+    assert got[("pushy_connections", (("transport", "xhr-polling"),))] == 0
+    assert got[("pushy_connections_opened_total", (("transport", "websocket"),))] == 2
+    assert got[("pushy_messages_out_total", (("kind", "reply"),))] == 3  # pushy:connect
+    assert got[("pushy_bytes_out_total", ())] > 0
+
+
+def test_fan_out_counts_members_and_bytes_per_event() -> None:
+    front = make_front()
+    conns = [open_conn(front, SOCKJS_WS)[0] for _ in range(3)]
+    for conn in conns:
+        front.hub.joined(MemberState(conn.sid, "c", "c", False, conn.sid[:8], None), b"{}")
+    before = values(front)
+    front.hub.deliver("c", conns[0].sid, b"0123456789")  # no loop: written at once
+    got = values(front)
+    out = ("pushy_messages_out_total", (("kind", "event"),))
+    assert got[out] - before[out] == 2
+    assert got[("pushy_bytes_out_total", ())] - before[("pushy_bytes_out_total", ())] == 20
+
+
+def test_a_slow_consumer_is_counted_when_it_closes() -> None:
+    front = make_front()
+    conn, socket = open_conn(front, SOCKJS_WS)
+    socket.buffered = SLOW_CONSUMER_BYTES + 1
+    conn.write(b"x")
+    assert socket.aborted and conn.slow
+    front.closed(conn)
+    got = values(front)
+    assert got[("pushy_slow_consumer_disconnects_total", (("transport", "websocket"),))] == 1
+    assert got[("pushy_connections", (("transport", "websocket"),))] == 0
+
+
+def test_client_messages_in() -> None:
+    front = make_front()
+    conn, _ = open_conn(front, SOCKJS_WS)
+    front.client_message(conn, '{"command": "nope", "data": {"é": 1}}')
+    got = values(front)
+    assert got[("pushy_messages_in_total", ())] == 1
+    assert got[("pushy_bytes_in_total", (("source", "client"),))] == len(
+        '{"command": "nope", "data": {"é": 1}}'.encode())
