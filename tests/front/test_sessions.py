@@ -240,6 +240,7 @@ async def test_queue_bounds_are_read_from_the_config_at_use() -> None:
     sessions = Sessions(front, SockJSOptions())  # type: ignore[arg-type]
     session = sessions.open("q", "xhr-polling", XHR)
     session.attach(polling())
+    session.core.take()  # pushy:connect
     for _ in range(3):
         session.send(EVENT)
     assert not session.closed and len(session.core.queue) == 3
@@ -252,6 +253,7 @@ async def test_queue_bytes_bound() -> None:
     sessions = Sessions(front, SockJSOptions())  # type: ignore[arg-type]
     session = sessions.open("q", "xhr-polling", XHR)
     session.attach(polling())
+    session.core.take()  # pushy:connect
     for _ in range(3):
         session.send(EVENT)
     assert not session.closed
