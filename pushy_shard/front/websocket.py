@@ -151,7 +151,7 @@ async def serve(request: web.Request, front: Front, kind: int) -> web.StreamResp
             if msg.type != WSMsgType.TEXT:
                 if msg.type == WSMsgType.BINARY:
                     await ws.close(code=1003, message=b"Text frames only")
-                elif msg.type == WSMsgType.ERROR and ws.close_code == 1009:
+                elif msg.type == WSMsgType.ERROR and getattr(msg.data, "code", 0) == 1009:
                     front.breach("frame_bytes", f"closed {conn.sid}: frame too large")
                 break
             if kind == RAW_WS:
