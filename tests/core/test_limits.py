@@ -293,3 +293,14 @@ class TestConfig:
                       trusted_proxies=["10.0.0.0/8", "::1"])
         assert config.allowed_origins == ("https://app.example.com", "*.example.org")
         assert config.trusted_proxies == ("10.0.0.0/8", "::1")
+
+
+def test_shipped_config_spells_out_the_defaults() -> None:
+    from pathlib import Path
+
+    from pushy_shard.core.config import load_config
+
+    shipped = Path(__file__).resolve().parents[2] / "config.json"
+    config = load_config(str(shipped), env={})
+    assert config.limits == Limits()
+    assert config.allowed_origins == ("*",) and config.trusted_proxies == ()
