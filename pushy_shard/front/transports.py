@@ -166,7 +166,7 @@ async def _poll(request: web.Request, spec: Receiving, headers: dict[str, str],
     """xhr / jsonp: answer with the first frame the session has (now, or when it comes)."""
     receiver = PollingReceiver(spec.kind, asyncio.get_running_loop().create_future(), callback)
     session = _sessions(request).open(request.match_info["session"], spec.name, spec.kind,
-                                      request.app[FRONT_KEY].request_address(request))
+                                      _address(request))
     session.attach(receiver)
     await _until_done(session, receiver)
     return web.Response(body=receiver.body, headers=headers)
@@ -200,7 +200,7 @@ async def _stream(request: web.Request, spec: Receiving, headers: dict[str, str]
                                  chunked, front.config.sockjs.response_limit,
                                  front.config.limits.slow_consumer_bytes)
     session = _sessions(request).open(request.match_info["session"], spec.name, spec.kind,
-                                      front.request_address(request))
+                                      _address(request))
     session.attach(receiver)
     await _until_done(session, receiver)
     if not receiver.slow:
@@ -275,7 +275,14 @@ async def _relay(request: web.Request, body: bytes) -> web.StreamResponse | None
     owner = relay.owner(request.match_info["session"], request)
     if owner is None:
         return None
-    return await relay.forward(request, owner, body)
+    return await relay.forward(request, owner, body, _address(request))
+
+
+def _address(request: web.Request) -> str:
+    """The client's address; for a relayed request, the one the relaying front saw."""
+    relay = request.app.get(RELAY_KEY)
+    relayed = relay.client_address(request) if relay is not None else None
+    return relayed or request.app[FRONT_KEY].request_address(request)
 
 
 async def _read_body(request: web.Request) -> bytes:
@@ -294,7 +301,7 @@ async def _read_body(request: web.Request) -> bytes:
             chunks.append(chunk)
     if size > limit:
         front.breach("frame_bytes", f"refused a {request.path.rsplit('/', 1)[-1]} body "
-                     f"of {front.request_address(request)}")
+                     f"of {_address(request)}")
         raise web.HTTPRequestEntityTooLarge(limit, size)
     return b"".join(chunks)
 

@@ -232,6 +232,23 @@ async def test_client_address_behind_a_trusted_proxy(limited: Cluster) -> None:
             await client.close()
 
 
+async def test_client_address_of_http_sessions_relayed_or_not(limited: Cluster) -> None:
+    """Sessions live on one front; a request the kernel hands to the other is relayed, and
+    the address the relaying front saw goes with it."""
+    for _ in range(6):  # some of these land on the front that does not own the session
+        client = HttpPushyClient(limited, "xhr-polling")
+        await client.http.close()
+        client.http = aiohttp.ClientSession(headers={"X-Forwarded-For": "203.0.113.8",
+                                                     "X-Pushy-Client": "6.6.6.6"})
+        try:
+            assert await client.frame() == "o"
+            await client.expect("pushy:connect")
+            reply = await client.call("address", {}, "address")
+            assert reply["data"]["address"] == "203.0.113.8"
+        finally:
+            await client.close()
+
+
 async def test_session_queue_length(limited: Cluster) -> None:
     ref = await watcher(limited, "queue")
     client = await HttpPushyClient.connect(limited, "xhr-polling", receive=False)
