@@ -40,8 +40,9 @@ class CommandContext:
     """What a command handler receives.
 
     `data` is the command's data object, `channel` the channel it names (None when it names
-    none). `table` is the owning shard's channel table, or None when the handler runs in a
-    front. Handlers answer through `reply`/`error` and reach channels through `broadcast`.
+    none), `address` the sender's IP address when the front knows it. `table` is the owning
+    shard's channel table, or None when the handler runs in a front. Handlers answer through
+    `reply`/`error` and reach channels through `broadcast`.
     """
 
     command: str
@@ -53,6 +54,7 @@ class CommandContext:
     owns: Callable[[str], bool] = lambda key: False
     now_ms: int = 0
     effects: list[Effect | Forward] = field(default_factory=list)
+    address: str | None = None  # the sender's address (behind trusted_proxies: the client's)
 
     def reply(self, event: str, data: object) -> None:
         """Send `{"event": event, "data": data}` to the connection that sent the command."""

@@ -65,6 +65,18 @@ class InvalidChannel(ClientError):
     message = "Invalid channel name"
 
 
+class ChannelNameRefused(InvalidChannel):
+    """A string channel name over `limits.max_channel_length` or not matching
+    `limits.channel_pattern`: the same wire code, counted as a limit breach."""
+
+
+class TooManyChannels(ClientError):
+    """A subscribe past `limits.max_channels_per_connection`; the connection stays as it was."""
+
+    code = "302"
+    message = "Too many channels on this connection"
+
+
 class NotSubscribed(ClientError):
     code = "403"
     message = "Not subscribed to this channel"
@@ -78,6 +90,13 @@ class ChannelNotFound(ClientError):
 class MessageTooLarge(ClientError):
     code = "413"
     message = "Message too large"
+
+
+class TooManyCommands(ClientError):
+    """Over `limits.commands_per_second` (token bucket): the message was dropped unread."""
+
+    code = "429"
+    message = "Too many commands, slow down"
 
 
 class CommandFailed(ClientError):
@@ -153,10 +172,34 @@ class InvalidCredentials(TriggerError):
     message = "Invalid credentials"
 
 
+class InvalidTriggerChannel(TriggerError):
+    """The channel name breaks `limits.max_channel_length` or `limits.channel_pattern`."""
+
+    status = 400
+    code = "400"
+    message = "Invalid channel name"
+
+
+class TriggerReplayed(TriggerError):
+    """The same signed request was already accepted inside its timestamp window (replay)."""
+
+    status = 409
+    code = "409"
+    message = "Trigger already received (replay)"
+
+
 class TriggerUnavailable(TriggerError):
     status = 503
     code = "503"
     message = "Service temporarily unavailable"
+
+
+# -- closes (README, Errors): one (code, reason) for the WebSocket close frame and the SockJS
+# `c[code,"reason"]` frame alike ----------------------------------------------------------
+
+TOO_MANY_CONNECTIONS = (1013, "Too many connections")  # limits.max_connections_per_front
+SLOW_CONSUMER = (1008, "Slow consumer")  # limits.slow_consumer_bytes: the client stopped reading
+QUEUE_FULL = (1008, "Session queue full")  # limits.session_queue_messages / _bytes
 
 
 # -- links between processes -----------------------------------------------------------------

@@ -16,7 +16,7 @@ from pushy_shard.core.auth import channel_token, parse_json_like_js, signatures_
 from pushy_shard.core.routing import channel_key
 from pushy_shard.errors import ChannelNotFound, NotSubscribed
 
-MAX_PRESENCE_BYTES = 2048
+MAX_PRESENCE_BYTES = 2048  # default of config.limits.max_presence_data
 
 
 # -- effects ---------------------------------------------------------------------------------
@@ -148,11 +148,13 @@ class ChannelTable:
     def __init__(self, secret: str, *, max_presence_bytes: int = MAX_PRESENCE_BYTES,
                  on_channel: Callable[[str, bool], None] | None = None) -> None:
         self.secret = secret
-        self.max_presence_bytes = max_presence_bytes
+        self.max_presence_bytes = max_presence_bytes  # config.limits.max_presence_data
         self.channels: dict[str, Channel] = {}
         # called with (display name, True) when a channel is created, False when removed:
         # the shard counts and logs channel lifecycle without diffing the table
         self.on_channel = on_channel
+        # told (limit name, detail) when a request breaks a limit: the shell counts and logs
+        self.on_breach: Callable[[str, str], None] | None = None
 
     def __len__(self) -> int:
         return len(self.channels)
@@ -191,6 +193,8 @@ class ChannelTable:
         presence = existing.presence if existing else key.startswith("private-") and has_data
         if presence and len(protocol.dumps(data)) > self.max_presence_bytes:
             reason = f"Presence data too large (limit {self.max_presence_bytes} bytes)"
+            if self.on_breach is not None:
+                self.on_breach("presence_data", f"refused presence data of {sid} on {key!r}")
             return [_failed(front, sid, channel, reason)]
         chan = existing or Channel(key=key, display=channel, presence=presence)
         member_id = new_member_id()

@@ -97,6 +97,7 @@ class Limits:
     session_queue_bytes: int = 1024 * 1024
     slow_consumer_bytes: int = 4 * 1024 * 1024  # unsent output that closes a connection
     replay_protection: bool = True  # refuse a trigger signature seen inside its time window
+    replay_cache_entries: int = 100_000  # signatures each shard remembers, at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,7 +364,7 @@ def _limits(value: object) -> Limits:
     obj = _object("limits", value, _LIMIT_KEYS)
     counts = {"max_channel_length": 100_000, "max_channels_per_connection": 1_000_000,
               "max_connections_per_front": 10_000_000, "commands_burst": 1_000_000,
-              "session_queue_messages": 1_000_000}
+              "session_queue_messages": 1_000_000, "replay_cache_entries": 10_000_000}
     out: dict[str, Any] = {}
     for name in _LIMIT_KEYS:
         path = f"limits.{name}"

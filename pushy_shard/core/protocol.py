@@ -8,11 +8,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import orjson
 
-from pushy_shard.errors import BogusMessage, InvalidChannel, MessageTooLarge
+from pushy_shard.errors import BogusMessage, ChannelNameRefused, InvalidChannel, MessageTooLarge
 
 CONNECT = "pushy:connect"
 ERROR = "pushy:error"
@@ -25,6 +26,8 @@ PRESENCE_QUIT = "pushy:presence-quit"
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
+# Defaults of config.limits.max_channel_length / max_message_bytes (the shells pass the
+# configured values on every call).
 MAX_CHANNEL_LENGTH = 200
 MAX_MESSAGE_BYTES = 64 * 1024
 
@@ -38,11 +41,18 @@ class ClientCommand:
     channel: str | None
 
 
-def parse_client_message(text: str, *, max_bytes: int = MAX_MESSAGE_BYTES) -> ClientCommand | None:
+def parse_client_message(
+    text: str,
+    *,
+    max_bytes: int = MAX_MESSAGE_BYTES,
+    max_channel_length: int = MAX_CHANNEL_LENGTH,
+    channel_pattern: str | None = None,
+) -> ClientCommand | None:
     """Parse one SockJS message (PROTOCOL.md 2, 3.3).
 
     Returns None for a message the protocol ignores (an object with `event` only, as the
-    original did). Raises BogusMessage, InvalidChannel or MessageTooLarge.
+    original did). Raises BogusMessage, InvalidChannel or MessageTooLarge. The limits are
+    config.limits' (README, Limits).
     """
     if len(text) > max_bytes or (
         len(text) * 4 > max_bytes and len(text.encode("utf-8", "surrogatepass")) > max_bytes
@@ -69,23 +79,41 @@ def parse_client_message(text: str, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Cl
     data = message.get("data")
     if not isinstance(data, dict):
         data = {}  # the Pushy client sends `data || []`: no fields, not an error
-    return ClientCommand(name=name.lower(), data=data, channel=channel_of(data))
+    channel = channel_of(data, max_length=max_channel_length, pattern=channel_pattern)
+    return ClientCommand(name=name.lower(), data=data, channel=channel)
 
 
 def _not_json(name: str) -> object:
     raise ValueError(f"{name} is not JSON")
 
 
-def channel_of(data: dict[str, Any]) -> str | None:
+def channel_of(data: dict[str, Any], *, max_length: int = MAX_CHANNEL_LENGTH,
+               pattern: str | None = None) -> str | None:
     """The channel a command names, or None. A falsy value names none (as in JavaScript)."""
     channel = data.get("channel")
     if channel is None or channel == "" or channel is False or channel == 0:
         return None
     if not isinstance(channel, str):
         raise InvalidChannel("Invalid channel name: expected a string")
-    if len(channel) > MAX_CHANNEL_LENGTH:
-        raise InvalidChannel(f"Invalid channel name: longer than {MAX_CHANNEL_LENGTH} characters")
+    problem = channel_problem(channel, max_length, pattern)
+    if problem is not None:
+        raise ChannelNameRefused(f"Invalid channel name: {problem}")
     return channel
+
+
+def channel_problem(name: str, max_length: int, pattern: str | None) -> str | None:
+    """Why `name` is not an acceptable channel name, or None. One rule for subscribes and
+    triggers: at most `max_length` characters and, when set, a full match of `pattern`."""
+    if len(name) > max_length:
+        return f"longer than {max_length} characters"
+    if pattern is not None and _compiled(pattern).fullmatch(name) is None:
+        return "not allowed by the channel name pattern"
+    return None
+
+
+@lru_cache(maxsize=8)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
 
 
 def dumps(value: object) -> bytes:

@@ -7,8 +7,9 @@ transition is in `TABLE` below (state -> event -> next state, what to do), so no
 decides on its own what, say, a closed session answers. The shell (front/sessions.py) feeds
 events in, with the time, and performs the returned `Do` flags; nothing here does I/O.
 
-The queue of a waiting session is bounded (`MAX_QUEUED_MESSAGES`, `MAX_QUEUED_BYTES`): a
-client that stops polling is closed rather than growing the front's memory.
+The queue of a waiting session is bounded (config.limits.session_queue_messages and
+session_queue_bytes, passed on each `enqueue`): a client that stops polling is closed rather
+than growing the front's memory.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import zlib
 from collections import deque
 from collections.abc import Mapping
 
+# defaults of config.limits.session_queue_messages / session_queue_bytes
 MAX_QUEUED_MESSAGES = 1000  # messages held for a session between two receivers
 MAX_QUEUED_BYTES = 1024 * 1024  # and their total size (quoted); past either, it is closed
 
@@ -177,10 +179,17 @@ class Session:
     def expired(self, now: float) -> bool:
         return self.deadline is not None and now >= self.deadline
 
-    def enqueue(self, quoted: bytes) -> bool:
-        """Hold one quoted message; False when that would pass a bound (close the session)."""
+    def enqueue(self, quoted: bytes, max_messages: int | None = None,
+                max_bytes: int | None = None) -> bool:
+        """Hold one quoted message; False when that would pass a bound (close the session).
+
+        The bounds default to the session's own; the shell passes the configured ones."""
         size = self.queued_bytes + len(quoted)
-        if len(self.queue) >= self.max_messages or size > self.max_bytes:
+        if max_messages is None:
+            max_messages = self.max_messages
+        if max_bytes is None:
+            max_bytes = self.max_bytes
+        if len(self.queue) >= max_messages or size > max_bytes:
             return False
         self.queue.append(quoted)
         self.queued_bytes = size

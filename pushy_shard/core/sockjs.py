@@ -125,6 +125,13 @@ def ws_text_frame(payload: bytes) -> bytes:
     return header + payload
 
 
+def ws_close_frame(code: int, reason: str) -> bytes:
+    """A complete unmasked WebSocket close frame (RFC 6455 5.5.1): code, then UTF-8 reason
+    (cut to fit the 125-byte control frame limit)."""
+    payload = struct.pack("!H", code) + reason.encode("utf-8")[:123]
+    return bytes((0x88, len(payload))) + payload
+
+
 # -- what each HTTP transport writes ---------------------------------------------------------
 
 # Before its first frame: IE needs 2 KiB before it shows a streamed XHR; Opera needs a blank

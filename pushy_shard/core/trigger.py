@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pushy_shard.core.auth import (
     canonical_json,
@@ -41,6 +41,7 @@ class Trigger:
     timestamp: int
     data: object  # the parsed body (dict for forms / {} for empty)
     socket_id: str | None  # exclude this connection; None when absent/empty
+    signature: str = field(default="", repr=False, compare=False)  # auth_key: replay checks
 
 
 # -- application/x-www-form-urlencoded, as Node's `qs` 6.5 (default options) parses it ---------
@@ -322,4 +323,5 @@ def verify_trigger(
         timestamp=timestamp,
         data=data,
         socket_id=query.get("socket_id") or None,
+        signature=auth_key,
     )

@@ -10,7 +10,8 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from pushy_shard import link
 from pushy_shard.commands import CommandContext, Forward, Handler, run_handler
@@ -18,13 +19,20 @@ from pushy_shard.core import protocol
 from pushy_shard.core.channels import MemberState, Reply
 from pushy_shard.core.config import Config
 from pushy_shard.core.metrics import Metrics
+from pushy_shard.core.origins import client_address
+from pushy_shard.core.ratelimit import BreachLog, TokenBucket
 from pushy_shard.core.routing import channel_key, shard_for
 from pushy_shard.core.trigger import Trigger
 from pushy_shard.errors import (
+    ChannelNameRefused,
     ClientError,
-    InvalidChannel,
+    InvalidTriggerChannel,
     LinkError,
+    MessageTooLarge,
     ShardUnavailable,
+    TooManyChannels,
+    TooManyCommands,
+    TriggerReplayed,
     TriggerUnavailable,
     UnknownCommand,
 )
@@ -38,30 +46,90 @@ _FROM_CLIENT = (("source", "client"),)
 TRIGGER_TIMEOUT = 5.0
 
 
+BREACHES = "pushy_limit_breaches_total"
+
+
 def new_socket_id() -> str:
     """Unguessable and unique across processes: a random (version 4) UUID."""
     return str(uuid.uuid4())
 
 
+class PeerRequest(Protocol):
+    """What `request_address` reads of an HTTP request (aiohttp's `web.Request` fits)."""
+
+    @property
+    def remote(self) -> str | None: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+
+class Client:
+    """The front's limits state of one open connection: its command bucket, the subscribes
+    it has in flight (they count toward its channels) and its address."""
+
+    __slots__ = ("bucket", "subscribing", "address")
+
+    def __init__(self, bucket: TokenBucket, address: str | None) -> None:
+        self.bucket = bucket
+        self.subscribing = 0
+        self.address = address
+
+
 class Front:
     def __init__(self, config: Config, index: int, registry: dict[str, Handler]) -> None:
-        self.config = config
+        self.config = config  # may be replaced while running (reload): read limits at use
         self.index = index
         self.registry = registry
         self.shards = config.workers
         self.hub = Hub(config.workers)
         self.links: ShardLinks | None = None
         self.metrics = Metrics()
+        self.clients: dict[str, Client] = {}
+        self._breach_log = BreachLog()
 
     def attach(self, links: ShardLinks) -> None:
         self.links = links
 
+    # -- limits --------------------------------------------------------------------------
+
+    def breach(self, limit: str, detail: str) -> None:
+        """Count a breach of config.limits.`limit` and log it (one line per limit a second)."""
+        self.metrics.inc(BREACHES, (("limit", limit),))
+        suppressed = self._breach_log.allow(limit, time.monotonic())
+        if suppressed is not None:
+            more = f" ({suppressed} more since the last line)" if suppressed else ""
+            log.warning("front %d: limit %s: %s%s", self.index, limit, detail, more)
+
+    def request_address(self, request: PeerRequest) -> str:
+        """The client's address: the peer, or X-Forwarded-For behind `trusted_proxies`."""
+        return client_address(request.remote, request.headers.get("X-Forwarded-For"),
+                              self.config.trusted_proxies)
+
+    def _who(self, conn: Connection) -> str:
+        client = self.clients.get(conn.sid)
+        address = client.address if client is not None else None
+        return f"{conn.sid} ({address})" if address else conn.sid
+
     # -- connections ---------------------------------------------------------------------
 
-    def opened(self, conn: Connection) -> None:
+    def admit(self, address: str | None = None) -> bool:
+        """May one more connection open here? False (counted, logged) past
+        `limits.max_connections_per_front`: the transport then closes it with
+        errors.TOO_MANY_CONNECTIONS instead of calling `opened`."""
+        limit = self.config.limits.max_connections_per_front
+        if len(self.hub) < limit:
+            return True
+        self.breach("connections_per_front", f"refused a connection from {address or '?'}: "
+                    f"{limit} open")
+        return False
+
+    def opened(self, conn: Connection, address: str | None = None) -> None:
         """Register `conn` and greet it with pushy:connect (PROTOCOL.md 2)."""
         self.hub.add(conn)
         self.metrics.inc("pushy_connections_opened_total", (("transport", transport_name(conn)),))
+        bucket = TokenBucket(self.config.limits.commands_burst, time.monotonic())
+        self.clients[conn.sid] = Client(bucket, address)
         connect = protocol.event(protocol.CONNECT, {"socketId": conn.sid,
                                                     "protocol": conn.transport})
         self.hub.count_reply(connect)
@@ -69,29 +137,65 @@ class Front:
 
     def closed(self, conn: Connection) -> None:
         """`conn` is gone: it leaves every channel it was in (PROTOCOL.md 3.4)."""
+        self.clients.pop(conn.sid, None)
         if conn.slow:
             self.metrics.inc("pushy_slow_consumer_disconnects_total",
                              (("transport", transport_name(conn)),))
         for shard, keys in self.hub.remove(conn).items():
             self._request(shard, link.LEAVE, {"sid": conn.sid, "keys": keys}, COMMAND_TIMEOUT)
 
+    def slow_consumer(self, conn: Connection, buffered: int) -> None:
+        """`conn` passed `limits.slow_consumer_bytes` of unsent output; its transport closes
+        it with errors.SLOW_CONSUMER. Count and log it."""
+        self.breach("slow_consumer", f"closing {self._who(conn)}: {buffered} bytes unsent")
+
     def client_message(self, conn: Connection, text: str) -> None:
-        """One Pushy message from a client (PROTOCOL.md 2-3)."""
+        """One Pushy message from a client (PROTOCOL.md 2-3), within config.limits: over
+        the command rate it is dropped unread; too large, a bad channel name or a subscribe
+        past the channel limit gets its error event. Nothing else changes."""
         metrics = self.metrics
         metrics.inc("pushy_messages_in_total")
         metrics.inc("pushy_bytes_in_total", _FROM_CLIENT, len(text.encode()))
+        limits = self.config.limits
+        client = self.clients.get(conn.sid)
         try:
-            command = protocol.parse_client_message(text)
+            if client is not None and not client.bucket.take(
+                    time.monotonic(), limits.commands_per_second, limits.commands_burst):
+                self.breach("commands_per_second", f"dropped a message of {self._who(conn)}")
+                raise TooManyCommands()
+            try:
+                command = protocol.parse_client_message(
+                    text, max_bytes=limits.max_message_bytes,
+                    max_channel_length=limits.max_channel_length,
+                    channel_pattern=limits.channel_pattern)
+            except MessageTooLarge:
+                self.breach("message_bytes", f"refused a message of {self._who(conn)}")
+                raise
+            except ChannelNameRefused:
+                self.breach("channel_name", f"refused a channel name of {self._who(conn)}")
+                raise
             if command is None:
                 return
             handler = self.registry.get(command.name)
             if handler is None:
                 raise UnknownCommand()
+            subscribing = (command.name == "subscribe" and command.channel is not None
+                           and client is not None)
+            if subscribing and channel_key(command.channel or "") not in conn.channels:
+                assert client is not None
+                if len(conn.channels) + client.subscribing >= limits.max_channels_per_connection:
+                    self.breach("channels_per_connection",
+                                f"refused a subscribe of {self._who(conn)}")
+                    raise TooManyChannels()
+            else:
+                subscribing = False
         except ClientError as exc:
             self._send(conn, protocol.error_event(exc.payload()))
             return
+        address = client.address if client is not None else None
         if command.channel is None:
-            ctx = CommandContext(command.name, command.data, None, conn.sid, self.index)
+            ctx = CommandContext(command.name, command.data, None, conn.sid, self.index,
+                                 address=address)
             self._perform_local(run_handler(handler, ctx))
             return
         shard = shard_for(channel_key(command.channel), self.shards)
@@ -100,9 +204,18 @@ class Front:
             "name": command.name,
             "data": command.data,
             "channel": command.channel,
+            "address": address,
         }
         future = self._request(shard, link.COMMAND, request, COMMAND_TIMEOUT)
+        if subscribing:
+            assert client is not None
+            client.subscribing += 1
+            future.add_done_callback(lambda f: self._subscribe_done(client))
         future.add_done_callback(lambda f: self._command_done(conn, f))
+
+    @staticmethod
+    def _subscribe_done(client: Client) -> None:
+        client.subscribing -= 1  # joined (now in conn.channels) or refused
 
     def _command_done(self, conn: Connection, future: asyncio.Future[Any]) -> None:
         exc = future.exception()
@@ -164,18 +277,34 @@ class Front:
 
     # -- triggers ------------------------------------------------------------------------
 
+    def check_trigger_channel(self, channel: str) -> None:
+        """The channel-name rules of subscribes, for a trigger: InvalidTriggerChannel (400)."""
+        limits = self.config.limits
+        problem = protocol.channel_problem(channel, limits.max_channel_length,
+                                           limits.channel_pattern)
+        if problem is not None:
+            self.breach("channel_name", f"refused a trigger: channel name {problem}")
+            raise InvalidTriggerChannel(f"Invalid channel name: {problem}")
+
     async def trigger(self, trigger: Trigger) -> bool:
-        """Hand a verified trigger to its shard; True when the channel had members (201)."""
-        if len(trigger.channel) > protocol.MAX_CHANNEL_LENGTH:
-            raise InvalidChannel()
+        """Hand a verified trigger to its shard; True when the channel had members (201).
+
+        With `limits.replay_protection` the signature goes along: the owning shard refuses
+        one it already accepted inside the timestamp window (TriggerReplayed, 409)."""
+        self.check_trigger_channel(trigger.channel)
         key = channel_key(trigger.channel)
         body = {"key": key, "event": trigger.event, "data": trigger.data,
                 "exclude": trigger.socket_id}
+        if self.config.limits.replay_protection and trigger.signature:
+            body["sig"] = trigger.signature
+            body["ts"] = trigger.timestamp
         try:
             result = await self._request(shard_for(key, self.shards), link.TRIGGER, body,
                                          TRIGGER_TIMEOUT)
         except LinkUnavailable as exc:
             raise TriggerUnavailable() from exc
+        if result.get("replay"):
+            raise TriggerReplayed()
         return bool(result.get("members"))
 
     def sweep(self) -> None:

@@ -17,9 +17,9 @@ from importlib import resources
 from aiohttp import web
 
 from pushy_shard.core.config import Config
-from pushy_shard.core.protocol import MAX_CHANNEL_LENGTH
+from pushy_shard.core.origins import origin_allowed
 from pushy_shard.core.trigger import verify_trigger
-from pushy_shard.errors import BodyTooLarge, InvalidBody, TriggerError
+from pushy_shard.errors import BodyTooLarge, TriggerError
 from pushy_shard.front import observe, transports, websocket
 from pushy_shard.front.front import Front
 from pushy_shard.front.hub import RAW_WS, SOCKJS_WS
@@ -34,7 +34,6 @@ from pushy_shard.front.transports import (
     cors_headers,
 )
 
-MAX_TRIGGER_BODY = 64 * 1024
 _CREATED = (("status", "201"),)
 _OK = (("status", "200"),)
 _FROM_TRIGGER = (("source", "trigger"),)
@@ -69,9 +68,10 @@ _entropy = random.SystemRandom()
 async def info(request: web.Request) -> web.StreamResponse:
     """What clients read before choosing a transport (sockjs-protocol InfoTest)."""
     config: Config = request.app[FRONT_KEY].config
+    origins = ["*:*"] if "*" in config.allowed_origins else list(config.allowed_origins)
     body = {
         "websocket": config.sockjs.websocket,
-        "origins": ["*:*"],
+        "origins": origins,
         "cookie_needed": config.sockjs.jsessionid,
         "entropy": _entropy.randint(0, 2**32 - 1),  # seeds the browser's weak random
     }
@@ -124,21 +124,27 @@ async def _read_limited(request: web.Request, limit: int) -> bytes:
 
 
 async def trigger(request: web.Request) -> web.Response:
-    """POST /pushy/channel/<channel>/trigger (PROTOCOL.md 4.2, 4.3)."""
+    """POST /pushy/channel/<channel>/trigger (PROTOCOL.md 4.2, 4.3), within config.limits:
+    body size (413), channel name rules (400), replays (409, decided by the owning shard)."""
     front: Front = request.app[FRONT_KEY]
+    config = front.config
     try:
-        body = await _read_limited(request, MAX_TRIGGER_BODY)
+        try:
+            body = await _read_limited(request, config.limits.max_trigger_body)
+        except BodyTooLarge:
+            front.breach("trigger_body", "refused a trigger body from "
+                         f"{front.request_address(request)}")
+            raise
         channel = request.match_info["channel"]
-        if len(channel) > MAX_CHANNEL_LENGTH:
-            raise InvalidBody(f"Channel name longer than {MAX_CHANNEL_LENGTH} characters")
+        front.check_trigger_channel(channel)
         verified = verify_trigger(
             channel=channel,
             query=request.query,
             body=body,
             content_type=request.headers.get("Content-Type"),
-            secret=front.config.secret_key,
+            secret=config.secret_key,
             now=time.time(),
-            max_body=MAX_TRIGGER_BODY,
+            max_body=config.limits.max_trigger_body,
         )
         delivered = await front.trigger(verified)
     except TriggerError as exc:
@@ -177,11 +183,41 @@ def bare_405(prefix: str) -> Callable[..., Awaitable[web.StreamResponse]]:
     return middleware
 
 
+def check_origin(front: Front, prefix: str) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Under the SockJS prefix (every transport, /info, iframe.html, both WebSocket paths) a
+    browser Origin outside `allowed_origins` gets 403; same-origin requests (the page the
+    server itself serves, the iframe transports) always pass. Counted as limit `origin`."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[
+            web.StreamResponse]]) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if (origin is not None and request.path.startswith(prefix)
+                and not origin_allowed(origin, front.config.allowed_origins)
+                and not _same_origin(origin, request.host)):
+            front.breach("origin", f"refused Origin {origin[:100]!r} from "
+                         f"{front.request_address(request)}")
+            return web.Response(status=403, text="Origin not allowed",
+                                headers={"Cache-Control": NO_CACHE})
+        return await handler(request)
+
+    return middleware
+
+
+def _same_origin(origin: str, host: str) -> bool:
+    """`Origin: scheme://host[:port]` names the very host the request was sent to."""
+    _, sep, rest = origin.strip().lower().partition("://")
+    return bool(sep) and rest.rstrip("/") == host.lower()
+
+
 def build_app(front: Front, sessions: Sessions | None = None, relay: Relay | None = None
               ) -> web.Application:
     """The front's routes. `relay` (several fronts) sends session requests to their owner."""
     prefix = front.config.sockjs.prefix
-    app = web.Application(client_max_size=MAX_TRIGGER_BODY + 1, middlewares=[bare_405(prefix)])
+    # bodies are read through request.content with the configured limits; this only bounds
+    # aiohttp's own readers
+    app = web.Application(client_max_size=front.config.limits.max_trigger_body + 1,
+                          middlewares=[bare_405(prefix), check_origin(front, prefix)])
     app[FRONT_KEY] = front
     app[SESSIONS_KEY] = sessions if sessions is not None else Sessions(front, front.config.sockjs)
     if relay is not None:

@@ -28,6 +28,7 @@ from pushy_shard.errors import ConfigError
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 5.0
+CLIENT_HEADER = "X-Pushy-Client"  # the client's address, from the front that relayed it
 # per-connection headers (RFC 9110 7.6.1), and what aiohttp recomputes on each side
 _HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-connection", "proxy-authenticate",
@@ -71,6 +72,11 @@ class Relay:
         if owner == self.index or self.relayed(request):
             return None
         return owner
+
+    def client_address(self, request: web.Request) -> str | None:
+        """The client address the relaying front sent, for a request that came in on this
+        front's private endpoint; None for any other request."""
+        return request.headers.get(CLIENT_HEADER) if self.relayed(request) else None
 
     def relayed(self, request: web.Request) -> bool:
         """True when the request came in on this front's private endpoint."""
@@ -133,13 +139,19 @@ class Relay:
             response.raise_for_status()
             return await response.read()
 
-    async def forward(self, request: web.Request, owner: int, body: bytes
-                      ) -> web.StreamResponse:
-        """Send `request` (with its already read `body`) to front `owner`; relay the answer."""
+    async def forward(self, request: web.Request, owner: int, body: bytes,
+                      client: str | None = None) -> web.StreamResponse:
+        """Send `request` (with its already read `body`) to front `owner`; relay the answer.
+        `client` (the client's address) travels in CLIENT_HEADER, believed only on the
+        private endpoint (`client_address`)."""
+        headers = _end_to_end(request.headers)
+        headers.popall(CLIENT_HEADER, None)
+        if client is not None:
+            headers[CLIENT_HEADER] = client
         try:
             upstream = await self._client(owner).request(
-                request.method, self._url(owner, request.raw_path),
-                headers=_end_to_end(request.headers), data=body or None, allow_redirects=False)
+                request.method, self._url(owner, request.raw_path), headers=headers,
+                data=body or None, allow_redirects=False)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             log.warning("front %d: cannot relay to front %d: %s", self.index, owner, exc)
             return web.Response(status=503, text="Front unavailable, try again.")

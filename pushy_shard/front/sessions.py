@@ -29,13 +29,18 @@ from pushy_shard.core.sockjs import (
     GO_AWAY,
     HEARTBEAT_FRAME,
     OPEN_FRAME,
+    close_frame,
     http_chunk,
     jsonp_frame,
     message_frame,
 )
+from pushy_shard.errors import QUEUE_FULL, SLOW_CONSUMER, TOO_MANY_CONNECTIONS
 from pushy_shard.front.front import Front, new_socket_id
 from pushy_shard.front.hub import FRAME, Delivery, wrap_frame
-from pushy_shard.front.websocket import SLOW_CONSUMER_BYTES
+
+QUEUE_FULL_FRAME = close_frame(*QUEUE_FULL)
+SLOW_CONSUMER_FRAME = close_frame(*SLOW_CONSUMER)
+REFUSED_FRAME = close_frame(*TOO_MANY_CONNECTIONS)
 
 log = logging.getLogger(__name__)
 
@@ -99,17 +104,21 @@ class PollingReceiver(Receiver):
 
 class StreamingReceiver(Receiver):
     """xhr_streaming, eventsource, htmlfile: frames written to the socket as they come,
-    until `limit` bytes (sockjs `response_limit`) were sent and the client must reopen."""
+    until `limit` bytes (sockjs `response_limit`) were sent and the client must reopen.
+    Unsent output past `slow_limit` (limits.slow_consumer_bytes, read when the request
+    came) marks it `slow`."""
 
-    __slots__ = ("socket", "chunked", "limit", "sent")
+    __slots__ = ("socket", "chunked", "limit", "sent", "slow_limit", "buffered")
 
     def __init__(self, kind: int, done: asyncio.Future[None], socket: asyncio.Transport,
-                 chunked: bool, limit: int) -> None:
+                 chunked: bool, limit: int, slow_limit: int) -> None:
         super().__init__(kind, done)
         self.socket = socket
         self.chunked = chunked  # HTTP/1.1: aiohttp chose chunked encoding, frames are chunks
         self.limit = limit
         self.sent = 0
+        self.slow_limit = slow_limit
+        self.buffered = 0
 
     def write(self, frame: bytes) -> None:
         data = wrap_frame(self.kind, frame)
@@ -128,8 +137,10 @@ class StreamingReceiver(Receiver):
         self.sent += size
         if self.sent >= self.limit:
             self.full = True
-        if socket.get_write_buffer_size() > SLOW_CONSUMER_BYTES:
+        buffered = socket.get_write_buffer_size()
+        if buffered > self.slow_limit:
             self.slow = True
+            self.buffered = buffered
             socket.abort()  # nothing more reaches it; the handler sees the connection drop
 
 
@@ -141,9 +152,10 @@ class HttpSession:
     """
 
     __slots__ = ("sid", "kind", "transport", "channels", "closed", "slow", "session_id", "core",
-                 "receiver", "registry")
+                 "receiver", "registry", "address", "close_frame")
 
-    def __init__(self, registry: Sessions, session_id: str, transport: str, kind: int) -> None:
+    def __init__(self, registry: Sessions, session_id: str, transport: str, kind: int,
+                 address: str | None = None) -> None:
         self.sid = new_socket_id()
         self.kind = kind
         self.transport = transport  # the Pushy `protocol`: the transport that opened it
@@ -154,6 +166,8 @@ class HttpSession:
         self.core = Session(registry.options.disconnect_delay)
         self.receiver: Receiver | None = None
         self.registry = registry
+        self.address = address  # the client's, as the front sees it (trusted_proxies)
+        self.close_frame = GO_AWAY  # what a closed session answers: the reason it closed
 
     # -- the hub's Connection ----------------------------------------------------------------
 
@@ -164,11 +178,16 @@ class HttpSession:
             assert receiver is not None
             receiver.deliver(delivery)
             self._written(receiver)
-        elif do is Do.QUEUE and not self.core.enqueue(delivery.quoted):
-            log.warning("closing SockJS session %s: over %d queued messages or %d bytes",
-                        self.sid, self.core.max_messages, self.core.max_bytes)
-            self.slow = True
-            self.close()
+        elif do is Do.QUEUE:
+            limits = self.registry.front.config.limits
+            if not self.core.enqueue(delivery.quoted, limits.session_queue_messages,
+                                     limits.session_queue_bytes):
+                self.registry.front.breach(
+                    "session_queue", f"closing SockJS session {self.sid}: over "
+                    f"{limits.session_queue_messages} messages or "
+                    f"{limits.session_queue_bytes} bytes queued")
+                self.slow = True
+                self.close(QUEUE_FULL_FRAME)
 
     def deliver_batch(self, batch: list[Delivery], shared: dict[tuple[int, ...], bytes]) -> None:
         for delivery in batch:
@@ -190,17 +209,20 @@ class HttpSession:
         """A receiving request arrived: open, flush the queue, or refuse it."""
         do = self.core.handle(Event.ATTACH, monotonic())
         if do & (Do.REJECT | Do.CLOSE_FRAME):
-            receiver.write(ANOTHER_CONNECTION if do & Do.REJECT else GO_AWAY)
+            receiver.write(ANOTHER_CONNECTION if do & Do.REJECT else self.close_frame)
             receiver.end()
             return
         self.receiver = receiver
         if do & Do.OPEN:
+            if not self.registry.front.admit(self.address):  # max_connections_per_front
+                self.close(REFUSED_FRAME)
+                return
             receiver.write(OPEN_FRAME)
         elif do & Do.FLUSH and self.core.queue:
             receiver.write(message_frame(self.core.take()))
         self._written(receiver)
         if do & Do.OPEN:
-            self.registry.front.opened(self)  # pushy:connect follows the open frame
+            self.registry.front.opened(self, self.address)  # pushy:connect follows `o`
 
     def aborted(self, receiver: Receiver) -> None:
         """The receiving request's connection dropped (its handler was cancelled)."""
@@ -217,8 +239,11 @@ class HttpSession:
                     break
                 front.client_message(self, text)
 
-    def close(self) -> None:
-        """The server ends the session: `c[3000,"Go away!"]` now or to the next receiver."""
+    def close(self, frame: bytes = GO_AWAY) -> None:
+        """The server ends the session: `frame` (`c[3000,"Go away!"]` unless a limit closed
+        it) now or to the next receiver."""
+        if self.core.open:
+            self.close_frame = frame
         self._perform(self.core.handle(Event.CLOSE, monotonic()))
 
     def expire(self, now: float) -> None:
@@ -230,10 +255,9 @@ class HttpSession:
     def _written(self, receiver: Receiver) -> None:
         """After a write: a slow reader closes the session, a full response detaches."""
         if receiver.slow:
-            log.warning("closing slow SockJS session %s: over %d bytes unsent", self.sid,
-                        SLOW_CONSUMER_BYTES)
+            self.registry.front.slow_consumer(self, getattr(receiver, "buffered", 0))
             self.slow = True
-            self.close()
+            self.close(SLOW_CONSUMER_FRAME)
         elif receiver.full and self.receiver is receiver:
             self.receiver = None
             receiver.end()
@@ -243,7 +267,7 @@ class HttpSession:
         if do & Do.CLOSE_FRAME:
             receiver, self.receiver = self.receiver, None
             if receiver is not None:
-                receiver.write(GO_AWAY)
+                receiver.write(self.close_frame)
                 receiver.end()
         if do & Do.LEAVE and not self.closed:
             self.closed = True
@@ -267,11 +291,13 @@ class Sessions:
     def get(self, session_id: str) -> HttpSession | None:
         return self.by_id.get(session_id)
 
-    def open(self, session_id: str, transport: str, kind: int) -> HttpSession:
+    def open(self, session_id: str, transport: str, kind: int, address: str | None = None
+             ) -> HttpSession:
         """The session `session_id`, created (not yet opened) if there is none."""
         session = self.by_id.get(session_id)
         if session is None:
-            session = self.by_id[session_id] = HttpSession(self, session_id, transport, kind)
+            session = self.by_id[session_id] = HttpSession(self, session_id, transport, kind,
+                                                           address)
         return session
 
     def forget(self, session: HttpSession) -> None:

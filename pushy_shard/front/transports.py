@@ -39,13 +39,12 @@ from pushy_shard.front.sessions import (
     Sessions,
     StreamingReceiver,
 )
-from pushy_shard.front.websocket import FRONT_HEADER, MAX_FRAME_BYTES
+from pushy_shard.front.websocket import FRONT_HEADER
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 NO_CACHE = "no-store, no-cache, must-revalidate, max-age=0"  # sockjs-protocol 0.3.3, exactly
 CACHE_FOR = 365 * 24 * 3600  # OPTIONS answers and iframe.html: cacheable for a year
-MAX_SEND_BYTES = MAX_FRAME_BYTES  # an xhr_send / jsonp_send body, like a WebSocket frame
 
 FRONT_KEY = web.AppKey("front", Front)
 SESSIONS_KEY = web.AppKey("sessions", Sessions)
@@ -166,7 +165,8 @@ async def _poll(request: web.Request, spec: Receiving, headers: dict[str, str],
                 callback: str | None) -> web.StreamResponse:
     """xhr / jsonp: answer with the first frame the session has (now, or when it comes)."""
     receiver = PollingReceiver(spec.kind, asyncio.get_running_loop().create_future(), callback)
-    session = _sessions(request).open(request.match_info["session"], spec.name, spec.kind)
+    session = _sessions(request).open(request.match_info["session"], spec.name, spec.kind,
+                                      _address(request))
     session.attach(receiver)
     await _until_done(session, receiver)
     return web.Response(body=receiver.body, headers=headers)
@@ -195,10 +195,12 @@ async def _stream(request: web.Request, spec: Receiving, headers: dict[str, str]
     socket = request.transport
     if socket is None or socket.is_closing():
         return response
-    limit = request.app[FRONT_KEY].config.sockjs.response_limit
+    front = request.app[FRONT_KEY]
     receiver = StreamingReceiver(spec.kind, asyncio.get_running_loop().create_future(), socket,
-                                 chunked, limit)
-    session = _sessions(request).open(request.match_info["session"], spec.name, spec.kind)
+                                 chunked, front.config.sockjs.response_limit,
+                                 front.config.limits.slow_consumer_bytes)
+    session = _sessions(request).open(request.match_info["session"], spec.name, spec.kind,
+                                      _address(request))
     session.attach(receiver)
     await _until_done(session, receiver)
     if not receiver.slow:
@@ -273,19 +275,34 @@ async def _relay(request: web.Request, body: bytes) -> web.StreamResponse | None
     owner = relay.owner(request.match_info["session"], request)
     if owner is None:
         return None
-    return await relay.forward(request, owner, body)
+    return await relay.forward(request, owner, body, _address(request))
+
+
+def _address(request: web.Request) -> str:
+    """The client's address; for a relayed request, the one the relaying front saw."""
+    relay = request.app.get(RELAY_KEY)
+    relayed = relay.client_address(request) if relay is not None else None
+    return relayed or request.app[FRONT_KEY].request_address(request)
 
 
 async def _read_body(request: web.Request) -> bytes:
-    if request.content_length is not None and request.content_length > MAX_SEND_BYTES:
-        raise web.HTTPRequestEntityTooLarge(MAX_SEND_BYTES, request.content_length)
+    """An xhr_send / jsonp_send body, at most limits.max_frame_bytes (like a WebSocket
+    frame); past it 413, counted."""
+    front = request.app[FRONT_KEY]
+    limit = front.config.limits.max_frame_bytes
+    size = request.content_length or 0
     chunks = []
-    size = 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > MAX_SEND_BYTES:
-            raise web.HTTPRequestEntityTooLarge(MAX_SEND_BYTES, size)
-        chunks.append(chunk)
+    if size <= limit:
+        size = 0
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > limit:
+                break
+            chunks.append(chunk)
+    if size > limit:
+        front.breach("frame_bytes", f"refused a {request.path.rsplit('/', 1)[-1]} body "
+                     f"of {_address(request)}")
+        raise web.HTTPRequestEntityTooLarge(limit, size)
     return b"".join(chunks)
 
 

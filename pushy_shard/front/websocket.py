@@ -20,17 +20,21 @@ from pushy_shard.core.sockjs import (
     HEARTBEAT_FRAME,
     OPEN_FRAME,
     SockJSFrameError,
+    close_frame,
     decode_client_frame,
     message_frame,
+    ws_close_frame,
     ws_text_frame,
 )
+from pushy_shard.errors import SLOW_CONSUMER, TOO_MANY_CONNECTIONS
 from pushy_shard.front.front import Front, new_socket_id
 from pushy_shard.front.hub import RAW_WS, SOCKJS_WS, Delivery
 
 log = logging.getLogger(__name__)
 
-MAX_FRAME_BYTES = 1024 * 1024  # larger client frames close the socket (1009)
-SLOW_CONSUMER_BYTES = 4 * 1024 * 1024  # unsent output past this closes the connection
+# client frames over config.limits.max_frame_bytes close the socket (1009); unsent output
+# over limits.slow_consumer_bytes closes the connection (errors.SLOW_CONSUMER)
+SLOW_CLOSE_GRACE = 5.0  # seconds a slow consumer's close frame may take before an abort
 
 FRONT_HEADER = "X-Pushy-Front"  # which front answered: for operators and tests
 
@@ -42,9 +46,11 @@ class WebSocketConnection:
     """One WebSocket client (the hub's `Connection`). `write` is synchronous: bytes go to
     the socket buffer now."""
 
-    __slots__ = ("sid", "kind", "transport", "channels", "closed", "slow", "ws", "_socket")
+    __slots__ = ("sid", "kind", "transport", "channels", "closed", "slow", "ws", "front",
+                 "_socket")
 
-    def __init__(self, ws: web.WebSocketResponse, request: web.Request, kind: int) -> None:
+    def __init__(self, ws: web.WebSocketResponse, request: web.Request, kind: int,
+                 front: Front) -> None:
         self.sid = new_socket_id()
         self.kind = kind
         self.transport = "websocket"
@@ -52,6 +58,7 @@ class WebSocketConnection:
         self.closed = False
         self.slow = False
         self.ws = ws
+        self.front = front
         self._socket = request.transport
 
     def write(self, data: bytes) -> None:
@@ -59,11 +66,11 @@ class WebSocketConnection:
         if self.closed or socket is None or socket.is_closing():
             return
         socket.write(data)
-        if socket.get_write_buffer_size() > SLOW_CONSUMER_BYTES:
-            log.warning("closing slow consumer %s: over %d bytes unsent", self.sid,
-                        SLOW_CONSUMER_BYTES)
+        buffered = socket.get_write_buffer_size()
+        if buffered > self.front.config.limits.slow_consumer_bytes:
             self.closed = self.slow = True
-            socket.abort()  # the reader sees the socket close and cleans up
+            self.front.slow_consumer(self, buffered)
+            close_slow_consumer(socket, self.kind == SOCKJS_WS)
 
     def deliver(self, delivery: Delivery) -> None:
         self.write(delivery.frame(self.kind))
@@ -89,6 +96,26 @@ class WebSocketConnection:
             self.write(HEARTBEAT_WS)
 
 
+def close_slow_consumer(socket: asyncio.Transport, sockjs: bool) -> None:
+    """Queue the close frames (SockJS `c[...]` first on a SockJS session) behind what is
+    buffered and close; a client that still reads nothing is aborted after a grace period,
+    so the memory held stays bounded. The reader sees the socket close and cleans up."""
+    code, reason = SLOW_CONSUMER
+    if sockjs:
+        socket.write(ws_text_frame(close_frame(code, reason)))
+    socket.write(ws_close_frame(code, reason))
+    socket.close()
+    asyncio.get_running_loop().call_later(SLOW_CLOSE_GRACE, socket.abort)
+
+
+async def _refuse(ws: web.WebSocketResponse, kind: int) -> None:
+    """Past limits.max_connections_per_front: a close frame with code and reason."""
+    code, reason = TOO_MANY_CONNECTIONS
+    if kind == SOCKJS_WS:
+        await ws.send_str(close_frame(code, reason).decode())
+    await ws.close(code=code, message=reason.encode())
+
+
 def _valid_session_path(request: web.Request) -> bool:
     server, session = request.match_info["server"], request.match_info["session"]
     return bool(server) and bool(session) and "." not in server and "." not in session
@@ -100,8 +127,8 @@ async def _accept(request: web.Request, front: Front) -> web.WebSocketResponse |
         return web.Response(status=400, text='Can "Upgrade" only to "WebSocket".')
     if "upgrade" not in request.headers.get("Connection", "").lower():
         return web.Response(status=400, text='"Connection" must be "Upgrade".')
-    ws = web.WebSocketResponse(compress=False, max_msg_size=MAX_FRAME_BYTES, autoping=True,
-                               heartbeat=None)
+    ws = web.WebSocketResponse(compress=False, autoping=True, heartbeat=None,
+                               max_msg_size=front.config.limits.max_frame_bytes)
     ws.headers[FRONT_HEADER] = str(front.index)
     await ws.prepare(request)
     return ws
@@ -113,15 +140,21 @@ async def serve(request: web.Request, front: Front, kind: int) -> web.StreamResp
     ws = await _accept(request, front)
     if not isinstance(ws, web.WebSocketResponse):
         return ws
-    conn = WebSocketConnection(ws, request, kind)
+    conn = WebSocketConnection(ws, request, kind, front)
+    address = front.request_address(request)
+    if not front.admit(address):
+        await _refuse(ws, kind)
+        return ws
     if kind == SOCKJS_WS:
         conn.write(ws_text_frame(OPEN_FRAME))
-    front.opened(conn)
+    front.opened(conn, address)
     try:
         async for msg in ws:
             if msg.type != WSMsgType.TEXT:
                 if msg.type == WSMsgType.BINARY:
                     await ws.close(code=1003, message=b"Text frames only")
+                elif msg.type == WSMsgType.ERROR and getattr(msg.data, "code", 0) == 1009:
+                    front.breach("frame_bytes", f"closed {conn.sid}: frame too large")
                 break
             if kind == RAW_WS:
                 front.client_message(conn, msg.data)

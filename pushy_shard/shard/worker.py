@@ -34,6 +34,8 @@ from pushy_shard.core.channels import (
 )
 from pushy_shard.core.config import Config, runtime_directory, shard_endpoint
 from pushy_shard.core.metrics import Metrics
+from pushy_shard.core.ratelimit import BreachLog
+from pushy_shard.core.replay import ReplayCache
 from pushy_shard.core.routing import shard_for
 from pushy_shard.errors import LinkError
 from pushy_shard.zmqio import ZmqChannel, tune
@@ -54,7 +56,12 @@ class ShardWorker:
         self.config = config
         self.index = index
         self.registry = registry
-        self.table = ChannelTable(config.secret_key, on_channel=self.channel_changed)
+        self.table = ChannelTable(config.secret_key,
+                                  max_presence_bytes=config.limits.max_presence_data,
+                                  on_channel=self.channel_changed)
+        self.table.on_breach = self.breach
+        self.replay = ReplayCache()
+        self._breach_log = BreachLog()
         self.incarnation = secrets.token_hex(8)
         self.peers: dict[bytes, int] = {}  # identity of a replayed front -> its index
         self.identities: dict[int, bytes] = {}  # front index -> its current identity
@@ -70,6 +77,26 @@ class ShardWorker:
         self.published = 0  # Broadcast effects
         self.link_deliveries = 0  # DELIVER messages: one per Broadcast per front
         self.subscriptions = 0  # Joined effects
+
+    def breach(self, limit: str, detail: str) -> None:
+        """Count a breach of config.limits.`limit` and log it (one line per limit a second)."""
+        self.metrics.inc("pushy_limit_breaches_total", (("limit", limit),))
+        suppressed = self._breach_log.allow(limit, time.monotonic())
+        if suppressed is not None:
+            more = f" ({suppressed} more since the last line)" if suppressed else ""
+            log.warning("shard %d: limit %s: %s%s", self.index, limit, detail, more)
+
+    def replayed(self, request: dict[str, Any]) -> bool:
+        """A trigger whose signature this shard already accepted inside its window (the
+        front sends `sig` only with limits.replay_protection on)."""
+        signature = request.get("sig")
+        if not isinstance(signature, str):
+            return False
+        limit = self.config.limits.replay_cache_entries
+        if not self.replay.seen(signature, int(request["ts"]), time.time(), limit):
+            return False
+        self.breach("replay", f"refused a replayed trigger on {request['key']!r}")
+        return True
 
     # -- messages in ---------------------------------------------------------------------
 
@@ -178,11 +205,14 @@ class ShardWorker:
             self.perform(self.table.leave(request["sid"], request["keys"]))
         elif op == link.TRIGGER:
             request = link.load(rest[1])
-            members, effects = self.table.trigger(
-                request["key"], request["event"], request["data"], request["exclude"]
-            )
-            self.perform(effects)
-            result = {"members": members}
+            if self.replayed(request):
+                result = {"replay": True}
+            else:
+                members, effects = self.table.trigger(
+                    request["key"], request["event"], request["data"], request["exclude"]
+                )
+                self.perform(effects)
+                result = {"members": members}
         else:
             raise LinkError(f"unknown operation {op!r}")
         self.send(identity, [link.DONE, rid, link.body(result)])
@@ -201,7 +231,9 @@ class ShardWorker:
             table=self.table,
             owns=self.owns,
             now_ms=int(time.time() * 1000),
+            address=request.get("address"),
         )
+        self.table.max_presence_bytes = self.config.limits.max_presence_data  # read at use
         forwards = []
         local: list[Effect] = []
         for effect in run_handler(handler, ctx):

@@ -15,7 +15,7 @@ import aiohttp
 from tests.conformance.wire import (
     ANOTHER,
     BOGUS,
-    GO_AWAY,
+    CLOSED,
     assert_cors,
     assert_not_cached,
     assert_options,
@@ -86,7 +86,7 @@ class TestProtocol:
         url = await closed_session(cluster)
         for _ in range(3):  # until the session times out, every poll gets the close frame
             r = await fetch("POST", url + "/xhr")
-            assert (r.status, r.text) == (200, GO_AWAY + "\n")
+            assert (r.status, r.text) == (200, CLOSED + "\n")
 
 
 class TestXhrPolling:
@@ -242,7 +242,7 @@ class TestJsonPolling:
         url = await closed_session(cluster)
         for _ in range(2):
             r = await fetch("GET", url + "/jsonp?c=x")
-            assert r.text == jsonp("x", GO_AWAY)
+            assert r.text == jsonp("x", CLOSED)
 
 
 # sockjs-protocol's escapable sets: what a server must escape, and what clients escape

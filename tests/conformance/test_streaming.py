@@ -13,7 +13,7 @@ import uuid
 from tests.conformance.conftest import RESPONSE_LIMIT
 from tests.conformance.wire import (
     ANOTHER,
-    GO_AWAY,
+    CLOSED,
     RawHttp,
     Stream,
     assert_cors,
@@ -204,7 +204,7 @@ class TestHandlingClose:
         for _ in range(2):  # every receiver gets the close frame, then its response ends
             stream = await Stream.open("POST", url + "/xhr_streaming")
             try:
-                assert await stream.rest() == PRELUDE + (GO_AWAY + "\n").encode()
+                assert await stream.rest() == PRELUDE + (CLOSED + "\n").encode()
             finally:
                 await stream.close()
 
@@ -256,7 +256,7 @@ class TestHttp10:
             assert "content-length" not in r.headers  # not known yet
             assert r.headers.get("connection", "close").lower() in ("close", "keep-alive")
             assert (await raw.read(2049))[:1] == b"h"
-            assert await raw.read(19) == (GO_AWAY + "\n").encode()
+            assert await raw.read(len(CLOSED) + 1) == (CLOSED + "\n").encode()
             assert await raw.closed()  # the end of the body is the end of the connection
         finally:
             await raw.close()
@@ -292,8 +292,8 @@ class TestHttp11:
             assert r.status == 200
             assert r.headers["transfer-encoding"].lower() == "chunked"
             assert "content-length" not in r.headers
-            body = await raw.read_chunked_until((GO_AWAY + "\n").encode())
-            assert body == PRELUDE + (GO_AWAY + "\n").encode()
+            body = await raw.read_chunked_until((CLOSED + "\n").encode())
+            assert body == PRELUDE + (CLOSED + "\n").encode()
             assert await raw.read_chunk() == b""  # the last chunk: the response ended cleanly
             r = await raw.request("GET", cluster.prefix, "1.1")  # and the connection lives on
             assert r.status == 200

@@ -23,7 +23,9 @@ from yarl import URL
 from tests.integration.harness import Cluster
 
 NOT_CACHED = "no-store, no-cache, must-revalidate, max-age=0"
-GO_AWAY = 'c[3000,"Go away!"]'
+# What a closed session answers. The suite's `close` service answers c[3000,"Go away!"];
+# `closed_session` below closes one by overflowing its queue, and Pushy names that reason.
+CLOSED = 'c[1008,"Session queue full"]'
 ANOTHER = 'c[2010,"Another connection still open"]'
 BOGUS = {"event": "pushy:error", "data": {"message": "Bogus message received", "code": "100"}}
 UNKNOWN = {"event": "pushy:error", "data": {"message": "Unknown command", "code": "200"}}
@@ -94,7 +96,8 @@ async def closed_session(cluster: Cluster) -> str:
     """A session the server has closed: its queue passed its bound while nobody polled.
 
     The test suite's `close` service closes sessions at once; Pushy closes one when it
-    would hold more than 1 MiB of undelivered messages. Returns the session URL.
+    would hold more than 1 MiB of undelivered messages (limits.session_queue_bytes), and it
+    answers CLOSED from then on. Returns the session URL.
     """
     url = new_session(cluster)
     await open_polling(url)

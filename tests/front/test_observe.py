@@ -10,7 +10,7 @@ from pushy_shard.core.metrics import merge
 from pushy_shard.front.front import Front
 from pushy_shard.front.hub import RAW_WS, SOCKJS_WS
 from pushy_shard.front.observe import local_samples
-from pushy_shard.front.websocket import SLOW_CONSUMER_BYTES, WebSocketConnection
+from pushy_shard.front.websocket import WebSocketConnection
 
 
 class FakeSocket:
@@ -30,6 +30,9 @@ class FakeSocket:
     def abort(self) -> None:
         self.aborted = True
 
+    def close(self) -> None:
+        self.aborted = True
+
 
 def make_front() -> Front:
     config = parse_config({"secretKey": "s", "demo": False}, env={}, cpu_count=1)
@@ -39,7 +42,7 @@ def make_front() -> Front:
 def open_conn(front: Front, kind: int) -> tuple[WebSocketConnection, FakeSocket]:
     socket = FakeSocket()
     conn = WebSocketConnection(SimpleNamespace(), SimpleNamespace(transport=socket),  # type: ignore[arg-type]
-                               kind)
+                               kind, front)
     front.opened(conn)
     return conn, socket
 
@@ -75,10 +78,10 @@ def test_fan_out_counts_members_and_bytes_per_event() -> None:
     assert got[("pushy_bytes_out_total", ())] - before[("pushy_bytes_out_total", ())] == 20
 
 
-def test_a_slow_consumer_is_counted_when_it_closes() -> None:
+async def test_a_slow_consumer_is_counted_when_it_closes() -> None:
     front = make_front()
     conn, socket = open_conn(front, SOCKJS_WS)
-    socket.buffered = SLOW_CONSUMER_BYTES + 1
+    socket.buffered = front.config.limits.slow_consumer_bytes + 1
     conn.write(b"x")
     assert socket.aborted and conn.slow
     front.closed(conn)

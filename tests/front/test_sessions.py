@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from pushy_shard.core.channels import MemberState
-from pushy_shard.core.config import SockJSOptions
+from pushy_shard.core.config import Config, Limits, SockJSOptions
 from pushy_shard.core.session import MAX_QUEUED_MESSAGES, State
 from pushy_shard.core.sockjs import quote_bytes
 from pushy_shard.front import hub as hub_module
@@ -22,7 +22,8 @@ from pushy_shard.front.sessions import (
     Sessions,
     StreamingReceiver,
 )
-from pushy_shard.front.websocket import SLOW_CONSUMER_BYTES
+
+SLOW_CONSUMER_BYTES = Limits().slow_consumer_bytes
 
 EVENT = '{"event":"e","channel":"c","data":"é"}'.encode()
 
@@ -47,14 +48,29 @@ class FakeSocket:
 
 
 class FakeFront:
-    """What Sessions uses of a Front: the hub, and the three connection callbacks."""
+    """What Sessions uses of a Front: the hub, its config, the connection callbacks and
+    the limit checks."""
 
-    def __init__(self) -> None:
+    def __init__(self, limits: Limits | None = None) -> None:
         self.hub = Hub(1)
+        self.config = Config(secret_key="s", limits=limits or Limits())
         self.closed_sids: list[str] = []
         self.messages: list[str] = []
+        self.breaches: list[str] = []
 
-    def opened(self, conn: Any) -> None:
+    def admit(self, address: str | None = None) -> bool:
+        if len(self.hub) < self.config.limits.max_connections_per_front:
+            return True
+        self.breaches.append("connections_per_front")
+        return False
+
+    def breach(self, limit: str, detail: str) -> None:
+        self.breaches.append(limit)
+
+    def slow_consumer(self, conn: Any, buffered: int) -> None:
+        self.breaches.append("slow_consumer")
+
+    def opened(self, conn: Any, address: str | None = None) -> None:
         self.hub.add(conn)
         conn.send(b'{"event":"pushy:connect"}')
 
@@ -80,7 +96,9 @@ def streaming(kind: int = XHR, chunked: bool = True, limit: int = 4096
               ) -> tuple[StreamingReceiver, FakeSocket]:
     socket = FakeSocket()
     future = asyncio.get_running_loop().create_future()
-    return StreamingReceiver(kind, future, socket, chunked, limit), socket  # type: ignore[arg-type]
+    receiver = StreamingReceiver(kind, future, socket, chunked, limit,  # type: ignore[arg-type]
+                                 SLOW_CONSUMER_BYTES)
+    return receiver, socket
 
 
 def polling(callback: str | None = None) -> PollingReceiver:
@@ -192,10 +210,10 @@ async def test_slow_stream_reader_closes_the_session(sessions: Sessions, front: 
     assert socket.aborted and receiver.slow and receiver.done.done()
     assert session.closed and session.core.state is State.CLOSING
     await asyncio.sleep(0)  # the Pushy connection leaves its channels on the next turn
-    assert front.closed_sids == [session.sid]
+    assert front.closed_sids == [session.sid] and front.breaches == ["slow_consumer"]
     late = polling()
     session.attach(late)
-    assert late.body == b'c[3000,"Go away!"]\n'
+    assert late.body == b'c[1008,"Slow consumer"]\n'  # the reason, to every later request
 
 
 async def test_queue_over_its_bound_closes_without_touching_the_hub_now(
@@ -209,8 +227,55 @@ async def test_queue_over_its_bound_closes_without_touching_the_hub_now(
     front.hub.flush()  # the end of the loop turn, when coalesced deliveries are written
     assert front.hub.index["c"]  # still indexed: the fan-out loop was not disturbed
     assert session.closed and front.closed_sids == []
+    assert front.breaches == ["session_queue"]
     await asyncio.sleep(0)
     assert front.closed_sids == [session.sid] and "c" not in front.hub.index
+    late = polling()
+    session.attach(late)
+    assert late.body == b'c[1008,"Session queue full"]\n'
+
+
+async def test_queue_bounds_are_read_from_the_config_at_use() -> None:
+    front = FakeFront(Limits(session_queue_messages=3))
+    sessions = Sessions(front, SockJSOptions())  # type: ignore[arg-type]
+    session = sessions.open("q", "xhr-polling", XHR)
+    session.attach(polling())
+    session.core.take()  # pushy:connect
+    for _ in range(3):
+        session.send(EVENT)
+    assert not session.closed and len(session.core.queue) == 3
+    session.send(EVENT)
+    assert session.closed and front.breaches == ["session_queue"]
+
+
+async def test_queue_bytes_bound() -> None:
+    front = FakeFront(Limits(session_queue_bytes=3 * len(quote_bytes(EVENT))))
+    sessions = Sessions(front, SockJSOptions())  # type: ignore[arg-type]
+    session = sessions.open("q", "xhr-polling", XHR)
+    session.attach(polling())
+    session.core.take()  # pushy:connect
+    for _ in range(3):
+        session.send(EVENT)
+    assert not session.closed
+    session.send(EVENT)
+    assert session.closed
+
+
+async def test_a_new_session_past_the_connection_limit_gets_a_close_frame() -> None:
+    front = FakeFront(Limits(max_connections_per_front=1))
+    sessions = Sessions(front, SockJSOptions())  # type: ignore[arg-type]
+    first = polling()
+    sessions.open("a", "xhr-polling", XHR).attach(first)
+    assert first.body == b"o\n"
+    refused = polling()
+    session = sessions.open("b", "xhr-polling", XHR)
+    session.attach(refused)
+    assert refused.body == b'c[1013,"Too many connections"]\n'
+    assert session.closed and len(front.hub) == 1
+    assert front.breaches == ["connections_per_front"]
+    again = polling()
+    session.attach(again)  # the session stays closed with its reason until it expires
+    assert again.body == b'c[1013,"Too many connections"]\n'
 
 
 async def test_sweep_expires_waiting_sessions_and_sends_heartbeats(

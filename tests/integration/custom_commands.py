@@ -26,3 +26,8 @@ def announce(ctx: CommandContext) -> None:
 
 def members(ctx: CommandContext) -> None:
     ctx.reply("members", {"members": ctx.members(), "me": ctx.member_id()})
+
+
+def address(ctx: CommandContext) -> None:
+    """The sender's address as the server sees it (behind trusted proxies: the client's)."""
+    ctx.reply("address", {"address": ctx.address})

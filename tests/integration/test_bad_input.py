@@ -18,9 +18,10 @@ async def watcher(cluster: Cluster) -> PushyClient:
 
 
 async def still_serving(cluster: Cluster, client: PushyClient) -> None:
-    status, _ = await cluster.trigger("watch", "alive", {"n": 1})
+    data = {"n": time.monotonic_ns()}  # an identical signed request would be a replay (409)
+    status, _ = await cluster.trigger("watch", "alive", data)
     assert status == 201
-    assert await client.next() == {"event": "alive", "channel": "watch", "data": {"n": 1}}
+    assert await client.next() == {"event": "alive", "channel": "watch", "data": data}
 
 
 async def test_bad_client_messages_get_their_error_codes(cluster: Cluster) -> None:

@@ -208,9 +208,9 @@ async def test_queue_over_its_bound_closes_the_session(cluster: Cluster) -> None
             assert status == 201
         quit_ = await expect_skipping(observer, "pushy:presence-quit")
         assert quit_["data"]["member"]["name"] == "flooded"
-        # the queued messages are dropped; every poll now gets the close frame
+        # the queued messages are dropped; every poll now gets the close frame and reason
         for _ in range(2):
-            assert await client.frame() == 'c[3000,"Go away!"]'
+            assert await client.frame() == 'c[1008,"Session queue full"]'
     finally:
         await observer.close()
         await client.close()

@@ -1,0 +1,165 @@
+"""Front's limit checks (front/front.py) with a fake connection and fake shard links: the
+command bucket, channels per connection (subscribes in flight count), connections per front,
+trigger channel rules and the replay signature sent to the shard. No processes."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from typing import Any
+
+import orjson
+import pytest
+
+from pushy_shard import link
+from pushy_shard.commands import BUILTINS
+from pushy_shard.core.channels import MemberState
+from pushy_shard.core.config import Config, Limits
+from pushy_shard.core.trigger import Trigger
+from pushy_shard.errors import InvalidTriggerChannel, TriggerReplayed
+from pushy_shard.front.front import BREACHES, Front
+
+
+class FakeConn:
+    def __init__(self, sid: str) -> None:
+        self.sid = sid
+        self.kind = 0
+        self.transport = "websocket"
+        self.channels: dict[str, MemberState] = {}
+        self.closed = False
+        self.sent: list[dict[str, Any]] = []
+
+    def send(self, message: bytes) -> None:
+        self.sent.append(json.loads(message))
+
+    def codes(self) -> list[str]:
+        return [m["data"]["code"] for m in self.sent if m["event"] == "pushy:error"]
+
+
+class FakeLinks:
+    def __init__(self) -> None:
+        self.requests: list[tuple[bytes, dict[str, Any], asyncio.Future[Any]]] = []
+
+    def request(self, shard: int, op: bytes, *frames: bytes, timeout: float) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.requests.append((op, orjson.loads(frames[0]), future))
+        return future
+
+
+def make_front(**limits: Any) -> tuple[Front, FakeLinks]:
+    front = Front(Config(secret_key="s", workers=1, limits=Limits(**limits)), 0, dict(BUILTINS))
+    links = FakeLinks()
+    front.attach(links)  # type: ignore[arg-type]
+    return front, links
+
+
+def breaches(front: Front, limit: str) -> float:
+    return front.metrics.value(BREACHES, (("limit", limit),))
+
+
+def subscribe(channel: str) -> str:
+    return json.dumps({"command": "subscribe", "data": {"channel": channel}})
+
+
+async def test_commands_over_the_rate_are_dropped_with_429() -> None:
+    front, links = make_front(commands_per_second=0.001, commands_burst=2)
+    conn = FakeConn("a")
+    front.opened(conn)  # type: ignore[arg-type]
+    for _ in range(4):
+        front.client_message(conn, '{"command":"nope"}')  # type: ignore[arg-type]
+    assert conn.codes() == ["200", "200", "429", "429"]
+    front.client_message(conn, subscribe("x"))  # type: ignore[arg-type]
+    assert links.requests == [] and conn.codes()[-1] == "429"  # dropped unread
+    assert breaches(front, "commands_per_second") == 3
+    other = FakeConn("b")  # its own bucket
+    front.opened(other)  # type: ignore[arg-type]
+    front.client_message(other, '{"command":"nope"}')  # type: ignore[arg-type]
+    assert other.codes() == ["200"]
+
+
+async def test_a_reload_changes_the_rate_at_the_next_message() -> None:
+    front, _ = make_front(commands_per_second=0.001, commands_burst=1)
+    conn = FakeConn("a")
+    front.opened(conn)  # type: ignore[arg-type]
+    front.client_message(conn, '{"command":"nope"}')  # type: ignore[arg-type]
+    front.config = dataclasses.replace(front.config, limits=Limits(max_message_bytes=10))
+    front.client_message(conn, '{"command":"nope"}')  # type: ignore[arg-type]
+    assert conn.codes() == ["200", "429"]  # the bucket is empty; now the new size applies
+    front.client_message(conn, "x" * 11)  # type: ignore[arg-type]
+    assert conn.codes()[-1] in ("413", "429")
+
+
+async def test_subscribes_in_flight_count_toward_the_channel_limit() -> None:
+    front, links = make_front(max_channels_per_connection=2)
+    conn = FakeConn("a")
+    front.opened(conn)  # type: ignore[arg-type]
+    for name in ("one", "two", "three"):
+        front.client_message(conn, subscribe(name))  # type: ignore[arg-type]
+    assert [body["channel"] for _, body, _ in links.requests] == ["one", "two"]
+    assert conn.codes() == ["302"] and breaches(front, "channels_per_connection") == 1
+    # "two" is refused by the shard (say), "one" joins: one slot is free again
+    conn.channels["one"] = MemberState("a", "one", "one", False, "00000001", None)
+    for _, _, future in links.requests:
+        future.set_result({})
+    await asyncio.sleep(0)
+    front.client_message(conn, subscribe("three"))  # type: ignore[arg-type]
+    front.client_message(conn, subscribe("ONE"))  # already in: the shard answers that one
+    assert [body["channel"] for _, body, _ in links.requests][2:] == ["three", "ONE"]
+    front.client_message(conn, subscribe("four"))  # type: ignore[arg-type]
+    assert conn.codes() == ["302", "302"]
+
+
+async def test_connections_per_front() -> None:
+    front, _ = make_front(max_connections_per_front=1)
+    assert front.admit("10.0.0.1")
+    front.opened(FakeConn("a"))  # type: ignore[arg-type]
+    assert not front.admit("10.0.0.2")
+    assert breaches(front, "connections_per_front") == 1
+
+
+async def test_client_addresses_behind_trusted_proxies() -> None:
+    front, _ = make_front()
+    front.config = dataclasses.replace(front.config, trusted_proxies=("127.0.0.1",))
+
+    class Request:
+        remote = "127.0.0.1"
+        headers = {"X-Forwarded-For": "198.51.100.4, 127.0.0.1"}
+
+    assert front.request_address(Request()) == "198.51.100.4"
+    Request.remote = "192.0.2.9"  # not a proxy we trust: its header is ignored
+    assert front.request_address(Request()) == "192.0.2.9"
+
+
+def trigger(channel: str = "room") -> Trigger:
+    return Trigger(channel, "e", 1_700_000_000, {}, None, signature="ab" * 32)
+
+
+async def test_triggers_carry_their_signature_to_the_shard_and_409_on_replay() -> None:
+    front, links = make_front()
+    pending = asyncio.ensure_future(front.trigger(trigger()))
+    await asyncio.sleep(0)
+    op, body, future = links.requests[0]
+    assert op == link.TRIGGER and body["sig"] == "ab" * 32 and body["ts"] == 1_700_000_000
+    future.set_result({"replay": True})
+    with pytest.raises(TriggerReplayed) as info:
+        await pending
+    assert (info.value.status, info.value.code) == (409, "409")
+
+
+async def test_replay_protection_off_sends_no_signature() -> None:
+    front, links = make_front(replay_protection=False)
+    pending = asyncio.ensure_future(front.trigger(trigger()))
+    await asyncio.sleep(0)
+    _, body, future = links.requests[0]
+    assert "sig" not in body
+    future.set_result({"members": True})
+    assert await pending is True
+
+
+async def test_trigger_channel_rules() -> None:
+    front, links = make_front(max_channel_length=4, channel_pattern="[a-z]+")
+    for name in ("roomy", "Room"):
+        with pytest.raises(InvalidTriggerChannel):
+            await front.trigger(trigger(name))
+    assert links.requests == [] and breaches(front, "channel_name") == 2
