@@ -156,9 +156,12 @@ class Front:
         key = channel_key(trigger.channel)
         body = {"key": key, "event": trigger.event, "data": trigger.data,
                 "exclude": trigger.socket_id}
+        shard = shard_for(key, self.shards)
+        future = self._request(shard, link.TRIGGER, body, TRIGGER_TIMEOUT)
+        if log.isEnabledFor(logging.DEBUG):  # tests wait for it: a trigger now in flight
+            log.debug("trigger to shard %d in flight", shard)
         try:
-            result = await self._request(shard_for(key, self.shards), link.TRIGGER, body,
-                                         TRIGGER_TIMEOUT)
+            result = await future
         except LinkUnavailable as exc:
             raise TriggerUnavailable() from exc
         return bool(result.get("members"))

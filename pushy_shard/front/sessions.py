@@ -215,9 +215,10 @@ class HttpSession:
                     break
                 front.client_message(self, text)
 
-    def close(self) -> None:
-        """The server ends the session: `c[3000,"Go away!"]` now or to the next receiver."""
-        self._perform(self.core.handle(Event.CLOSE, monotonic()))
+    def close(self, frame: bytes = GO_AWAY) -> None:
+        """The server ends the session: `frame` (`c[3000,"Go away!"]`) goes to the receiver
+        now, or `c[3000,"Go away!"]` to the next one."""
+        self._perform(self.core.handle(Event.CLOSE, monotonic()), frame)
 
     def expire(self, now: float) -> None:
         if self.core.expired(now):
@@ -236,11 +237,11 @@ class HttpSession:
             receiver.end()
             self._perform(self.core.handle(Event.DETACH, monotonic()))
 
-    def _perform(self, do: Do) -> None:
+    def _perform(self, do: Do, frame: bytes = GO_AWAY) -> None:
         if do & Do.CLOSE_FRAME:
             receiver, self.receiver = self.receiver, None
             if receiver is not None:
-                receiver.write(GO_AWAY)
+                receiver.write(frame)
                 receiver.end()
         if do & Do.LEAVE and not self.closed:
             self.closed = True
@@ -256,7 +257,7 @@ class Sessions:
         self.front = front
         self.options = options
         self.by_id: dict[str, HttpSession] = {}
-        self._next_heartbeat = monotonic() + options.heartbeat_delay
+        self._last_heartbeat = monotonic()
 
     def __len__(self) -> int:
         return len(self.by_id)
@@ -283,17 +284,18 @@ class Sessions:
     def sweep(self, now: float) -> None:
         """Heartbeats when due (to every SockJS connection of the front, WebSockets too),
         then the disconnect clocks: waiting sessions past `disconnect_delay` are closed."""
-        if now >= self._next_heartbeat:
-            self._next_heartbeat = now + self.options.heartbeat_delay
+        if now >= self._last_heartbeat + self.options.heartbeat_delay:  # SIGHUP may change it
+            self._last_heartbeat = now
             for conn in self.front.hub:
                 conn.heartbeat()
         for session in list(self.by_id.values()):
             session.expire(now)
 
-    def close_all(self) -> None:
-        """Server stopping: every session gets `c[3000,"Go away!"]` and its requests end."""
+    def close_all(self, frame: bytes = GO_AWAY) -> None:
+        """Server stopping: every session with a receiver gets `frame` now, the others
+        `c[3000,"Go away!"]` if they poll again; their requests end, they leave channels."""
         for session in list(self.by_id.values()):
-            session.close()
+            session.close(frame)
 
 
 def sweep_interval(options: SockJSOptions, longest: float = 1.0) -> float:

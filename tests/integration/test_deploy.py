@@ -223,7 +223,8 @@ async def test_supervisord(tmp_path: Path) -> None:
             with contextlib.suppress(ConnectionError):  # its front went away
                 while True:
                     await leaving.next()
-            assert leaving.closed_with == 'c[3000,"Go away!"]'  # a graceful stop, not a kill
+            # a graceful stop, not a kill
+            assert leaving.closed_with == 'c[3000,"Server shutting down, please reconnect"]'
             # the other front kept its client and its subscription, and front 0 is back
             fresh = await _client_on(port, front=0)
             try:
