@@ -56,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         args_list = ["run", *args_list]
     parser = _parser()
     args = parser.parse_intermixed_args(args_list)
+    if args.role in ("front", "shard"):
+        # A reload (SIGHUP) that comes while a process starts must not kill it; the config
+        # it reads below is the new one anyway. serve() installs the real handler.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -79,11 +83,11 @@ def main(argv: list[str] | None = None) -> int:
                 log.warning(DEMO_WARNING)
             from pushy_shard.front.server import serve as serve_front
 
-            asyncio.run(serve_front(config, index))
+            asyncio.run(serve_front(config, index, os.path.abspath(args.config)))
         else:
             from pushy_shard.shard.worker import serve as serve_shard
 
-            asyncio.run(serve_shard(config, index))
+            asyncio.run(serve_shard(config, index, os.path.abspath(args.config)))
         return 0
     logs.setup("supervisor", None, level=config.log_level, fmt=config.log_format)
     if config.demo_secret:

@@ -63,9 +63,11 @@ class ZmqChannel:
             self._schedule()
         return True
 
-    def close(self) -> None:
+    def close(self, linger_ms: int = 0) -> None:
+        """Stop reading and close; `linger_ms` lets queued messages leave for that long
+        (bounded, so a peer that stopped reading cannot hold up the exit)."""
         self.loop.remove_reader(self._fd)
-        self.sock.close(linger=0)
+        self.sock.close(linger=linger_ms)
 
     def _schedule(self) -> None:
         if not self._scheduled:

@@ -92,6 +92,10 @@ def close_frame(code: int, reason: str) -> bytes:
 
 
 GO_AWAY = close_frame(3000, "Go away!")
+# the server is stopping (SIGTERM): the session ends here, the client should open a new one,
+# which the kernel gives to a front still serving (README, Operations)
+SHUTTING_DOWN_REASON = "Server shutting down, please reconnect"
+SHUTTING_DOWN = close_frame(3000, SHUTTING_DOWN_REASON)
 ANOTHER_CONNECTION = close_frame(2010, "Another connection still open")
 
 

@@ -298,9 +298,12 @@ class Front:
         if self.config.limits.replay_protection and trigger.signature:
             body["sig"] = trigger.signature
             body["ts"] = trigger.timestamp
+        shard = shard_for(key, self.shards)
+        future = self._request(shard, link.TRIGGER, body, TRIGGER_TIMEOUT)
+        if log.isEnabledFor(logging.DEBUG):  # tests wait for it: a trigger now in flight
+            log.debug("trigger to shard %d in flight", shard)
         try:
-            result = await self._request(shard_for(key, self.shards), link.TRIGGER, body,
-                                         TRIGGER_TIMEOUT)
+            result = await future
         except LinkUnavailable as exc:
             raise TriggerUnavailable() from exc
         if result.get("replay"):

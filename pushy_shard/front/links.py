@@ -72,6 +72,7 @@ class ShardLinks:
         self.context = zmq.Context()
         self._next_rid = 0
         self.ready: asyncio.Future[None] = loop.create_future()  # every shard answered once
+        self._idle_waiters: list[asyncio.Future[None]] = []
         self.links: list[ShardLink] = []
         identity = link.front_identity(front, self.incarnation)
         for index, endpoint in enumerate(endpoints):
@@ -111,6 +112,21 @@ class ShardLinks:
             entry.sent = target.channel.send(entry.frames)
         return future
 
+    @property
+    def in_flight(self) -> int:
+        """Requests to connected shards that no DONE has answered yet. A shard whose link
+        dropped (it exited: a group-wide SIGTERM reaches shards too) answers none of them,
+        so they do not count."""
+        return sum(len(target.pending) for target in self.links if target.synced)
+
+    def idle(self) -> asyncio.Future[None]:
+        """Resolves once no request is waiting for its answer: a stopping front awaits it
+        (bounded) so triggers in flight get their answer and LEAVEs reach the shards."""
+        waiter: asyncio.Future[None] = self.loop.create_future()
+        self._idle_waiters.append(waiter)
+        self._settled()
+        return waiter
+
     def tick(self, now: float) -> None:
         """The front's periodic sweep: a PING on every synced link (shards drop fronts that
         stay silent, ARCHITECTURE.md 6), and requests past their deadline fail."""
@@ -123,6 +139,8 @@ class ShardLinks:
                 entry = target.pending.pop(rid)
                 if not entry.future.done():
                     entry.future.set_exception(LinkUnavailable(f"shard {target.index} timed out"))
+        if self._idle_waiters:
+            self._settled()
 
     def close(self) -> None:
         for target in self.links:
@@ -144,6 +162,8 @@ class ShardLinks:
                 entry = self.links[shard].pending.pop(frames[1], None)
                 if entry is not None and not entry.future.done():
                     entry.future.set_result(link.load(frames[2]))
+                if self._idle_waiters:
+                    self._settled()
             elif op == link.PONG:
                 self.links[shard].answered = time.monotonic()
             elif op == link.WELCOME:
@@ -162,8 +182,21 @@ class ShardLinks:
             elif event == zmq.EVENT_DISCONNECTED:
                 target.synced = False
                 log.warning("front %d: link to shard %d lost", self.front, shard)
+                if self._idle_waiters:
+                    self._settled()
 
         return watch
+
+    def _settled(self) -> None:
+        """Wake `idle()` waiters once nothing is pending. Callbacks of answered futures run
+        on a later loop turn and may send more (a handler's forwarded broadcast), so the
+        waiting side checks `in_flight` again after a loop turn."""
+        if self.in_flight:
+            return
+        waiters, self._idle_waiters = self._idle_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _welcomed(self, shard: int, body: dict[str, Any]) -> None:
         target = self.links[shard]

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from pushy_shard.commands import load_registry
 from pushy_shard.core.config import Config, runtime_directory, shard_endpoint
-from pushy_shard.front import websocket
+from pushy_shard.front import shutdown
 from pushy_shard.front.front import Front
 from pushy_shard.front.http import build_app
 from pushy_shard.front.links import ShardLinks
@@ -24,7 +24,6 @@ from pushy_shard.front.sessions import Sessions, sweep_interval
 log = logging.getLogger(__name__)
 
 SWEEP_SECONDS = 1.0
-SHUTDOWN_SECONDS = 5.0
 
 
 def ssl_context(config: Config) -> ssl.SSLContext | None:
@@ -39,9 +38,9 @@ def ssl_context(config: Config) -> ssl.SSLContext | None:
 async def _sweep(front: Front, sessions: Sessions) -> None:
     """The front's one periodic task: link liveness once a second, SockJS heartbeats and
     session expiry as often as the configured delays need (ARCHITECTURE.md 4)."""
-    interval = sweep_interval(front.config.sockjs, SWEEP_SECONDS)
     next_link_tick = 0.0
     while True:
+        interval = sweep_interval(front.config.sockjs, SWEEP_SECONDS)  # SIGHUP may change it
         await asyncio.sleep(interval)
         now = time.monotonic()
         if now >= next_link_tick:  # (half an interval early: sleeps may end a little early)
@@ -50,8 +49,8 @@ async def _sweep(front: Front, sessions: Sessions) -> None:
         sessions.sweep(now)
 
 
-async def serve(config: Config, index: int) -> None:
-    """Run front `index` until SIGTERM/SIGINT."""
+async def serve(config: Config, index: int, config_path: str | None = None) -> None:
+    """Run front `index` until SIGTERM/SIGINT; SIGHUP re-reads `config_path`."""
     loop = asyncio.get_running_loop()
     front = Front(config, index, load_registry(config.commands))
     directory = runtime_directory(config, os.environ)
@@ -64,7 +63,7 @@ async def serve(config: Config, index: int) -> None:
     # handler_cancellation: a client that drops a receiving request cancels its handler,
     # which is how a SockJS session learns its receiver went away
     runner = web.AppRunner(build_app(front, sessions, relay), handle_signals=False,
-                           access_log=None, shutdown_timeout=SHUTDOWN_SECONDS,
+                           access_log=None, shutdown_timeout=config.shutdown_timeout,
                            handler_cancellation=True)
     await runner.setup()
     if relay is not None:
@@ -77,6 +76,8 @@ async def serve(config: Config, index: int) -> None:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if config_path is not None:
+        loop.add_signal_handler(signal.SIGHUP, shutdown.reload, front, sessions, config_path)
     scheme = "https" if config.ssl else "http"
     log.info("front %d/%d serving %s://%s:%d", index + 1, config.fronts, scheme, config.host,
              config.port)
@@ -88,11 +89,15 @@ async def serve(config: Config, index: int) -> None:
                  config.workers)
     await waiting
     log.info("front %d/%d stopping", index + 1, config.fronts)
+
+    async def stop_accepting() -> None:
+        await site.stop()
+        if runner.server is not None:
+            runner.server.pre_shutdown()  # idle keep-alive connections close too
+
+    await shutdown.stop(front, sessions, links, stop_accepting=stop_accepting,
+                        finish_http=runner.cleanup)
     sweeping.cancel()
-    await site.stop()
-    sessions.close_all()
-    await websocket.go_away(front)
-    await runner.cleanup()
     if relay is not None:
         await relay.close()
     links.close()

@@ -283,7 +283,7 @@ class Sessions:
         self.front = front
         self.options = options
         self.by_id: dict[str, HttpSession] = {}
-        self._next_heartbeat = monotonic() + options.heartbeat_delay
+        self._last_heartbeat = monotonic()
 
     def __len__(self) -> int:
         return len(self.by_id)
@@ -312,17 +312,18 @@ class Sessions:
     def sweep(self, now: float) -> None:
         """Heartbeats when due (to every SockJS connection of the front, WebSockets too),
         then the disconnect clocks: waiting sessions past `disconnect_delay` are closed."""
-        if now >= self._next_heartbeat:
-            self._next_heartbeat = now + self.options.heartbeat_delay
+        if now >= self._last_heartbeat + self.options.heartbeat_delay:  # SIGHUP may change it
+            self._last_heartbeat = now
             for conn in self.front.hub:
                 conn.heartbeat()
         for session in list(self.by_id.values()):
             session.expire(now)
 
-    def close_all(self) -> None:
-        """Server stopping: every session gets `c[3000,"Go away!"]` and its requests end."""
+    def close_all(self, frame: bytes = GO_AWAY) -> None:
+        """Server stopping: every session with a receiver gets `frame` now, the others
+        `c[3000,"Go away!"]` if they poll again; their requests end, they leave channels."""
         for session in list(self.by_id.values()):
-            session.close()
+            session.close(frame)
 
 
 def sweep_interval(options: SockJSOptions, longest: float = 1.0) -> float:

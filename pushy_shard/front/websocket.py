@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
@@ -176,13 +177,16 @@ async def serve(request: web.Request, front: Front, kind: int) -> web.StreamResp
     return ws
 
 
-async def go_away(front: Front) -> None:
-    """Server stopping: SockJS close frame, then close every WebSocket."""
+def go_away(front: Front, frame: bytes = GO_AWAY, reason: bytes = b"Server shutting down"
+            ) -> asyncio.Future[list[Any]]:
+    """Server stopping: SockJS close `frame` now, and every WebSocket starts closing with
+    1001 (Going Away) and `reason`; the future resolves when the clients answered the close
+    (the caller bounds the wait)."""
     closing = []
+    ws_frame = GO_AWAY_WS if frame == GO_AWAY else ws_text_frame(frame)
     for conn in front.hub:
         if isinstance(conn, WebSocketConnection):
             if conn.kind == SOCKJS_WS:
-                conn.write(GO_AWAY_WS)
-            closing.append(conn.ws.close(code=1001, message=b"Server shutting down"))
-    if closing:
-        await asyncio.gather(*closing, return_exceptions=True)
+                conn.write(ws_frame)
+            closing.append(conn.ws.close(code=1001, message=reason))
+    return asyncio.gather(*closing, return_exceptions=True)

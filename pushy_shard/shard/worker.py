@@ -37,7 +37,9 @@ from pushy_shard.core.metrics import Metrics
 from pushy_shard.core.ratelimit import BreachLog
 from pushy_shard.core.replay import ReplayCache
 from pushy_shard.core.routing import shard_for
+from pushy_shard.core.stopping import stop_plan
 from pushy_shard.errors import LinkError
+from pushy_shard.reloading import reread
 from pushy_shard.zmqio import ZmqChannel, tune
 
 log = logging.getLogger(__name__)
@@ -244,6 +246,13 @@ class ShardWorker:
         self.perform(local)
         return {"forward": forwards} if forwards else {}
 
+    def reload(self, path: str) -> None:
+        """SIGHUP: live settings apply from the next message on (core/reload.py)."""
+        config = reread(path, self.config)
+        if config is not None:
+            self.config = config
+            self.table.secret = config.secret_key
+
     def owns(self, key: str) -> bool:
         return shard_for(key, self.config.workers) == self.index
 
@@ -299,8 +308,8 @@ class ShardWorker:
                 self.channel.send([identity, link.BATCH, sizes, *(f for m in messages for f in m)])
 
 
-async def serve(config: Config, index: int) -> None:
-    """Run shard `index` until SIGTERM/SIGINT."""
+async def serve(config: Config, index: int, config_path: str | None = None) -> None:
+    """Run shard `index` until SIGTERM/SIGINT; SIGHUP re-reads `config_path`."""
     loop = asyncio.get_running_loop()
     worker = ShardWorker(config, index, load_registry(config.commands))
     directory = runtime_directory(config, os.environ)
@@ -322,8 +331,15 @@ async def serve(config: Config, index: int) -> None:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if config_path is not None:
+        loop.add_signal_handler(signal.SIGHUP, worker.reload, config_path)
     log.info("shard %d/%d listening on %s", index + 1, config.workers, endpoint)
     await stop.wait()
     log.info("shard %d/%d stopping", index + 1, config.workers)
-    worker.channel.close()
+    # fronts stopped first (supervisor, supervisord priorities); what this shard still
+    # holds for one that remains leaves now, with the reserve of the stop plan to go out
+    if worker.outbox:
+        worker.flush()
+    plan = stop_plan(worker.config.shutdown_timeout)
+    worker.channel.close(linger_ms=int((plan.total - plan.fronts) * 1000 / 2))
     context.term()

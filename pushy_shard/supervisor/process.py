@@ -1,8 +1,8 @@
 """The all-in-one supervisor: spawns shards and fronts, restarts the dead, stops in order.
 
 It carries no traffic (ARCHITECTURE.md 1). It waits for signals with `sigtimedwait`, so a
-child's death (SIGCHLD) and a stop request (SIGTERM/SIGINT) are handled in one loop without
-polling or signal-handler races.
+child's death (SIGCHLD), a stop request (SIGTERM/SIGINT) and a reload (SIGHUP) are handled
+in one loop without polling or signal-handler races.
 """
 
 from __future__ import annotations
@@ -16,13 +16,16 @@ import sys
 import time
 from dataclasses import dataclass
 
-from pushy_shard.core.config import Config, runtime_directory
+from pushy_shard.core.config import Config, load_config, runtime_directory
 from pushy_shard.core.metrics import STATE_FILE, restarts_document
+from pushy_shard.core.reload import plan_reload
+from pushy_shard.core.stopping import stop_plan
+from pushy_shard.errors import ConfigError
+from pushy_shard.reloading import set_log_level
 
 log = logging.getLogger(__name__)
 
 WATCHED = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
-STOP_SECONDS = 10.0
 FAST_FAILURE = 1.0  # a child that dies sooner than this after starting is restarted later
 MAX_BACKOFF = 5.0
 
@@ -75,7 +78,7 @@ class Supervisor:
                 log.info("received %s, stopping", signal.Signals(info.si_signo).name)
                 return self.stop()
             if info is not None and info.si_signo == signal.SIGHUP:
-                log.info("SIGHUP: restarting fronts one at a time is not automatic; ignored")
+                self.reload()
             if self._reap():
                 self._write_state()
             self._restart_due()
@@ -118,9 +121,11 @@ class Supervisor:
             fast = lived < FAST_FAILURE
             child.backoff = min(MAX_BACKOFF, max(0.1, child.backoff * 2)) if fast else 0.0
             child.due = now + child.backoff
-            log.error("%s (pid %d) exited with %s after %.1fs; restarting in %.1fs",
-                      child.name, process.pid, _describe(process.returncode), lived,
-                      child.backoff)
+            # status 0: it was stopped on purpose (SIGTERM: a rolling restart)
+            level = logging.INFO if process.returncode == 0 else logging.ERROR
+            log.log(level, "%s (pid %d) exited with %s after %.1fs; restarting in %.1fs",
+                    child.name, process.pid, _describe(process.returncode), lived,
+                    child.backoff)
         return reaped
 
     def _restart_due(self) -> None:
@@ -135,24 +140,45 @@ class Supervisor:
             return None
         return max(0.0, min(waiting) - time.monotonic())
 
+    def reload(self) -> None:
+        """SIGHUP: a config file that loads is handed on (each child re-reads it and logs
+        what it applies and refuses); one that does not changes nothing anywhere."""
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("SIGHUP: %s; nothing reloaded", exc)
+            return
+        self.config = plan_reload(self.config, new).config  # process counts stay as started
+        set_log_level(self.config.log_level)
+        running = [c.process for c in self.children if c.process is not None]
+        log.info("SIGHUP: config is valid; reloading %d processes", len(running))
+        for process in running:
+            process.send_signal(signal.SIGHUP)
+
     def stop(self) -> int:
-        """Fronts first (they close client connections), then shards; SIGKILL stragglers."""
-        for role in ("front", "shard"):
+        """Fronts first (they tell clients to reconnect and finish requests in flight, which
+        need the shards), then shards, all within `shutdown_timeout` (core/stopping.py);
+        a child past its deadline is killed. 0 when every child stopped by itself."""
+        plan = stop_plan(self.config.shutdown_timeout)
+        start = time.monotonic()
+        clean = True
+        for role, until in (("front", plan.fronts), ("shard", plan.total)):
             group = [c for c in self.children if c.role == role and c.process is not None]
             for child in group:
                 assert child.process is not None
                 child.process.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + STOP_SECONDS
             for child in group:
                 assert child.process is not None
                 try:
-                    child.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+                    child.process.wait(timeout=max(0.0, start + until - time.monotonic()))
                 except subprocess.TimeoutExpired:
-                    log.error("%s did not stop in %.0fs; killing it", child.name, STOP_SECONDS)
+                    log.error("%s did not stop within %.1fs; killing it", child.name, until)
                     child.process.kill()
                     child.process.wait()
+                    clean = False
+        log.info("stop took %.2fs", time.monotonic() - start)
         log.info("stopped")
-        return 0
+        return 0 if clean else 1
 
 
 def port_in_use(host: str, port: int) -> str | None:

@@ -223,7 +223,13 @@ async def test_supervisord(tmp_path: Path) -> None:
             with contextlib.suppress(ConnectionError):  # its front went away
                 while True:
                     await leaving.next()
-            assert leaving.closed_with == 'c[3000,"Go away!"]'  # a graceful stop, not a kill
+            # a graceful stop, not a kill
+            assert leaving.closed_with == 'c[3000,"Server shutting down, please reconnect"]'
+            # a reload as the conf's comment documents it: every program re-reads the file
+            mark = log.mark
+            result = await asyncio.to_thread(_supervisorctl, conf, "signal", "HUP", "pushy:*")
+            assert result.returncode == 0, result.stdout + result.stderr
+            await asyncio.to_thread(log.wait_for, r"reload: applied nothing", 4, mark)
             # the other front kept its client and its subscription, and front 0 is back
             fresh = await _client_on(port, front=0)
             try:
