@@ -85,6 +85,10 @@ def channel_of(data: dict[str, Any]) -> str | None:
         raise InvalidChannel("Invalid channel name: expected a string")
     if len(channel) > MAX_CHANNEL_LENGTH:
         raise InvalidChannel(f"Invalid channel name: longer than {MAX_CHANNEL_LENGTH} characters")
+    if _SURROGATE.search(channel):
+        # not UTF-8 encodable: a link frame naming it could not be sent, and a shard that
+        # had already applied the change would leave fronts and clients behind
+        raise InvalidChannel("Invalid channel name: lone surrogate")
     return channel
 
 
