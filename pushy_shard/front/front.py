@@ -66,7 +66,7 @@ class Front:
     def closed(self, conn: Connection) -> None:
         """`conn` is gone: it leaves every channel it was in (PROTOCOL.md 3.4)."""
         for shard, keys in self.hub.remove(conn).items():
-            self._request(shard, link.LEAVE, {"sid": conn.sid, "keys": keys}, COMMAND_TIMEOUT)
+            self._leave(shard, conn.sid, keys)
 
     def client_message(self, conn: Connection, text: str) -> None:
         """One Pushy message from a client (PROTOCOL.md 2-3)."""
@@ -118,6 +118,10 @@ class Front:
                                COMMAND_TIMEOUT)
         future.add_done_callback(_ignore_result)
 
+    def _leave(self, shard: int, sid: str, keys: list[str]) -> None:
+        future = self._request(shard, link.LEAVE, {"sid": sid, "keys": keys}, COMMAND_TIMEOUT)
+        future.add_done_callback(lambda _: self.hub.leave_confirmed(sid, keys))
+
     def _request(
         self, shard: int, op: bytes, body: dict[str, Any], timeout: float
     ) -> asyncio.Future[Any]:
@@ -139,9 +143,8 @@ class Front:
         elif op == link.JOINED:
             state = MemberState.from_wire(link.load(frames[1]))
             if not self.hub.joined(state, frames[2]):  # closed while subscribing
-                shard = shard_for(state.key, self.shards)
-                self._request(shard, link.LEAVE, {"sid": state.sid, "keys": [state.key]},
-                              COMMAND_TIMEOUT)
+                self.hub.leaving[(state.key, state.sid)] = state
+                self._leave(shard_for(state.key, self.shards), state.sid, [state.key])
         elif op == link.LEFT:
             self.hub.left(link.text(frames[1]), link.text(frames[2]), frames[3] or None)
         else:
