@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= config.json
 
-.PHONY: install run test lint clean bench
+.PHONY: install run test lint clean bench soak
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,14 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	mkdir -p $(BENCH_OUT)
 	$(BIN)/python -m pushy_shard.bench $(BENCH_ARGS) --json $(BENCH_OUT)/bench.json --plot $(BENCH_OUT)/bench.png
+
+# Soak (tests/soak/soak.py): churn and presence while a random shard or front is SIGKILLed
+# every few seconds; prints a summary table, exits non-zero on a lost event or an
+# inconsistent presence view. `make soak SOAK_ARGS="--minutes 2"`.
+SOAK_ARGS ?= --minutes 10
+
+soak: $(STAMP)
+	$(BIN)/python -m tests.soak.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -103,9 +103,14 @@ def channel_of(data: dict[str, Any], *, max_length: int = MAX_CHANNEL_LENGTH,
 
 def channel_problem(name: str, max_length: int, pattern: str | None) -> str | None:
     """Why `name` is not an acceptable channel name, or None. One rule for subscribes and
-    triggers: at most `max_length` characters and, when set, a full match of `pattern`."""
+    triggers: at most `max_length` characters, no lone surrogate and, when set, a full match
+    of `pattern`."""
     if len(name) > max_length:
         return f"longer than {max_length} characters"
+    if _SURROGATE.search(name):
+        # not UTF-8 encodable: a link frame naming it could not be sent, and a shard that
+        # had already applied the change would leave fronts and clients behind
+        return "lone surrogate"
     if pattern is not None and _compiled(pattern).fullmatch(name) is None:
         return "not allowed by the channel name pattern"
     return None

@@ -109,7 +109,11 @@ def decode_client_frame(payload: str | bytes) -> list[str]:
     try:
         value = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
-        raise SockJSFrameError("broken JSON encoding") from exc
+        try:  # orjson refuses lone surrogates, which JavaScript clients send (as xhr_send)
+            text = payload.decode("utf-8") if isinstance(payload, bytes) else payload
+            value = json.loads(text)
+        except (ValueError, RecursionError):
+            raise SockJSFrameError("broken JSON encoding") from exc
     if isinstance(value, str):
         return [value]
     if isinstance(value, list) and all(isinstance(item, str) for item in value):

@@ -142,7 +142,7 @@ class Front:
             self.metrics.inc("pushy_slow_consumer_disconnects_total",
                              (("transport", transport_name(conn)),))
         for shard, keys in self.hub.remove(conn).items():
-            self._request(shard, link.LEAVE, {"sid": conn.sid, "keys": keys}, COMMAND_TIMEOUT)
+            self._leave(shard, conn.sid, keys)
 
     def slow_consumer(self, conn: Connection, buffered: int) -> None:
         """`conn` passed `limits.slow_consumer_bytes` of unsent output; its transport closes
@@ -155,7 +155,9 @@ class Front:
         past the channel limit gets its error event. Nothing else changes."""
         metrics = self.metrics
         metrics.inc("pushy_messages_in_total")
-        metrics.inc("pushy_bytes_in_total", _FROM_CLIENT, len(text.encode()))
+        # surrogatepass: a client may send lone surrogates (JSON escapes); counting must not fail
+        metrics.inc("pushy_bytes_in_total", _FROM_CLIENT,
+                    len(text.encode("utf-8", "surrogatepass")))
         limits = self.config.limits
         client = self.clients.get(conn.sid)
         try:
@@ -246,6 +248,10 @@ class Front:
                                COMMAND_TIMEOUT)
         future.add_done_callback(_ignore_result)
 
+    def _leave(self, shard: int, sid: str, keys: list[str]) -> None:
+        future = self._request(shard, link.LEAVE, {"sid": sid, "keys": keys}, COMMAND_TIMEOUT)
+        future.add_done_callback(lambda _: self.hub.leave_confirmed(sid, keys))
+
     def _request(
         self, shard: int, op: bytes, body: dict[str, Any], timeout: float
     ) -> asyncio.Future[Any]:
@@ -267,9 +273,8 @@ class Front:
         elif op == link.JOINED:
             state = MemberState.from_wire(link.load(frames[1]))
             if not self.hub.joined(state, frames[2]):  # closed while subscribing
-                shard = shard_for(state.key, self.shards)
-                self._request(shard, link.LEAVE, {"sid": state.sid, "keys": [state.key]},
-                              COMMAND_TIMEOUT)
+                self.hub.leaving[(state.key, state.sid)] = state
+                self._leave(shard_for(state.key, self.shards), state.sid, [state.key])
         elif op == link.LEFT:
             self.hub.left(link.text(frames[1]), link.text(frames[2]), frames[3] or None)
         else:

@@ -135,6 +135,10 @@ class Hub:
         self.delivered_bytes = 0
         self.replies = 0
         self.reply_bytes = 0
+        # Memberships of closed connections whose LEAVE the shard has not confirmed yet:
+        # still replayed to a restarted shard, so the re-sent LEAVE finds them and the
+        # others get their presence-quit (they saw them join).
+        self.leaving: dict[tuple[str, str], MemberState] = {}  # (key, sid) -> state
         # Deliveries of this loop turn, per connection: written together at its end, so
         # events bound for one connection leave in one write (ARCHITECTURE.md 4).
         self._pending: dict[str, tuple[Connection, list[Delivery]]] = {}
@@ -162,9 +166,10 @@ class Hub:
         if self.connections.pop(conn.sid, None) is None:
             return {}
         by_shard: dict[int, list[str]] = defaultdict(list)
-        for key in conn.channels:
+        for key, state in conn.channels.items():
             self._unindex(key, conn.sid)
             by_shard[shard_for(key, self.shards)].append(key)
+            self.leaving[(key, conn.sid)] = state
         conn.channels = {}
         return dict(by_shard)
 
@@ -246,14 +251,21 @@ class Hub:
         self.reply_bytes += len(message)
 
     def members_for_shard(self, shard: int) -> list[MemberState]:
-        """What this front replays to a restarted shard (ARCHITECTURE.md 6)."""
+        """What this front replays to a restarted shard (ARCHITECTURE.md 6): its members,
+        and those still leaving (their LEAVE is re-sent after the replay)."""
         return [
             state
             for key, members in self.index.items()
             if shard_for(key, self.shards) == shard
             for conn in members.values()
             if (state := conn.channels.get(key)) is not None
-        ]
+        ] + [state for (key, _), state in self.leaving.items()
+             if shard_for(key, self.shards) == shard]
+
+    def leave_confirmed(self, sid: str, keys: list[str]) -> None:
+        """The shard answered a LEAVE (or it timed out): stop replaying those memberships."""
+        for key in keys:
+            self.leaving.pop((key, sid), None)
 
     def _unindex(self, key: str, sid: str) -> None:
         members = self.index.get(key)

@@ -175,6 +175,19 @@ class TestChannelField_3:
             parse(msg(command="subscribe", data={"channel": "c" * (MAX_CHANNEL_LENGTH + 1)}))
         assert str(MAX_CHANNEL_LENGTH) in info.value.payload()["message"]
 
+    @pytest.mark.parametrize("escaped", ["\\ud800", "a\\udfffb", "\\udc00\\ud800"])
+    def test_channel_with_a_lone_surrogate_is_invalid(self, escaped: str) -> None:
+        # JSON.stringify sends them as escapes; no link frame could carry the name (UTF-8)
+        text = '{"command":"subscribe","data":{"channel":"' + escaped + '"}}'
+        with pytest.raises(InvalidChannel) as info:
+            parse(text)
+        assert info.value.payload() == {"message": "Invalid channel name: lone surrogate",
+                                        "code": "301"}
+
+    def test_channel_with_an_escaped_surrogate_pair_is_one_character(self) -> None:
+        command = parse('{"command":"subscribe","data":{"channel":"\\ud83d\\ude00"}}')
+        assert command is not None and command.channel == "\U0001f600"
+
     def test_channel_kept_exactly_as_sent(self) -> None:
         command = parse(msg(command="subscribe", data={"channel": " Private-Room é "}))
         assert command is not None and command.channel == " Private-Room é "

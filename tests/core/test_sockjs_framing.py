@@ -140,6 +140,9 @@ class TestDecodeClientFrame:
             ('"single"', ["single"]),
             (b'"single"', ["single"]),
             ('["\\u2028", "\\u00e9"]', ["\u2028", "é"]),
+            # JSON.stringify escapes a lone surrogate; orjson refuses it, the frame is valid
+            ('["a\\ud800", "\\udfff"]', ["a\ud800", "\udfff"]),
+            (b'"\\ud800"', ["\ud800"]),
             ('  ["spaces"]  ', ["spaces"]),
             ("", []),
             (b"", []),
@@ -150,7 +153,8 @@ class TestDecodeClientFrame:
 
     @pytest.mark.parametrize(
         "payload",
-        ["[", "x", "['a']", '["a",]', '["a"', "  ", b"\xff", '"unterminated'],
+        ["[", "x", "['a']", '["a",]', '["a"', "  ", b"\xff", '"unterminated', "[" * 100_000,
+         '["\\ud800",]'],
     )
     def test_invalid_json(self, payload: str | bytes) -> None:
         with pytest.raises(SockJSFrameError, match="broken JSON encoding"):
