@@ -7,6 +7,10 @@
 The supervisor and its children share one stderr, so without the role a line would not say
 which process wrote it. One line per record: a traceback goes into the line (`exc`), never
 onto lines of its own, so JSON log collectors see one object per event.
+
+aiohttp logs what a client did wrong (a request its HTTP parser refused, a client gone before
+its answer was written) at ERROR with a traceback and the raw bytes; `ClientNoise` turns each
+into one short, throttled line and counts it, so a scanner cannot flood the log.
 """
 
 from __future__ import annotations
@@ -14,11 +18,19 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import IO
 
 import orjson
 
-__all__ = ["JsonFormatter", "PlainFormatter", "process_name", "setup"]
+from pushy_shard.core.ratelimit import BreachLog
+
+__all__ = ["CLIENT_NOISE", "ClientNoise", "JsonFormatter", "PlainFormatter", "process_name",
+           "setup"]
+
+# the loggers aiohttp reports client mistakes on (web_protocol logs through aiohttp.server)
+AIOHTTP_LOGGERS = ("aiohttp.server", "aiohttp.web", "aiohttp.websocket")
+MAX_REASON = 160  # characters of a client's mistake that reach the log line
 
 
 def _timestamp(record: logging.LogRecord) -> str:
@@ -73,6 +85,91 @@ class JsonFormatter(PlainFormatter):
         return orjson.dumps(line, default=str).decode()
 
 
+class ClientNoise(logging.Filter):
+    """Rewrites aiohttp's records of a client's mistake into one short line; others pass.
+
+    `malformed`: a request aiohttp's parser refused (it answered 400), logged at INFO.
+    `dropped`: the client left before its answer was written, logged at DEBUG. Neither is a
+    fault here, so no traceback and no raw bytes (beyond a short escaped excerpt), at most
+    one line per kind per `interval` seconds (the line says how many it left out).
+    Exceptions of our own handlers keep their ERROR line and traceback. `counts` feeds
+    /metrics (`pushy_bad_requests_total{kind}`).
+    """
+
+    KINDS = ("malformed", "dropped")
+
+    def __init__(self, interval: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.counts = dict.fromkeys(self.KINDS, 0)
+        self._throttle = BreachLog(interval)
+        self._clock = clock
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        kind = _client_mistake(exc)
+        if kind is None or exc is None:
+            return _enabled(record.levelno)
+        self.counts[kind] += 1
+        suppressed = self._throttle.allow(kind, self._clock())
+        if suppressed is None:
+            return False
+        more = f" ({suppressed} more since the last line)" if suppressed else ""
+        peer = _peer(record)
+        if kind == "malformed":
+            record.msg = "bad HTTP request from %s: %s%s"
+            record.args = (peer, _reason(exc), more)
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        else:
+            record.msg = "client %s left before its answer was written: %s%s"
+            record.args = (peer, _reason(exc), more)
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        record.exc_info = record.exc_text = record.stack_info = None
+        return _enabled(record.levelno)
+
+
+def _enabled(level: int) -> bool:
+    """The process's level (`log_level`, reloadable) applied here: `setup` opens the aiohttp
+    loggers to DEBUG so that what aiohttp reports at debug is counted too."""
+    return level >= logging.getLogger().getEffectiveLevel()
+
+
+def _client_mistake(exc: BaseException | None) -> str | None:
+    """'malformed', 'dropped', or None for an exception that is our fault (or none)."""
+    if exc is None:
+        return None
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
+        return "dropped"  # aiohttp's ClientConnectionResetError is a ConnectionResetError
+    from aiohttp.http_exceptions import HttpProcessingError  # loaded: aiohttp logged this
+
+    return "malformed" if isinstance(exc, HttpProcessingError) else None
+
+
+def _peer(record: logging.LogRecord) -> str:
+    """The client address of aiohttp's "Error handling request from %s", else '?'."""
+    args = record.args
+    if isinstance(args, tuple) and len(args) == 1 and "from %s" in str(record.msg):
+        return str(args[0])
+    return "?"
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of the exception's message, printable ASCII, at most MAX_REASON."""
+    text = str(getattr(exc, "message", "") or exc or type(exc).__name__)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    reason = lines[0].rstrip(":") if lines else type(exc).__name__
+    if len(lines) > 1 and lines[0].endswith(":"):  # the parser's excerpt of the bytes
+        reason += " " + lines[1]
+    escaped = reason.encode("ascii", "backslashreplace").decode("ascii")
+    escaped = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in escaped)
+    if len(escaped) > MAX_REASON:
+        escaped = escaped[: MAX_REASON - 3] + "..."
+    return f"{type(exc).__name__}: {escaped}"
+
+
+CLIENT_NOISE = ClientNoise()  # one per process: the front reads its counts for /metrics
+
+
 def setup(role: str, index: int | None = None, *, level: str = "info", fmt: str = "plain",
           stream: IO[str] | None = None) -> logging.Handler:
     """Route every logger of this process (aiohttp's too) to one handler on stderr.
@@ -87,4 +184,11 @@ def setup(role: str, index: int | None = None, *, level: str = "info", fmt: str 
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper()))
+    for name in AIOHTTP_LOGGERS:
+        aiohttp_logger = logging.getLogger(name)
+        if CLIENT_NOISE not in aiohttp_logger.filters:
+            aiohttp_logger.addFilter(CLIENT_NOISE)
+    # aiohttp logs a first request that is not HTTP at all at debug: let it reach the filter
+    # to be counted; the filter applies the process's level itself
+    logging.getLogger("aiohttp.server").setLevel(logging.DEBUG)
     return handler

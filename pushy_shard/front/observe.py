@@ -18,7 +18,7 @@ import time
 import orjson
 from aiohttp import ClientError, web
 
-from pushy_shard import link
+from pushy_shard import link, logs
 from pushy_shard.core import metrics
 from pushy_shard.core.config import runtime_directory
 from pushy_shard.front.front import Front
@@ -45,6 +45,8 @@ def local_samples(front: Front) -> list[metrics.Sample]:
     counts = dict.fromkeys(TRANSPORTS, 0)
     counts.update(hub.by_transport())
     out += [("pushy_connections", (("transport", name),), float(n)) for name, n in counts.items()]
+    out += [("pushy_bad_requests_total", (("kind", kind),), float(n))
+            for kind, n in logs.CLIENT_NOISE.counts.items()]
     out += [
         ("pushy_messages_out_total", (("kind", "event"),), float(hub.delivered)),
         ("pushy_messages_out_total", (("kind", "reply"),), float(hub.replies)),
