@@ -18,7 +18,14 @@ from typing import Any
 from pushy_shard.core import protocol
 from pushy_shard.core.channels import Broadcast, ChannelTable, Effect, Reply
 from pushy_shard.core.routing import channel_key
-from pushy_shard.errors import ClientError, CommandFailed, ConfigError, NoChannel
+from pushy_shard.errors import (
+    ClientError,
+    CommandFailed,
+    ConfigError,
+    InvalidChannel,
+    NoChannel,
+    NotEncodable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,15 +74,29 @@ class CommandContext:
     def broadcast(
         self, channel: str, event: str, data: object, *, exclude_sender: bool = False
     ) -> None:
-        """Send `{"event", "channel", "data"}` to every member of `channel`, wherever it lives."""
+        """Send `{"event", "channel", "data"}` to every member of `channel`, wherever it lives.
+
+        Checked here, while the handler runs, so a bad broadcast changes nothing: a channel
+        name that is not a string or holds a lone surrogate raises InvalidChannel (301), an
+        event that is not a string or data JSON cannot carry raise NotEncodable (500).
+        """
+        if not isinstance(channel, str) or protocol.channel_problem(
+                channel, len(channel), None) is not None:
+            raise InvalidChannel()
+        if not isinstance(event, str):
+            raise NotEncodable(f"event must be a string, not {type(event).__name__}")
         key = channel_key(channel)
         exclude = self.socket_id if exclude_sender else None
         if self.table is not None and self.owns(key):
             chan = self.table.get(key)
+            # encoded even for an empty channel: a handler's bad data fails every time
+            message = protocol.event(event, data, chan.display if chan else channel)
             if chan is not None:
-                message = protocol.event(event, data, chan.display)
                 self.effects.append(Broadcast(key, chan.fronts(), message, exclude))
             return
+        # another shard's channel: the front sends it there in a link body later, when no
+        # handler is left to blame; encode it now so a failure is this handler's
+        protocol.dumps([key, event, data])
         self.effects.append(Forward(key, event, data, exclude))
 
     def is_member(self) -> bool:

@@ -188,6 +188,15 @@ class TriggerReplayed(TriggerError):
     message = "Trigger already received (replay)"
 
 
+class TriggerFailed(TriggerError):
+    """The owning shard answered the trigger with an error (a request it could not apply);
+    nothing changed."""
+
+    status = 500
+    code = "500"
+    message = "Trigger failed"
+
+
 class TriggerUnavailable(TriggerError):
     status = 503
     code = "503"
@@ -207,3 +216,17 @@ QUEUE_FULL = (1008, "Session queue full")  # limits.session_queue_messages / _by
 
 class LinkError(PushyError):
     """A message on a ZeroMQ link that does not decode; it is dropped and counted."""
+
+
+class RequestRefused(LinkError):
+    """A shard refuses a front's request before changing anything (a field missing or of the
+    wrong type): it answers DONE with `{"error": payload}` rather than dropping it, so the
+    front answers its client at once instead of timing out."""
+
+
+# -- encoding --------------------------------------------------------------------------------
+
+
+class NotEncodable(PushyError, ValueError):
+    """A value JSON cannot carry (a set, a cycle, an int past Python's digit limit, nesting
+    past the encoder's depth). Raised while an effect is built, before any state changes."""

@@ -18,12 +18,13 @@ front -> shard                              shard -> front
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
 from pushy_shard.core.protocol import dumps
-from pushy_shard.errors import LinkError
+from pushy_shard.errors import LinkError, RequestRefused
 
 # front -> shard
 HELLO = b"H"
@@ -78,3 +79,51 @@ def opt_bytes(value: str | None) -> bytes:
 def front_identity(index: int, incarnation: str) -> bytes:
     """DEALER routing id: a restarted front is a new peer, never confused with its past."""
     return f"f{index}.{incarnation}".encode()
+
+
+# The fields of each request body, checked by the shard before it changes anything. A type of
+# None means "any JSON value"; a tuple allows several.
+_TEXT_OR_NONE = (str, type(None))
+COMMAND_FIELDS: Mapping[str, Any] = {"sid": str, "name": str, "data": dict, "channel": str,
+                                     "address": _TEXT_OR_NONE}
+LEAVE_FIELDS: Mapping[str, Any] = {"sid": str, "keys": list}
+TRIGGER_FIELDS: Mapping[str, Any] = {"key": str, "event": str, "data": None,
+                                     "exclude": _TEXT_OR_NONE, "sig": _TEXT_OR_NONE,
+                                     "ts": (int, type(None))}
+_OPTIONAL = {"address", "sig", "ts"}
+_FRAME_TEXT = {"sid", "key", "channel", "keys", "exclude"}  # sent on as frames: UTF-8 only
+
+
+def request(frame: bytes, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Decode a request body and check its fields (RequestRefused names the first bad one),
+    so that a shard refuses a malformed request before it changes any state."""
+    try:
+        value = load(frame)
+    except LinkError as exc:
+        raise RequestRefused(str(exc)) from None
+    if not isinstance(value, dict):
+        raise RequestRefused(f"request body is {type(value).__name__}, not an object")
+    for name, kind in fields.items():
+        if name not in value:
+            if name in _OPTIONAL:
+                continue
+            raise RequestRefused(f"request field {name!r} is missing")
+        item = value[name]
+        if kind is not None and not isinstance(item, kind):
+            raise RequestRefused(f"request field {name!r} is {type(item).__name__}")
+        if name in _FRAME_TEXT and item is not None:
+            for text_ in item if name == "keys" else [item]:
+                _check_text(name, text_)
+    if value.get("sig") is not None and not isinstance(value.get("ts"), int):
+        raise RequestRefused("request field 'ts' must come with 'sig'")
+    return value
+
+
+def _check_text(name: str, item: object) -> None:
+    """A string that will travel in a frame: UTF-8 encodable (no lone surrogate)."""
+    if not isinstance(item, str):
+        raise RequestRefused(f"request field {name!r} holds {type(item).__name__}")
+    try:
+        item.encode()
+    except UnicodeEncodeError:
+        raise RequestRefused(f"request field {name!r} is not UTF-8 encodable") from None

@@ -202,18 +202,21 @@ class ChannelTable:
             member_id = new_member_id()
         record = presence_record(data, member_id, now_ms) if chan.presence else None
         state = MemberState(sid, key, chan.display, chan.presence, member_id, record)
+        # every message is encoded before the table changes: one that cannot be (NotEncodable)
+        # leaves the table as it was, and the caller answers the sender with an error
+        success: dict[str, Any] = {"channel": chan.display, "memberId": member_id}
+        if record is not None:
+            success["presence"] = [*chan.presence_list(), record]
+        joined = protocol.event(protocol.SUBSCRIPTION_SUCCESS, success)
+        add = None
+        if record is not None and chan.members:
+            add = protocol.event(protocol.PRESENCE_ADD, {"member": record}, chan.display)
         chan.add(Member(front, state))
         self.channels[key] = chan
         if existing is None and self.on_channel is not None:
             self.on_channel(chan.display, True)
-        success: dict[str, Any] = {"channel": chan.display, "memberId": member_id}
-        effects: list[Effect] = []
-        if chan.presence:
-            success["presence"] = chan.presence_list()
-        joined = protocol.event(protocol.SUBSCRIPTION_SUCCESS, success)
-        effects.append(Joined(front, sid, state, joined))
-        if chan.presence and len(chan.members) > 1:
-            add = protocol.event(protocol.PRESENCE_ADD, {"member": record}, chan.display)
+        effects: list[Effect] = [Joined(front, sid, state, joined)]
+        if add is not None:
             effects.append(Broadcast(key, chan.fronts(), add, sid))
         return effects
 
@@ -287,12 +290,13 @@ class ChannelTable:
         return effects
 
     def _remove(self, chan: Channel, sid: str, reply: bytes | None) -> list[Effect]:
+        record = chan.members[sid].state.record
+        quit_ = None  # encoded before the member leaves, like subscribe's messages
+        if chan.presence and len(chan.members) > 1 and record is not None:
+            quit_ = protocol.event(protocol.PRESENCE_QUIT, {"member": record}, chan.display)
         member = chan.remove(sid)
         effects: list[Effect] = [Left(member.front, sid, chan.key, reply)]
-        if chan.presence and chan.members and member.state.record is not None:
-            quit_ = protocol.event(
-                protocol.PRESENCE_QUIT, {"member": member.state.record}, chan.display
-            )
+        if quit_ is not None:
             effects.append(Broadcast(chan.key, chan.fronts(), quit_, None))
         if not chan.members:
             del self.channels[chan.key]

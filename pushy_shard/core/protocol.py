@@ -13,7 +13,13 @@ from typing import Any
 
 import orjson
 
-from pushy_shard.errors import BogusMessage, ChannelNameRefused, InvalidChannel, MessageTooLarge
+from pushy_shard.errors import (
+    BogusMessage,
+    ChannelNameRefused,
+    InvalidChannel,
+    MessageTooLarge,
+    NotEncodable,
+)
 
 CONNECT = "pushy:connect"
 ERROR = "pushy:error"
@@ -122,11 +128,17 @@ def _compiled(pattern: str) -> re.Pattern[str]:
 
 
 def dumps(value: object) -> bytes:
-    """orjson, falling back to the stdlib for what orjson refuses (ints beyond 64 bits)."""
+    """orjson, falling back to the stdlib for what orjson refuses (ints beyond 64 bits).
+
+    Raises NotEncodable for what neither can write; callers encode before they change state.
+    """
     try:
         return orjson.dumps(value)
     except (orjson.JSONEncodeError, TypeError):
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        try:
+            text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise NotEncodable(f"not JSON: {type(exc).__name__}: {str(exc)[:100]}") from None
         # lone surrogates as \udxxx escapes, as JSON.stringify writes them: valid UTF-8
         return _SURROGATE.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text).encode()
 

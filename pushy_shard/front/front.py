@@ -26,12 +26,14 @@ from pushy_shard.core.trigger import Trigger
 from pushy_shard.errors import (
     ChannelNameRefused,
     ClientError,
+    CommandFailed,
     InvalidTriggerChannel,
     LinkError,
     MessageTooLarge,
     ShardUnavailable,
     TooManyChannels,
     TooManyCommands,
+    TriggerFailed,
     TriggerReplayed,
     TriggerUnavailable,
     UnknownCommand,
@@ -225,7 +227,13 @@ class Front:
             if not conn.closed:
                 self._send(conn, protocol.error_event(ShardUnavailable().payload()))
             return
-        for key, event, data, exclude in future.result().get("forward", ()):
+        result = future.result()
+        error = shard_error(result)
+        if error is not None:  # the shard refused it and changed nothing
+            if not conn.closed:
+                self._send(conn, protocol.error_event(error))
+            return
+        for key, event, data, exclude in result.get("forward", ()):
             self._forward(Forward(key, event, data, exclude))
 
     def _send(self, conn: Connection, message: bytes) -> None:
@@ -313,12 +321,24 @@ class Front:
             raise TriggerUnavailable() from exc
         if result.get("replay"):
             raise TriggerReplayed()
+        if shard_error(result) is not None:
+            raise TriggerFailed()
         return bool(result.get("members"))
 
     def sweep(self) -> None:
         """Once a second: tell every shard we are alive, expire requests none answered."""
         if self.links is not None:
             self.links.tick(time.monotonic())
+
+
+def shard_error(result: Any) -> dict[str, str] | None:
+    """The `{"message", "code"}` of a DONE that says the shard refused a request, or None."""
+    error = result.get("error") if isinstance(result, dict) else None
+    if error is None:
+        return None
+    if isinstance(error, dict) and all(isinstance(error.get(k), str) for k in ("message", "code")):
+        return {"message": error["message"], "code": error["code"]}
+    return CommandFailed().payload()
 
 
 def _ignore_result(future: asyncio.Future[Any]) -> None:

@@ -38,7 +38,7 @@ from pushy_shard.core.ratelimit import BreachLog
 from pushy_shard.core.replay import ReplayCache
 from pushy_shard.core.routing import shard_for
 from pushy_shard.core.stopping import stop_plan
-from pushy_shard.errors import LinkError
+from pushy_shard.errors import CommandFailed, LinkError, RequestRefused, UnknownCommand
 from pushy_shard.reloading import reread
 from pushy_shard.zmqio import ZmqChannel, tune
 
@@ -197,33 +197,51 @@ class ShardWorker:
                 self.dispatch(front, identity, op, rest)
 
     def dispatch(self, front: int, identity: bytes, op: bytes, rest: list[bytes]) -> None:
+        """Apply one request and always answer it (DONE), so the front never waits it out.
+
+        A request is decoded and checked, and every message it causes is encoded, before the
+        table changes (ChannelTable, CommandContext.broadcast); what fails there changes
+        nothing and is answered `{"error": payload}`: the front turns it into pushy:error /
+        an HTTP error.
+        """
         rid = rest[0]
-        result: dict[str, Any] = {}
         self.metrics.inc("pushy_shard_requests_total", _OP_LABELS.get(op, _OTHER_OP))
+        try:
+            done = link.body(self.apply(front, op, rest[1:]))
+        except RequestRefused as exc:
+            self.breach_line("refused", f"refused a request of front {front}: {exc}")
+            done = link.body({"error": CommandFailed().payload()})
+        except (ValueError, TypeError, RecursionError):  # a bug: nothing should fail this late
+            log.exception("shard %d: request %r of front %d failed", self.index, op, front)
+            done = link.body({"error": CommandFailed().payload()})
+        self.send(identity, [link.DONE, rid, done])
+
+    def apply(self, front: int, op: bytes, frames: list[bytes]) -> dict[str, Any]:
+        """The result of one request; RequestRefused (nothing changed) for a malformed one."""
+        if not frames:
+            raise RequestRefused(f"operation {op!r} without a body")
         if op == link.COMMAND:
-            result = self.command(front, link.load(rest[1]))
-        elif op == link.LEAVE:
-            request = link.load(rest[1])
+            return self.command(front, link.request(frames[0], link.COMMAND_FIELDS))
+        if op == link.LEAVE:
+            request = link.request(frames[0], link.LEAVE_FIELDS)
             self.perform(self.table.leave(request["sid"], request["keys"]))
-        elif op == link.TRIGGER:
-            request = link.load(rest[1])
+            return {}
+        if op == link.TRIGGER:
+            request = link.request(frames[0], link.TRIGGER_FIELDS)
             if self.replayed(request):
-                result = {"replay": True}
-            else:
-                members, effects = self.table.trigger(
-                    request["key"], request["event"], request["data"], request["exclude"]
-                )
-                self.perform(effects)
-                result = {"members": members}
-        else:
-            raise LinkError(f"unknown operation {op!r}")
-        self.send(identity, [link.DONE, rid, link.body(result)])
+                return {"replay": True}
+            members, effects = self.table.trigger(
+                request["key"], request["event"], request["data"], request["exclude"]
+            )
+            self.perform(effects)
+            return {"members": members}
+        raise RequestRefused(f"unknown operation {op!r}")
 
     def command(self, front: int, request: dict[str, Any]) -> dict[str, Any]:
         name = request["name"]
         handler = self.registry.get(name)
         if handler is None:  # fronts check names first; a mismatch of configs lands here
-            return {}
+            return {"error": UnknownCommand().payload()}
         ctx = CommandContext(
             command=name,
             data=request["data"],
@@ -246,6 +264,13 @@ class ShardWorker:
         self.perform(local)
         return {"forward": forwards} if forwards else {}
 
+    def breach_line(self, name: str, detail: str) -> None:
+        """A warning, at most one line per `name` a second (the rest are counted)."""
+        suppressed = self._breach_log.allow(name, time.monotonic())
+        if suppressed is not None:
+            more = f" ({suppressed} more since the last line)" if suppressed else ""
+            log.warning("shard %d: %s%s", self.index, detail, more)
+
     def reload(self, path: str) -> None:
         """SIGHUP: live settings apply from the next message on (core/reload.py)."""
         config = reread(path, self.config)
@@ -259,23 +284,33 @@ class ShardWorker:
     # -- effects out ---------------------------------------------------------------------
 
     def perform(self, effects: Sequence[Effect]) -> None:
-        for effect in effects:
+        """Send the effects; every frame is encoded first, so one that fails sends nothing."""
+        planned = [self._frames(effect) for effect in effects]
+        for effect, messages in zip(effects, planned, strict=True):
             if isinstance(effect, Broadcast):
                 self.published += 1
                 self.link_deliveries += len(effect.fronts)
-                exclude = link.opt_bytes(effect.exclude)
-                key = effect.key.encode()
-                for front in effect.fronts:
-                    self.to_front(front, [link.DELIVER, key, exclude, effect.message])
-            elif isinstance(effect, Reply):
-                self.to_front(effect.front, [link.REPLY, effect.sid.encode(), effect.message])
             elif isinstance(effect, Joined):
                 self.subscriptions += 1
-                member = link.body(effect.member.to_wire())
-                self.to_front(effect.front, [link.JOINED, member, effect.message])
-            elif isinstance(effect, Left):
-                frames = [link.LEFT, effect.sid.encode(), effect.key.encode()]
-                self.to_front(effect.front, frames + [effect.message or link.NONE])
+            for front, frames in messages:
+                self.to_front(front, frames)
+
+    @staticmethod
+    def _frames(effect: Effect) -> list[tuple[int, list[bytes]]]:
+        if isinstance(effect, Broadcast):
+            exclude = link.opt_bytes(effect.exclude)
+            key = effect.key.encode()
+            return [(front, [link.DELIVER, key, exclude, effect.message])
+                    for front in effect.fronts]
+        if isinstance(effect, Reply):
+            return [(effect.front, [link.REPLY, effect.sid.encode(), effect.message])]
+        if isinstance(effect, Joined):
+            member = link.body(effect.member.to_wire())
+            return [(effect.front, [link.JOINED, member, effect.message])]
+        if isinstance(effect, Left):
+            frames = [link.LEFT, effect.sid.encode(), effect.key.encode()]
+            return [(effect.front, frames + [effect.message or link.NONE])]
+        return []
 
     def to_front(self, front: int, frames: list[bytes]) -> None:
         identity = self.identities.get(front)

@@ -898,3 +898,19 @@ def test_effect_messages_are_built_by_protocol_event(table: ChannelTable) -> Non
     assert effects[0].message == protocol.event(
         protocol.SUBSCRIPTION_SUCCESS, {"channel": "Hello", "memberId": "00000001"}
     )
+
+
+def test_a_subscribe_whose_answer_cannot_be_encoded_changes_nothing() -> None:
+    """Messages are encoded before the table changes (issue: no request half-applied)."""
+    from pushy_shard.core.channels import MemberState as _State
+    from pushy_shard.errors import NotEncodable
+
+    table = ChannelTable("secret")
+    bad = _State("s1", "presence-x", "presence-x", True, "m1", {"odd": {1, 2}})  # not JSON
+    table.restore_front(0, [bad])
+    with pytest.raises(NotEncodable):
+        table.subscribe(front=1, sid="s2", channel="presence-x", request={},
+                        now_ms=1, new_member_id=lambda: "m2")
+    chan = table.get("presence-x")
+    assert chan is not None and list(chan.members) == ["s1"] and chan.front_counts == {0: 1}
+    assert chan.member_ids == {"m1"}

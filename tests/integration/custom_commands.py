@@ -31,3 +31,19 @@ def members(ctx: CommandContext) -> None:
 def address(ctx: CommandContext) -> None:
     """The sender's address as the server sees it (behind trusted proxies: the client's)."""
     ctx.reply("address", {"address": ctx.address})
+
+
+def unencodable(ctx: CommandContext) -> None:
+    """Effects JSON cannot carry (a handler bug): the sender gets 500, nothing else changes."""
+    kind = ctx.data.get("kind")
+    if kind == "reply":
+        ctx.reply("x", {"v": {1, 2}})
+    elif kind == "forward":
+        ctx.broadcast(str(ctx.data.get("to")), "x", 10**5000)
+    else:
+        ctx.broadcast(ctx.channel or "", "x", {"a": object()})
+    ctx.broadcast(ctx.channel or "", "never", {})  # not reached: nothing may go out
+
+
+def surrogate(ctx: CommandContext) -> None:
+    ctx.broadcast("room\ud800", "x", {})

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.harness import Cluster
+from tests.integration.harness import Cluster, channel_token
+
+ROOM = "private-odd"  # a presence channel (private, with data)
 
 COMMANDS = {
     "chat": "pushy_shard.examples.chat:say",
@@ -15,6 +18,8 @@ COMMANDS = {
     "refuse": "tests.integration.custom_commands:refuse",
     "Announce": "tests.integration.custom_commands:announce",
     "members": "tests.integration.custom_commands:members",
+    "unencodable": "tests.integration.custom_commands:unencodable",
+    "surrogate": "tests.integration.custom_commands:surrogate",
 }
 
 
@@ -78,3 +83,30 @@ async def test_failing_handlers_answer_the_sender_only(cluster: Cluster) -> None
         await a.close()
         await b.close()
     assert "handler bug" in "\n".join(cluster.log.lines)
+
+
+async def test_unencodable_handler_effects_fail_alone(cluster: Cluster) -> None:
+    """A handler whose reply or broadcast JSON cannot carry: the sender gets pushy:error
+    (500, or 301 for a channel name with a lone surrogate) at once, the shard keeps serving
+    and the other members' presence is intact (issue: no request half-applied)."""
+    ann = await cluster.client(front=0)
+    bob = await cluster.client(front=1)
+    try:
+        for client, name in ((ann, "ann"), (bob, "bob")):
+            data = json.dumps({"name": name})
+            await client.subscribe(ROOM, data=data,
+                                   auth=channel_token(client.socket_id, ROOM, data))
+        await ann.expect("pushy:presence-add")
+        for kind in ("reply", "forward", "local"):
+            await bob.call("unencodable", {"channel": ROOM, "kind": kind,
+                                           "to": "elsewhere"}, "pushy:error", code="500")
+        await bob.call("surrogate", {"channel": ROOM}, "pushy:error", code="301")
+        reply = await ann.call("members", {"channel": ROOM}, "members")
+        assert sorted(m["name"] for m in reply["data"]["members"]) == ["ann", "bob"]
+        await bob.close()
+        quit_ = await ann.expect("pushy:presence-quit")
+        assert quit_["data"]["member"]["name"] == "bob"
+        await ann.nothing_pending()
+    finally:
+        await ann.close()
+        await bob.close()
