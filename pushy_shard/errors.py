@@ -164,3 +164,40 @@ class TriggerUnavailable(TriggerError):
 
 class LinkError(PushyError):
     """A message on a ZeroMQ link that does not decode; it is dropped and counted."""
+
+
+# -- client bytes on the wire (the front's own HTTP head and WebSocket readers) --------------
+
+
+class WireError(PushyError):
+    """Client bytes that break HTTP or WebSocket framing; the connection ends."""
+
+
+class BadRequestHead(WireError):
+    """An HTTP request head we cannot read: answered with `status` and closed (or handed to
+    aiohttp, which gives its own answer)."""
+
+    status = 400
+
+    def __init__(self, message: str = "Bad Request") -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class HeadTooLarge(BadRequestHead):
+    """No complete request head within the cap (RFC 6585 5)."""
+
+    status = 431
+
+    def __init__(self, message: str = "Request Header Fields Too Large") -> None:
+        super().__init__(message)
+
+
+class FrameError(WireError):
+    """A WebSocket frame or message that fails the connection (RFC 6455 7.1.7) with close
+    `code` and `reason`: 1002 protocol error, 1007 invalid UTF-8, 1009 too big."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"{code} {reason}")
+        self.code = code
+        self.reason = reason

@@ -1,10 +1,12 @@
 """WebSocket transports: SockJS's `<prefix>/<server>/<session>/websocket` and the raw
 `<prefix>/websocket` (PROTOCOL.md 1).
 
-aiohttp does the handshake, reads frames and answers pings; everything we send is a
-pre-built frame written straight to the socket (ARCHITECTURE.md 4), so the fan-out loop
-never awaits. The two transports differ only in their frame kind and in how a received
-text frame splits into Pushy messages.
+Most WebSockets arrive on a fresh connection and are served by the front's own lean layer
+(`wire.py`: no aiohttp objects, no task per connection). An upgrade on a connection aiohttp
+already serves (HTTP keep-alive) is served here by aiohttp. Both paths share
+`WebSocketConnection`: what we send (pre-built frames written straight to the socket, so
+the fan-out loop never awaits, ARCHITECTURE.md 4), the slow-consumer cut-off, and how a
+received text message becomes Pushy messages.
 """
 
 from __future__ import annotations
@@ -15,6 +17,13 @@ import logging
 from aiohttp import WSMsgType, web
 
 from pushy_shard.core.channels import MemberState
+from pushy_shard.core.config import Limits
+from pushy_shard.core.origins import origin_allowed
+from pushy_shard.core.rfc6455 import (
+    CLOSE_GOING_AWAY,
+    CLOSE_PROTOCOL_ERROR,
+    CLOSE_UNSUPPORTED_DATA,
+)
 from pushy_shard.core.sockjs import (
     GO_AWAY,
     HEARTBEAT_FRAME,
@@ -29,40 +38,74 @@ from pushy_shard.front.hub import RAW_WS, SOCKJS_WS, Delivery
 
 log = logging.getLogger(__name__)
 
-MAX_FRAME_BYTES = 1024 * 1024  # larger client frames close the socket (1009)
-SLOW_CONSUMER_BYTES = 4 * 1024 * 1024  # unsent output past this closes the connection
+# The defaults of config.limits, for modules that do not read the config yet; WebSockets
+# use the configured values.
+MAX_FRAME_BYTES = Limits().max_frame_bytes
+SLOW_CONSUMER_BYTES = Limits().slow_consumer_bytes
 
 FRONT_HEADER = "X-Pushy-Front"  # which front answered: for operators and tests
 
+OPEN_WS = ws_text_frame(OPEN_FRAME)
 HEARTBEAT_WS = ws_text_frame(HEARTBEAT_FRAME)
 GO_AWAY_WS = ws_text_frame(GO_AWAY)
+
+# Why a connection is failed: (close code, reason), the same on both paths.
+Failure = tuple[int, str]
+BROKEN_FRAMING: Failure = (CLOSE_PROTOCOL_ERROR, "Broken framing.")  # SockJS closes on it
+BINARY_REFUSED: Failure = (CLOSE_UNSUPPORTED_DATA, "Text frames only")
+SHUTTING_DOWN: Failure = (CLOSE_GOING_AWAY, "Server shutting down")
 
 
 class WebSocketConnection:
     """One WebSocket client (the hub's `Connection`). `write` is synchronous: bytes go to
-    the socket buffer now."""
+    the socket buffer now. Kept small: every idle subscriber holds one."""
 
-    __slots__ = ("sid", "kind", "transport", "channels", "closed", "ws", "_socket")
+    __slots__ = ("sid", "kind", "transport", "channels", "closed", "front", "_socket", "_limit")
 
-    def __init__(self, ws: web.WebSocketResponse, request: web.Request, kind: int) -> None:
+    def __init__(self, front: Front, kind: int, socket: asyncio.Transport | None) -> None:
         self.sid = new_socket_id()
         self.kind = kind
         self.transport = "websocket"
         self.channels: dict[str, MemberState] = {}
         self.closed = False
-        self.ws = ws
-        self._socket = request.transport
+        self.front = front
+        self._socket = socket
+        self._limit = front.config.limits.slow_consumer_bytes
+
+    def open(self) -> None:
+        """The session starts: SockJS `o`, then the hub greets it with pushy:connect."""
+        if self.kind == SOCKJS_WS:
+            self.write(OPEN_WS)
+        self.front.opened(self)
+
+    def ended(self) -> None:
+        """The socket is gone: leave every channel (the hub ignores a second call)."""
+        self.closed = True
+        self.front.closed(self)
+
+    def received(self, text: str) -> Failure | None:
+        """One text message from the client, handed to the front as Pushy messages; a
+        failure to close the connection with, if the SockJS framing is broken."""
+        if self.kind == RAW_WS:
+            self.front.client_message(self, text)
+            return None
+        try:
+            messages = decode_client_frame(text)
+        except SockJSFrameError:
+            return BROKEN_FRAMING
+        for message in messages:
+            self.front.client_message(self, message)
+        return None
 
     def write(self, data: bytes) -> None:
         socket = self._socket
         if self.closed or socket is None or socket.is_closing():
             return
         socket.write(data)
-        if socket.get_write_buffer_size() > SLOW_CONSUMER_BYTES:
-            log.warning("closing slow consumer %s: over %d bytes unsent", self.sid,
-                        SLOW_CONSUMER_BYTES)
+        if socket.get_write_buffer_size() > self._limit:
+            log.warning("closing slow consumer %s: over %d bytes unsent", self.sid, self._limit)
             self.closed = True
-            socket.abort()  # the reader sees the socket close and cleans up
+            socket.abort()  # its reader cleans up, on a later callback
 
     def deliver(self, delivery: Delivery) -> None:
         self.write(delivery.frame(self.kind))
@@ -87,58 +130,73 @@ class WebSocketConnection:
         if self.kind == SOCKJS_WS:  # the raw WebSocket has no SockJS framing at all
             self.write(HEARTBEAT_WS)
 
+    async def shut(self, failure: Failure) -> None:
+        """Close the WebSocket with `failure`'s code and reason (each path its own way)."""
+        raise NotImplementedError
 
-def _valid_session_path(request: web.Request) -> bool:
-    server, session = request.match_info["server"], request.match_info["session"]
+
+class AiohttpWebSocket(WebSocketConnection):
+    """A WebSocket that aiohttp serves: an upgrade on a kept-alive HTTP connection."""
+
+    __slots__ = ("ws",)
+
+    def __init__(self, front: Front, kind: int, request: web.Request,
+                 ws: web.WebSocketResponse) -> None:
+        super().__init__(front, kind, request.transport)
+        self.ws = ws
+
+    async def shut(self, failure: Failure) -> None:
+        await self.ws.close(code=failure[0], message=failure[1].encode())
+
+
+def valid_session_path(server: str, session: str) -> bool:
+    """SockJS server and session ids: non-empty, no dots (sockjs-protocol BaseUrlServerId)."""
     return bool(server) and bool(session) and "." not in server and "." not in session
 
 
-async def _accept(request: web.Request, front: Front) -> web.WebSocketResponse | web.Response:
-    """The handshake, with SockJS's answers to requests that are not WebSocket upgrades."""
+def refusal(request: web.Request, front: Front) -> web.Response | None:
+    """SockJS's answers to requests that are not WebSocket upgrades, and 403 for a browser
+    Origin that `allowed_origins` does not list; None: go on with the handshake."""
     if request.headers.get("Upgrade", "").lower() != "websocket":
         return web.Response(status=400, text='Can "Upgrade" only to "WebSocket".')
     if "upgrade" not in request.headers.get("Connection", "").lower():
         return web.Response(status=400, text='"Connection" must be "Upgrade".')
-    ws = web.WebSocketResponse(compress=False, max_msg_size=MAX_FRAME_BYTES, autoping=True,
-                               heartbeat=None)
-    ws.headers[FRONT_HEADER] = str(front.index)
-    await ws.prepare(request)
-    return ws
+    if not origin_allowed(request.headers.get("Origin"), front.config.allowed_origins):
+        return web.Response(status=403, text="Origin not allowed")
+    return None
 
 
 async def serve(request: web.Request, front: Front, kind: int) -> web.StreamResponse:
-    if kind == SOCKJS_WS and not _valid_session_path(request):
+    """The aiohttp path: handshake, then one reader task until the socket closes."""
+    if kind == SOCKJS_WS and not valid_session_path(request.match_info["server"],
+                                                    request.match_info["session"]):
         raise web.HTTPNotFound()
-    ws = await _accept(request, front)
-    if not isinstance(ws, web.WebSocketResponse):
-        return ws
-    conn = WebSocketConnection(ws, request, kind)
-    if kind == SOCKJS_WS:
-        conn.write(ws_text_frame(OPEN_FRAME))
-    front.opened(conn)
+    refused = refusal(request, front)
+    if refused is not None:
+        return refused
+    ws = web.WebSocketResponse(compress=False, autoping=True, heartbeat=None,
+                               max_msg_size=front.config.limits.max_frame_bytes)
+    ws.headers[FRONT_HEADER] = str(front.index)
+    await ws.prepare(request)
+    conn = AiohttpWebSocket(front, kind, request, ws)
+    conn.open()
     try:
         async for msg in ws:
-            if msg.type != WSMsgType.TEXT:
-                if msg.type == WSMsgType.BINARY:
-                    await ws.close(code=1003, message=b"Text frames only")
+            if msg.type == WSMsgType.TEXT:
+                failure = conn.received(msg.data)
+            elif msg.type == WSMsgType.BINARY:
+                failure = BINARY_REFUSED
+            else:
                 break
-            if kind == RAW_WS:
-                front.client_message(conn, msg.data)
-                continue
-            try:
-                messages = decode_client_frame(msg.data)
-            except SockJSFrameError:  # SockJS closes a session on broken framing
-                await ws.close(code=1002, message=b"Broken framing.")
+            if failure is not None:
+                await conn.shut(failure)
                 break
-            for text in messages:
-                front.client_message(conn, text)
     except asyncio.CancelledError:
         raise
     except Exception:
         log.exception("websocket %s failed", conn.sid)
     finally:
-        conn.closed = True
-        front.closed(conn)
+        conn.ended()
     return ws
 
 
@@ -149,6 +207,6 @@ async def go_away(front: Front) -> None:
         if isinstance(conn, WebSocketConnection):
             if conn.kind == SOCKJS_WS:
                 conn.write(GO_AWAY_WS)
-            closing.append(conn.ws.close(code=1001, message=b"Server shutting down"))
+            closing.append(conn.shut(SHUTTING_DOWN))
     if closing:
         await asyncio.gather(*closing, return_exceptions=True)

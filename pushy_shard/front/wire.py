@@ -1,0 +1,229 @@
+"""The front's port: every TCP connection starts here (ARCHITECTURE.md 4, "no per-member
+task").
+
+A `HeadReader` reads the first request head. A plain WebSocket upgrade on one of the two
+WebSocket URLs is answered here, and the connection becomes a `WireWebSocket`: one small
+object that is both the asyncio protocol and the hub's connection, with no aiohttp request,
+no task and no timer. Anything else is handed, with the bytes read so far, to aiohttp's
+request handler, which then owns the connection (keep-alive, every answer, shutdown).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import cast
+
+from aiohttp import web
+
+from pushy_shard.core.handshake import (
+    Route,
+    error_response,
+    fast_path_candidate,
+    switching_protocols,
+    upgrade_key,
+)
+from pushy_shard.core.http_head import (
+    MAX_HEAD_BYTES,
+    head_end,
+    line_end,
+    parse_head,
+    parse_request_line,
+)
+from pushy_shard.core.origins import origin_allowed
+from pushy_shard.core.rfc6455 import (
+    OP_PONG,
+    Binary,
+    Close,
+    FrameReader,
+    Ping,
+    Text,
+    close_frame,
+    close_reply,
+    encode_frame,
+)
+from pushy_shard.errors import BadRequestHead, FrameError
+from pushy_shard.front.front import Front
+from pushy_shard.front.hub import RAW_WS, SOCKJS_WS
+from pushy_shard.front.websocket import (
+    BINARY_REFUSED,
+    FRONT_HEADER,
+    Failure,
+    WebSocketConnection,
+)
+
+log = logging.getLogger(__name__)
+
+# A connection that has not finished its first head by then is closed; aiohttp gives an idle
+# connection the same time (its keepalive_timeout) before its first request.
+HEAD_SECONDS = 75.0
+
+
+class Listener:
+    """The protocol factory of the front's port, and the connections still sending a head."""
+
+    def __init__(self, front: Front, web_server: web.Server) -> None:
+        self.front = front
+        self.web_server = web_server  # makes aiohttp's request handler for a connection
+        self.reading: dict[HeadReader, float] = {}  # -> when it connected (monotonic)
+        self._headers = ((FRONT_HEADER, str(front.index)),)
+
+    def __call__(self) -> HeadReader:
+        return HeadReader(self)
+
+    def sweep(self, now: float) -> None:
+        """Called once a second: close connections slower than HEAD_SECONDS to send a head."""
+        late = [reader for reader, since in self.reading.items() if now - since > HEAD_SECONDS]
+        for reader in late:
+            reader.close()
+
+    def close_all(self) -> None:
+        """Server stopping: connections still sending a head are closed."""
+        for reader in list(self.reading):
+            reader.close()
+
+    def hand_off(self, socket: asyncio.Transport, data: bytes) -> None:
+        """aiohttp serves `socket` from now on, starting with the bytes already read."""
+        handler = self.web_server()
+        handler.connection_made(socket)
+        socket.set_protocol(handler)
+        if data:
+            handler.data_received(data)
+
+    def upgrade(self, socket: asyncio.Transport, route: Route, key: str, rest: bytes) -> None:
+        """Answer 101; `socket` is a WireWebSocket from now on (`rest`: its first frames)."""
+        kind = SOCKJS_WS if route is Route.SOCKJS else RAW_WS
+        conn = WireWebSocket(self.front, kind, socket)
+        socket.write(switching_protocols(key, self._headers))
+        socket.set_protocol(conn)
+        conn.open()
+        if rest:
+            conn.data_received(rest)
+
+
+class HeadReader(asyncio.Protocol):
+    """A new connection until its first request head says who serves it."""
+
+    __slots__ = ("_listener", "_socket", "_buffer", "_route")
+
+    def __init__(self, listener: Listener) -> None:
+        self._listener = listener
+        self._socket: asyncio.Transport | None = None
+        self._buffer = b""
+        self._route: Route | None = None  # set once the request line names a WebSocket URL
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._socket = cast(asyncio.Transport, transport)
+        self._listener.reading[self] = time.monotonic()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._listener.reading.pop(self, None)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer = self._buffer + data if self._buffer else data
+        listener = self._listener
+        config = listener.front.config
+        try:
+            if self._route is None:
+                end = line_end(buffer)
+                if end < 0:
+                    self._check_size(414, "URI Too Long")
+                    return
+                line = parse_request_line(buffer[:end])
+                route = fast_path_candidate(line, config.sockjs.prefix)
+                if route is None or not config.sockjs.websocket:
+                    self._finish(None)
+                    return
+                self._route = route
+            end = head_end(buffer)
+            if end < 0:
+                self._check_size(431, "Request Header Fields Too Large")
+                return
+            head = parse_head(buffer[:end])
+        except BadRequestHead:  # aiohttp gives its own answer
+            self._finish(None)
+            return
+        key = upgrade_key(head)
+        if key is None or not origin_allowed(head.get("origin"), config.allowed_origins):
+            self._finish(None)  # aiohttp's route answers as SockJS does, or 403
+            return
+        self._finish((key, end))
+
+    def eof_received(self) -> bool:
+        return False  # an incomplete head: close
+
+    def close(self) -> None:
+        self._listener.reading.pop(self, None)
+        if self._socket is not None:
+            self._socket.close()
+
+    def _check_size(self, status: int, reason: str) -> None:
+        if len(self._buffer) > MAX_HEAD_BYTES:
+            assert self._socket is not None
+            self._socket.write(error_response(status, reason))
+            self.close()
+
+    def _finish(self, upgrade: tuple[str, int] | None) -> None:
+        """Leave the connection to aiohttp (None) or upgrade it with (key, head length)."""
+        listener, socket, buffer = self._listener, self._socket, self._buffer
+        assert socket is not None
+        listener.reading.pop(self, None)
+        self._buffer = b""
+        if upgrade is None:
+            listener.hand_off(socket, buffer)
+        else:
+            assert self._route is not None
+            key, end = upgrade
+            listener.upgrade(socket, self._route, key, buffer[end:])
+
+
+class WireWebSocket(WebSocketConnection, asyncio.Protocol):
+    """A WebSocket served by the front itself: the socket's protocol and the hub's
+    connection in one object. Received frames go through the pure `FrameReader`."""
+
+    __slots__ = ("_reader",)
+
+    def __init__(self, front: Front, kind: int, socket: asyncio.Transport) -> None:
+        super().__init__(front, kind, socket)
+        self._reader = FrameReader(front.config.limits.max_frame_bytes)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            for event in self._reader.feed(data):
+                kind = type(event)
+                if kind is Text:
+                    failure = self.received(cast(Text, event).text)
+                elif kind is Ping:
+                    self.write(encode_frame(OP_PONG, cast(Ping, event).data))
+                    continue
+                elif kind is Close:
+                    self._close(close_reply(cast(Close, event)))
+                    return
+                elif kind is Binary:
+                    failure = BINARY_REFUSED
+                else:  # a Pong: nothing to do
+                    continue
+                if failure is not None:
+                    self._close(close_frame(*failure))
+                    return
+        except FrameError as exc:  # RFC 6455 7.1.7: fail the connection
+            self._close(close_frame(exc.code, exc.reason))
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.ended()
+
+    async def shut(self, failure: Failure) -> None:
+        self._close(close_frame(*failure))
+
+    def _close(self, frame: bytes) -> None:
+        """Send `frame` (a close frame), then close the TCP connection once it is written;
+        the hub forgets this connection in connection_lost."""
+        self.write(frame)
+        self.closed = True
+        socket = self._socket
+        if socket is not None:
+            socket.close()
