@@ -185,12 +185,13 @@ class BadRequestHead(WireError):
 
 
 class HeadTooLarge(BadRequestHead):
-    """No complete request head within the cap (RFC 6585 5)."""
+    """No complete request line (414, RFC 9112 3) or head (431, RFC 6585 5) within the cap;
+    answered by the front itself, then closed."""
 
-    status = 431
-
-    def __init__(self, message: str = "Request Header Fields Too Large") -> None:
+    def __init__(self, status: int = 431, message: str = "Request Header Fields Too Large"
+                 ) -> None:
         super().__init__(message)
+        self.status = status
 
 
 class FrameError(WireError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from pushy_shard.errors import BadRequestHead
+from pushy_shard.errors import BadRequestHead, HeadTooLarge
 
 MAX_HEAD_BYTES = 16 * 1024  # a head not complete by then is answered 431 (RFC 6585 5)
 
@@ -57,6 +57,15 @@ def head_end(buffer: bytes) -> int:
     line ends are found too; `parse_head` decides whether they are acceptable."""
     ends = [i + len(mark) for mark in (b"\n\r\n", b"\n\n") if (i := buffer.find(mark)) >= 0]
     return min(ends) if ends else -1
+
+
+def check_size(buffer: bytes, line_complete: bool) -> None:
+    """For a still incomplete head: raises HeadTooLarge once it passed MAX_HEAD_BYTES (414
+    while even the request line is incomplete, else 431)."""
+    if len(buffer) > MAX_HEAD_BYTES:
+        if line_complete:
+            raise HeadTooLarge()
+        raise HeadTooLarge(414, "URI Too Long")
 
 
 def parse_request_line(line: bytes) -> RequestLine:

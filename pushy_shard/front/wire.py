@@ -25,7 +25,7 @@ from pushy_shard.core.handshake import (
     upgrade_key,
 )
 from pushy_shard.core.http_head import (
-    MAX_HEAD_BYTES,
+    check_size,
     head_end,
     line_end,
     parse_head,
@@ -43,7 +43,7 @@ from pushy_shard.core.rfc6455 import (
     close_reply,
     encode_frame,
 )
-from pushy_shard.errors import BadRequestHead, FrameError
+from pushy_shard.errors import BadRequestHead, FrameError, HeadTooLarge
 from pushy_shard.front.front import Front
 from pushy_shard.front.hub import RAW_WS, SOCKJS_WS
 from pushy_shard.front.websocket import (
@@ -128,7 +128,7 @@ class HeadReader(asyncio.Protocol):
             if self._route is None:
                 end = line_end(buffer)
                 if end < 0:
-                    self._check_size(414, "URI Too Long")
+                    check_size(buffer, line_complete=False)
                     return
                 line = parse_request_line(buffer[:end])
                 route = fast_path_candidate(line, config.sockjs.prefix)
@@ -138,9 +138,12 @@ class HeadReader(asyncio.Protocol):
                 self._route = route
             end = head_end(buffer)
             if end < 0:
-                self._check_size(431, "Request Header Fields Too Large")
+                check_size(buffer, line_complete=True)
                 return
             head = parse_head(buffer[:end])
+        except HeadTooLarge as exc:
+            self.close(error_response(exc.status, exc.message))
+            return
         except BadRequestHead:  # aiohttp gives its own answer
             self._finish(None)
             return
@@ -153,16 +156,13 @@ class HeadReader(asyncio.Protocol):
     def eof_received(self) -> bool:
         return False  # an incomplete head: close
 
-    def close(self) -> None:
+    def close(self, answer: bytes = b"") -> None:
+        """Close the connection, after writing `answer` (an HTTP error) if given."""
         self._listener.reading.pop(self, None)
         if self._socket is not None:
+            if answer:
+                self._socket.write(answer)
             self._socket.close()
-
-    def _check_size(self, status: int, reason: str) -> None:
-        if len(self._buffer) > MAX_HEAD_BYTES:
-            assert self._socket is not None
-            self._socket.write(error_response(status, reason))
-            self.close()
 
     def _finish(self, upgrade: tuple[str, int] | None) -> None:
         """Leave the connection to aiohttp (None) or upgrade it with (key, head length)."""
