@@ -60,8 +60,8 @@ def head_end(buffer: bytes) -> int:
 
 
 def check_size(buffer: bytes, line_complete: bool) -> None:
-    """For a still incomplete head: raises HeadTooLarge once it passed MAX_HEAD_BYTES (414
-    while even the request line is incomplete, else 431)."""
+    """Raises HeadTooLarge once a request line (414) or head (431), complete or not, passed
+    MAX_HEAD_BYTES."""
     if len(buffer) > MAX_HEAD_BYTES:
         if line_complete:
             raise HeadTooLarge()
@@ -70,6 +70,7 @@ def check_size(buffer: bytes, line_complete: bool) -> None:
 
 def parse_request_line(line: bytes) -> RequestLine:
     """`METHOD SP TARGET SP HTTP/x.y`, with or without its line end."""
+    check_size(line, line_complete=False)
     parts = line.rstrip(b"\r\n").split(b" ")
     if len(parts) != 3:
         raise BadRequestHead("Bad request line")
@@ -84,7 +85,8 @@ def parse_head(head: bytes) -> RequestHead:
     """The request line and headers of `head` (up to and including its blank line).
 
     Refuses obsolete line folding, header names that are not tokens, whitespace before the
-    colon and control characters in values (RFC 9112 5)."""
+    colon and control characters in values (RFC 9112 5), and heads over MAX_HEAD_BYTES."""
+    check_size(head, line_complete=True)
     lines = head.split(b"\n")
     while lines and lines[-1] in (b"", b"\r"):
         lines.pop()

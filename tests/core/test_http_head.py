@@ -106,6 +106,14 @@ class TestHead:
         assert (line.value.status, head.value.status) == (414, 431)
         assert isinstance(head.value, BadRequestHead)
 
+    def test_complete_but_oversized_heads_are_refused(self) -> None:
+        big = b"GET / HTTP/1.1\r\nX: " + b"a" * MAX_HEAD_BYTES + b"\r\n\r\n"
+        with pytest.raises(HeadTooLarge) as head:
+            parse_head(big)
+        with pytest.raises(HeadTooLarge) as line:
+            parse_request_line(b"GET /" + b"a" * MAX_HEAD_BYTES + b" HTTP/1.1")
+        assert (line.value.status, head.value.status) == (414, 431)
+
     @settings(max_examples=300)
     @given(st.binary(max_size=300))
     def test_any_bytes_parse_or_raise_bad_request_head(self, data: bytes) -> None:
