@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 MAX_FRAME_BYTES = Limits().max_frame_bytes
 SLOW_CONSUMER_BYTES = Limits().slow_consumer_bytes
 
+GO_AWAY_SECONDS = 2.0  # at shutdown, how long clients may take to answer our close
+
 FRONT_HEADER = "X-Pushy-Front"  # which front answered: for operators and tests
 
 OPEN_WS = ws_text_frame(OPEN_FRAME)
@@ -201,12 +203,19 @@ async def serve(request: web.Request, front: Front, kind: int) -> web.StreamResp
 
 
 async def go_away(front: Front) -> None:
-    """Server stopping: SockJS close frame, then close every WebSocket."""
+    """Server stopping: SockJS close frame, then close every WebSocket, and give clients up
+    to GO_AWAY_SECONDS to close their side."""
     closing = []
     for conn in front.hub:
         if isinstance(conn, WebSocketConnection):
             if conn.kind == SOCKJS_WS:
                 conn.write(GO_AWAY_WS)
             closing.append(conn.shut(SHUTTING_DOWN))
-    if closing:
-        await asyncio.gather(*closing, return_exceptions=True)
+    if not closing:
+        return
+    await asyncio.gather(*closing, return_exceptions=True)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + GO_AWAY_SECONDS
+    while loop.time() < deadline and any(
+            isinstance(conn, WebSocketConnection) for conn in front.hub):
+        await asyncio.sleep(0.05)

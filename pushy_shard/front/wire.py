@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 # A connection that has not finished its first head by then is closed; aiohttp gives an idle
 # connection the same time (its keepalive_timeout) before its first request.
 HEAD_SECONDS = 75.0
+# A WebSocket we closed waits this long for the client to close its side (aiohttp: 10 s).
+CLOSE_SECONDS = 5.0
 
 
 class Listener:
@@ -67,16 +69,21 @@ class Listener:
         self.front = front
         self.web_server = web_server  # makes aiohttp's request handler for a connection
         self.reading: dict[HeadReader, float] = {}  # -> when it connected (monotonic)
+        self.closing: dict[WireWebSocket, float] = {}  # -> when we sent our close frame
         self._headers = ((FRONT_HEADER, str(front.index)),)
 
     def __call__(self) -> HeadReader:
         return HeadReader(self)
 
     def sweep(self, now: float) -> None:
-        """Called once a second: close connections slower than HEAD_SECONDS to send a head."""
+        """Called once a second: close connections slower than HEAD_SECONDS to send a head,
+        and WebSockets whose client did not close within CLOSE_SECONDS of our close frame."""
         late = [reader for reader, since in self.reading.items() if now - since > HEAD_SECONDS]
         for reader in late:
             reader.close()
+        gone = [conn for conn, since in self.closing.items() if now - since > CLOSE_SECONDS]
+        for conn in gone:
+            conn.abort()
 
     def close_all(self) -> None:
         """Server stopping: connections still sending a head are closed."""
@@ -94,7 +101,7 @@ class Listener:
     def upgrade(self, socket: asyncio.Transport, route: Route, key: str, rest: bytes) -> None:
         """Answer 101; `socket` is a WireWebSocket from now on (`rest`: its first frames)."""
         kind = SOCKJS_WS if route is Route.SOCKJS else RAW_WS
-        conn = WireWebSocket(self.front, kind, socket)
+        conn = WireWebSocket(self, kind, socket)
         socket.write(switching_protocols(key, self._headers))
         socket.set_protocol(conn)
         conn.open()
@@ -182,13 +189,16 @@ class WireWebSocket(WebSocketConnection, asyncio.Protocol):
     """A WebSocket served by the front itself: the socket's protocol and the hub's
     connection in one object. Received frames go through the pure `FrameReader`."""
 
-    __slots__ = ("_reader",)
+    __slots__ = ("_reader", "_listener")
 
-    def __init__(self, front: Front, kind: int, socket: asyncio.Transport) -> None:
-        super().__init__(front, kind, socket)
-        self._reader = FrameReader(front.config.limits.max_frame_bytes)
+    def __init__(self, listener: Listener, kind: int, socket: asyncio.Transport) -> None:
+        super().__init__(listener.front, kind, socket)
+        self._reader = FrameReader(listener.front.config.limits.max_frame_bytes)
+        self._listener = listener
 
     def data_received(self, data: bytes) -> None:
+        if self.closed:  # closing: what the client still sends is dropped
+            return
         try:
             for event in self._reader.feed(data):
                 kind = type(event)
@@ -211,19 +221,32 @@ class WireWebSocket(WebSocketConnection, asyncio.Protocol):
             self._close(close_frame(exc.code, exc.reason))
 
     def eof_received(self) -> bool:
-        return False
+        return False  # the client closed its side: close ours
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._listener.closing.pop(self, None)
         self.ended()
 
     async def shut(self, failure: Failure) -> None:
         self._close(close_frame(*failure))
 
+    def abort(self) -> None:
+        self._listener.closing.pop(self, None)
+        if self._socket is not None:
+            self._socket.abort()
+
     def _close(self, frame: bytes) -> None:
-        """Send `frame` (a close frame), then close the TCP connection once it is written;
-        the hub forgets this connection in connection_lost."""
+        """Send `frame` (a close frame) and our TCP FIN after it, then read and drop until
+        the client closes too (RFC 6455 7.1.1): closing at once, with the client's bytes
+        unread, would reset the connection and could lose the close frame. The listener's
+        sweep aborts a client that never closes."""
         self.write(frame)
         self.closed = True
         socket = self._socket
-        if socket is not None:
+        if socket is None or socket.is_closing():
+            return
+        if socket.can_write_eof():
+            socket.write_eof()
+            self._listener.closing[self] = time.monotonic()
+        else:  # TLS has no half-close
             socket.close()

@@ -18,7 +18,7 @@ from pushy_shard.core.rfc6455 import OP_BINARY, OP_CLOSE, OP_TEXT, encode_frame
 from pushy_shard.front import websocket
 from pushy_shard.front.front import Front
 from pushy_shard.front.http import build_app
-from pushy_shard.front.wire import HEAD_SECONDS, Listener, WireWebSocket
+from pushy_shard.front.wire import CLOSE_SECONDS, HEAD_SECONDS, Listener, WireWebSocket
 
 PREFIX = "/pushy/socket"
 KEY = base64.b64encode(b"0123456789abcdef").decode()
@@ -180,4 +180,32 @@ async def test_slow_consumer_is_cut_off(served: Served) -> None:
             break
     assert conn.closed
     await until(lambda: not served.front.hub.connections)
+    writer.close()
+
+
+async def test_go_away_then_the_client_closes(served: Served) -> None:
+    reader, writer = await served.connect()
+    writer.write(upgrade())
+    await read_head(reader)
+    await read_frame(reader)
+    await read_frame(reader)
+    stopping = asyncio.ensure_future(websocket.go_away(served.front))
+    assert await read_frame(reader) == (OP_TEXT, b'c[3000,"Go away!"]')
+    assert await read_frame(reader) == (OP_CLOSE, b"\x03\xe9Server shutting down")
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # our FIN after the close frame
+    writer.close()
+    await asyncio.wait_for(stopping, 5)
+    assert not served.front.hub.connections
+
+
+async def test_a_client_that_never_closes_is_aborted_by_the_sweep(served: Served) -> None:
+    reader, writer = await served.connect()
+    writer.write(upgrade(PREFIX + "/websocket"))
+    await read_head(reader)
+    await read_frame(reader)
+    writer.write(encode_frame(OP_BINARY, b"x", mask=MASK))
+    assert (await read_frame(reader))[0] == OP_CLOSE
+    await until(lambda: len(served.listener.closing) == 1)
+    served.listener.sweep(time.monotonic() + CLOSE_SECONDS + 1)
+    await until(lambda: not served.front.hub.connections and not served.listener.closing)
     writer.close()
