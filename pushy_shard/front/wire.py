@@ -128,9 +128,10 @@ class HeadReader(asyncio.Protocol):
         self._listener.reading.pop(self, None)
 
     def data_received(self, data: bytes) -> None:
+        if self._socket is None or self._socket.is_closing():
+            return
         buffer = self._buffer = self._buffer + data if self._buffer else data
-        listener = self._listener
-        config = listener.front.config
+        config = self._listener.front.config
         try:
             if self._route is None:
                 end = line_end(buffer)
@@ -138,8 +139,9 @@ class HeadReader(asyncio.Protocol):
                     check_size(buffer, line_complete=False)
                     return
                 line = parse_request_line(buffer[:end])
-                route = fast_path_candidate(line, config.sockjs.prefix)
-                if route is None or not config.sockjs.websocket:
+                route = (fast_path_candidate(line, config.sockjs.prefix)
+                         if config.sockjs.websocket else None)
+                if route is None:
                     self._finish(None)
                     return
                 self._route = route

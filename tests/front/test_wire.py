@@ -18,6 +18,7 @@ from pushy_shard.core.rfc6455 import OP_BINARY, OP_CLOSE, OP_TEXT, encode_frame
 from pushy_shard.front import websocket
 from pushy_shard.front.front import Front
 from pushy_shard.front.http import build_app
+from pushy_shard.front.transports import SESSIONS_KEY
 from pushy_shard.front.wire import CLOSE_SECONDS, HEAD_SECONDS, Listener, WireWebSocket
 
 PREFIX = "/pushy/socket"
@@ -209,3 +210,17 @@ async def test_a_client_that_never_closes_is_aborted_by_the_sweep(served: Served
     served.listener.sweep(time.monotonic() + CLOSE_SECONDS + 1)
     await until(lambda: not served.front.hub.connections and not served.listener.closing)
     writer.close()
+
+
+async def test_handler_cancellation_reaches_a_handed_off_request(served: Served) -> None:
+    """aiohttp still cancels the handler of a request whose client went away: that is how a
+    streaming SockJS session learns its receiver dropped."""
+    reader, writer = await served.connect()
+    writer.write(f"POST {PREFIX}/000/dropped/xhr_streaming HTTP/1.1\r\nHost: x\r\n"
+                 "Content-Length: 0\r\n\r\n".encode())
+    assert (await read_head(reader)).startswith(b"HTTP/1.1 200 ")
+    await asyncio.wait_for(reader.readuntil(b"o\n"), 5)  # prelude, then the open frame
+    session = served.runner.app[SESSIONS_KEY].get("dropped")
+    assert session is not None and session.receiver is not None
+    writer.close()
+    await until(lambda: session.receiver is None)
