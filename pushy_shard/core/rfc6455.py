@@ -145,8 +145,9 @@ class FrameReader:
 
     def feed(self, data: bytes) -> Iterator[Event]:
         """The events completed by `data`, in order. Raises FrameError at the first frame
-        that breaks the protocol (after yielding the events before it). Iterate to the end
-        unless you are closing the connection: bytes after a break are not kept."""
+        that breaks the protocol (after yielding the events before it); the connection must
+        then close, the reader is of no further use. Iterate to the end unless you are
+        closing the connection: bytes after a break are not kept."""
         if self._closed or not data:
             return
         if self._chunks is not None:

@@ -10,7 +10,6 @@ import hashlib
 import json
 import struct
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -261,7 +260,3 @@ async def test_origin_is_checked_before_upgrading(guarded: Cluster, origin: str 
             assert (await client.request(path, headers))[0] == status
         finally:
             client.close()
-
-
-def test_fixture_paths(tmp_path: Path) -> None:
-    assert SOCKJS_PATH.endswith("/websocket") and RAW_PATH == PREFIX + "/websocket"
