@@ -230,3 +230,41 @@ class RequestRefused(LinkError):
 class NotEncodable(PushyError, ValueError):
     """A value JSON cannot carry (a set, a cycle, an int past Python's digit limit, nesting
     past the encoder's depth). Raised while an effect is built, before any state changes."""
+
+
+# -- client bytes on the wire (the front's own HTTP head and WebSocket readers) --------------
+
+
+class WireError(PushyError):
+    """Client bytes that break HTTP or WebSocket framing; the connection ends."""
+
+
+class BadRequestHead(WireError):
+    """An HTTP request head we cannot read: answered with `status` and closed (or handed to
+    aiohttp, which gives its own answer)."""
+
+    status = 400
+
+    def __init__(self, message: str = "Bad Request") -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class HeadTooLarge(BadRequestHead):
+    """No complete request line (414, RFC 9112 3) or head (431, RFC 6585 5) within the cap;
+    answered by the front itself, then closed."""
+
+    def __init__(self, status: int = 431, message: str = "Request Header Fields Too Large"
+                 ) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class FrameError(WireError):
+    """A WebSocket frame or message that fails the connection (RFC 6455 7.1.7) with close
+    `code` and `reason`: 1002 protocol error, 1007 invalid UTF-8, 1009 too big."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"{code} {reason}")
+        self.code = code
+        self.reason = reason

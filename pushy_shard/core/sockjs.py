@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 import re
-import struct
 from urllib.parse import parse_qs
 
 import orjson
+
+from pushy_shard.core.rfc6455 import OP_TEXT, encode_frame
 
 OPEN_FRAME = b"o"
 HEARTBEAT_FRAME = b"h"
@@ -123,21 +124,7 @@ def decode_client_frame(payload: str | bytes) -> list[str]:
 
 def ws_text_frame(payload: bytes) -> bytes:
     """A complete unmasked server-to-client WebSocket text frame (RFC 6455 5.2)."""
-    size = len(payload)
-    if size < 126:
-        header = bytes((0x81, size))
-    elif size < 1 << 16:
-        header = struct.pack("!BBH", 0x81, 126, size)
-    else:
-        header = struct.pack("!BBQ", 0x81, 127, size)
-    return header + payload
-
-
-def ws_close_frame(code: int, reason: str) -> bytes:
-    """A complete unmasked WebSocket close frame (RFC 6455 5.5.1): code, then UTF-8 reason
-    (cut to fit the 125-byte control frame limit)."""
-    payload = struct.pack("!H", code) + reason.encode("utf-8")[:123]
-    return bytes((0x88, len(payload))) + payload
+    return encode_frame(OP_TEXT, payload)
 
 
 # -- what each HTTP transport writes ---------------------------------------------------------

@@ -20,10 +20,12 @@ from pushy_shard.front.http import build_app
 from pushy_shard.front.links import ShardLinks
 from pushy_shard.front.relay import Relay
 from pushy_shard.front.sessions import Sessions, sweep_interval
+from pushy_shard.front.wire import Listener
 
 log = logging.getLogger(__name__)
 
 SWEEP_SECONDS = 1.0
+BACKLOG = 1024  # connection storms (a restarted front's clients all coming back)
 
 
 def ssl_context(config: Config) -> ssl.SSLContext | None:
@@ -35,9 +37,10 @@ def ssl_context(config: Config) -> ssl.SSLContext | None:
     return context
 
 
-async def _sweep(front: Front, sessions: Sessions) -> None:
-    """The front's one periodic task: link liveness once a second, SockJS heartbeats and
-    session expiry as often as the configured delays need (ARCHITECTURE.md 4)."""
+async def _sweep(front: Front, sessions: Sessions, listener: Listener) -> None:
+    """The front's one periodic task: link liveness and slow request heads once a second,
+    SockJS heartbeats and session expiry as often as the configured delays need
+    (ARCHITECTURE.md 4)."""
     next_link_tick = 0.0
     while True:
         interval = sweep_interval(front.config.sockjs, SWEEP_SECONDS)  # SIGHUP may change it
@@ -46,6 +49,7 @@ async def _sweep(front: Front, sessions: Sessions) -> None:
         if now >= next_link_tick:  # (half an interval early: sleeps may end a little early)
             next_link_tick = now + SWEEP_SECONDS - interval / 2
             front.sweep()
+            listener.sweep(now)
         sessions.sweep(now)
 
 
@@ -69,10 +73,13 @@ async def serve(config: Config, index: int, config_path: str | None = None) -> N
     if relay is not None:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         await relay.start(runner)
-    site = web.TCPSite(runner, config.host, config.port, reuse_port=True,
-                       ssl_context=ssl_context(config))
-    await site.start()
-    sweeping = asyncio.ensure_future(_sweep(front, sessions))
+    # The port is ours, not a TCPSite's: WebSockets are served without aiohttp (wire.py),
+    # every other connection is handed to the runner's server.
+    assert runner.server is not None
+    listener = Listener(front, runner.server)
+    server = await loop.create_server(listener, config.host, config.port, reuse_port=True,
+                                      ssl=ssl_context(config), backlog=BACKLOG)
+    sweeping = asyncio.ensure_future(_sweep(front, sessions, listener))
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
@@ -91,7 +98,8 @@ async def serve(config: Config, index: int, config_path: str | None = None) -> N
     log.info("front %d/%d stopping", index + 1, config.fronts)
 
     async def stop_accepting() -> None:
-        await site.stop()
+        server.close()  # the kernel now gives new connections to the other fronts
+        listener.close_all()  # connections still sending their first head
         if runner.server is not None:
             runner.server.pre_shutdown()  # idle keep-alive connections close too
 

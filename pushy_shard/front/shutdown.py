@@ -44,7 +44,7 @@ async def stop(front: Front, sessions: Sessions, links: ShardLinks, *,
     await stop_accepting()
     clients = len(front.hub)
     sessions.close_all(SHUTTING_DOWN)
-    closing = websocket.go_away(front, SHUTTING_DOWN, SHUTTING_DOWN_REASON.encode())
+    closing = websocket.go_away(front, SHUTTING_DOWN, SHUTTING_DOWN_REASON)
     for conn in front.hub:
         front.closed(conn)
     log.info("%s: told %d clients to reconnect; %d requests in flight", name, clients,

@@ -16,7 +16,7 @@ from pushy_shard.core.origins import client_address, origin_allowed
 from pushy_shard.core.protocol import channel_problem, parse_client_message
 from pushy_shard.core.ratelimit import BreachLog, TokenBucket
 from pushy_shard.core.replay import ReplayCache
-from pushy_shard.core.sockjs import ws_close_frame
+from pushy_shard.core.rfc6455 import close_frame as ws_close_frame
 from pushy_shard.errors import ChannelNameRefused, ConfigError, InvalidChannel
 
 # -- token bucket ---------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from pushy_shard.core.channels import MemberState
-from pushy_shard.core.config import Config
+from pushy_shard.core.config import Limits
 from pushy_shard.front.hub import RAW_WS, SOCKJS_WS, Hub
 from pushy_shard.front.websocket import WebSocketConnection
 
@@ -28,9 +28,8 @@ class FakeSocket:
 
 def connection(hub: Hub, kind: int, key: str = "c") -> tuple[WebSocketConnection, FakeSocket]:
     socket = FakeSocket()
-    front = SimpleNamespace(config=Config(secret_key="s"))
-    conn = WebSocketConnection(SimpleNamespace(), SimpleNamespace(transport=socket),  # type: ignore[arg-type]
-                               kind, front)  # type: ignore[arg-type]
+    front = SimpleNamespace(config=SimpleNamespace(limits=Limits()))
+    conn = WebSocketConnection(front, kind, socket)  # type: ignore[arg-type]
     hub.add(conn)
     assert hub.joined(MemberState(conn.sid, key, key, False, "0000abcd", None), b'{"ok":1}')
     socket.writes.clear()

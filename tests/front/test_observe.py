@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 from pushy_shard.core.channels import MemberState
 from pushy_shard.core.config import parse_config
 from pushy_shard.core.metrics import merge
@@ -41,8 +39,7 @@ def make_front() -> Front:
 
 def open_conn(front: Front, kind: int) -> tuple[WebSocketConnection, FakeSocket]:
     socket = FakeSocket()
-    conn = WebSocketConnection(SimpleNamespace(), SimpleNamespace(transport=socket),  # type: ignore[arg-type]
-                               kind, front)
+    conn = WebSocketConnection(front, kind, socket)  # type: ignore[arg-type]
     front.opened(conn)
     return conn, socket
 

@@ -1,0 +1,284 @@
+"""The front's port: every TCP connection starts here (ARCHITECTURE.md 4, "no per-member
+task").
+
+A `HeadReader` reads the first request head. A plain WebSocket upgrade on one of the two
+WebSocket URLs is answered here, and the connection becomes a `WireWebSocket`: one small
+object that is both the asyncio protocol and the hub's connection, with no aiohttp request,
+no task and no timer. Anything else is handed, with the bytes read so far, to aiohttp's
+request handler, which then owns the connection (keep-alive, every answer, shutdown).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import cast
+
+from aiohttp import web
+
+from pushy_shard.core.handshake import (
+    Route,
+    error_response,
+    fast_path_candidate,
+    switching_protocols,
+    upgrade_key,
+)
+from pushy_shard.core.http_head import (
+    check_size,
+    head_end,
+    line_end,
+    parse_head,
+    parse_request_line,
+)
+from pushy_shard.core.origins import client_address, origin_allowed
+from pushy_shard.core.rfc6455 import (
+    CLOSE_TOO_BIG,
+    OP_PONG,
+    Binary,
+    Close,
+    FrameReader,
+    Ping,
+    Text,
+    close_frame,
+    close_reply,
+    encode_frame,
+)
+from pushy_shard.errors import TOO_MANY_CONNECTIONS, BadRequestHead, FrameError, HeadTooLarge
+from pushy_shard.front.front import Front
+from pushy_shard.front.hub import RAW_WS, SOCKJS_WS
+from pushy_shard.front.websocket import (
+    BINARY_REFUSED,
+    FRONT_HEADER,
+    Failure,
+    WebSocketConnection,
+)
+
+log = logging.getLogger(__name__)
+
+# A connection that has not finished its first head by then is closed; aiohttp gives an idle
+# connection the same time (its keepalive_timeout) before its first request.
+HEAD_SECONDS = 75.0
+# A WebSocket we closed waits this long for the client to close its side (aiohttp: 10 s).
+CLOSE_SECONDS = 5.0
+
+
+class Listener:
+    """The protocol factory of the front's port, and the connections still sending a head."""
+
+    def __init__(self, front: Front, web_server: web.Server) -> None:
+        self.front = front
+        self.web_server = web_server  # makes aiohttp's request handler for a connection
+        self.reading: dict[HeadReader, float] = {}  # -> when it connected (monotonic)
+        self.closing: dict[WireWebSocket, float] = {}  # -> when we sent our close frame
+        self._gone: dict[WireWebSocket, asyncio.Future[None]] = {}  # shutdown waits on these
+        self._headers = ((FRONT_HEADER, str(front.index)),)
+
+    def __call__(self) -> HeadReader:
+        return HeadReader(self)
+
+    def sweep(self, now: float) -> None:
+        """Called once a second: close connections slower than HEAD_SECONDS to send a head,
+        and WebSockets whose client did not close within CLOSE_SECONDS of our close frame."""
+        late = [reader for reader, since in self.reading.items() if now - since > HEAD_SECONDS]
+        for reader in late:
+            reader.close()
+        gone = [conn for conn, since in self.closing.items() if now - since > CLOSE_SECONDS]
+        for conn in gone:
+            conn.abort()
+
+    async def until_gone(self, conn: WireWebSocket) -> None:
+        """Once `conn`, closing, is closed by its client (or swept)."""
+        if conn in self.closing:
+            waiter = self._gone.get(conn)
+            if waiter is None:
+                waiter = self._gone[conn] = asyncio.get_running_loop().create_future()
+            await waiter
+
+    def forget(self, conn: WireWebSocket) -> None:
+        """`conn`'s socket is gone: it is no longer closing; whoever waited for it goes on."""
+        self.closing.pop(conn, None)
+        waiter = self._gone.pop(conn, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def close_all(self) -> None:
+        """Server stopping: connections still sending a head are closed."""
+        for reader in list(self.reading):
+            reader.close()
+
+    def hand_off(self, socket: asyncio.Transport, data: bytes) -> None:
+        """aiohttp serves `socket` from now on, starting with the bytes already read."""
+        handler = self.web_server()
+        handler.connection_made(socket)
+        socket.set_protocol(handler)
+        if data:
+            handler.data_received(data)
+
+    def upgrade(self, socket: asyncio.Transport, route: Route, key: str, rest: bytes,
+                address: str) -> None:
+        """Answer 101; `socket` is a WireWebSocket from now on (`rest`: its first frames)."""
+        kind = SOCKJS_WS if route is Route.SOCKJS else RAW_WS
+        conn = WireWebSocket(self, kind, socket)
+        socket.write(switching_protocols(key, self._headers))
+        socket.set_protocol(conn)
+        if not conn.open(address):
+            conn.fail(TOO_MANY_CONNECTIONS)
+            return
+        if rest:
+            conn.data_received(rest)
+
+
+class HeadReader(asyncio.Protocol):
+    """A new connection until its first request head says who serves it."""
+
+    __slots__ = ("_listener", "_socket", "_buffer", "_route")
+
+    def __init__(self, listener: Listener) -> None:
+        self._listener = listener
+        self._socket: asyncio.Transport | None = None
+        self._buffer = b""
+        self._route: Route | None = None  # set once the request line names a WebSocket URL
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._socket = cast(asyncio.Transport, transport)
+        self._listener.reading[self] = time.monotonic()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._listener.reading.pop(self, None)
+
+    def data_received(self, data: bytes) -> None:
+        if self._socket is None or self._socket.is_closing():
+            return
+        buffer = self._buffer = self._buffer + data if self._buffer else data
+        config = self._listener.front.config
+        try:
+            if self._route is None:
+                end = line_end(buffer)
+                if end < 0:
+                    check_size(buffer, line_complete=False)
+                    return
+                line = parse_request_line(buffer[:end])
+                route = (fast_path_candidate(line, config.sockjs.prefix)
+                         if config.sockjs.websocket else None)
+                if route is None:
+                    self._finish(None)
+                    return
+                self._route = route
+            end = head_end(buffer)
+            if end < 0:
+                check_size(buffer, line_complete=True)
+                return
+            head = parse_head(buffer[:end])
+        except HeadTooLarge as exc:
+            self.close(error_response(exc.status, exc.message))
+            return
+        except BadRequestHead:  # aiohttp gives its own answer
+            self._finish(None)
+            return
+        key = upgrade_key(head)
+        if key is None or not origin_allowed(head.get("origin"), config.allowed_origins):
+            self._finish(None)  # aiohttp's route answers as SockJS does, or 403
+            return
+        peer = self._socket.get_extra_info("peername") if self._socket is not None else None
+        address = client_address(peer[0] if peer else None, head.get("x-forwarded-for"),
+                                 config.trusted_proxies)
+        self._finish((key, end, address))
+
+    def eof_received(self) -> bool:
+        return False  # an incomplete head: close
+
+    def close(self, answer: bytes = b"") -> None:
+        """Close the connection, after writing `answer` (an HTTP error) if given."""
+        self._listener.reading.pop(self, None)
+        if self._socket is not None:
+            if answer:
+                self._socket.write(answer)
+            self._socket.close()
+
+    def _finish(self, upgrade: tuple[str, int, str] | None) -> None:
+        """Leave the connection to aiohttp (None) or upgrade it with (key, head length,
+        client address)."""
+        listener, socket, buffer = self._listener, self._socket, self._buffer
+        assert socket is not None
+        listener.reading.pop(self, None)
+        self._buffer = b""
+        if upgrade is None:
+            listener.hand_off(socket, buffer)
+        else:
+            assert self._route is not None
+            key, end, address = upgrade
+            listener.upgrade(socket, self._route, key, buffer[end:], address)
+
+
+class WireWebSocket(WebSocketConnection, asyncio.Protocol):
+    """A WebSocket served by the front itself: the socket's protocol and the hub's
+    connection in one object. Received frames go through the pure `FrameReader`."""
+
+    __slots__ = ("_reader", "_listener")
+
+    def __init__(self, listener: Listener, kind: int, socket: asyncio.Transport) -> None:
+        super().__init__(listener.front, kind, socket)
+        self._reader = FrameReader(listener.front.config.limits.max_frame_bytes)
+        self._listener = listener
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:  # closing: what the client still sends is dropped
+            return
+        try:
+            for event in self._reader.feed(data):
+                kind = type(event)
+                if kind is Text:
+                    failure = self.received(cast(Text, event).text)
+                elif kind is Ping:
+                    self.write(encode_frame(OP_PONG, cast(Ping, event).data))
+                    continue
+                elif kind is Close:
+                    self._close(close_reply(cast(Close, event)))
+                    return
+                elif kind is Binary:
+                    failure = BINARY_REFUSED
+                else:  # a Pong: nothing to do
+                    continue
+                if failure is not None:
+                    self.fail(failure)
+                    return
+        except FrameError as exc:  # RFC 6455 7.1.7: fail the connection
+            if exc.code == CLOSE_TOO_BIG:
+                self.too_large()
+            self.fail((exc.code, exc.reason))
+
+    def eof_received(self) -> bool:
+        return False  # the client closed its side: close ours
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._listener.forget(self)
+        self.ended()
+
+    def fail(self, failure: Failure) -> None:
+        self._close(close_frame(*failure))
+
+    async def shut(self, failure: Failure) -> None:
+        self.fail(failure)
+        await self._listener.until_gone(self)
+
+    def abort(self) -> None:
+        self._listener.forget(self)
+        if self._socket is not None:
+            self._socket.abort()
+
+    def _close(self, frame: bytes) -> None:
+        """Send `frame` (a close frame) and our TCP FIN after it, then read and drop until
+        the client closes too (RFC 6455 7.1.1): closing at once, with the client's bytes
+        unread, would reset the connection and could lose the close frame. The listener's
+        sweep aborts a client that never closes."""
+        self.write(frame)
+        self.closed = True
+        socket = self._socket
+        if socket is None or socket.is_closing():
+            return
+        if socket.can_write_eof():
+            socket.write_eof()
+            self._listener.closing[self] = time.monotonic()
+        else:  # TLS has no half-close
+            socket.close()

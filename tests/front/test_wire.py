@@ -1,0 +1,226 @@
+"""The front's port in one process (front/wire.py): who serves each connection, and that
+connections handed to aiohttp stay aiohttp's (keep-alive, shutdown). Real sockets on
+loopback, no shards: only commands that need none are sent."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+from aiohttp import web
+
+from pushy_shard.core.config import Config, Limits
+from pushy_shard.core.rfc6455 import OP_BINARY, OP_CLOSE, OP_TEXT, encode_frame
+from pushy_shard.front import websocket
+from pushy_shard.front.front import Front
+from pushy_shard.front.http import build_app
+from pushy_shard.front.transports import SESSIONS_KEY
+from pushy_shard.front.wire import CLOSE_SECONDS, HEAD_SECONDS, Listener, WireWebSocket
+
+PREFIX = "/pushy/socket"
+KEY = base64.b64encode(b"0123456789abcdef").decode()
+MASK = b"\x01\x02\x03\x04"
+
+
+@dataclass
+class Served:
+    front: Front
+    listener: Listener
+    runner: web.AppRunner
+    port: int
+
+    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_connection("127.0.0.1", self.port)
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[Served]:
+    config = Config(secret_key="test-secret", limits=Limits(slow_consumer_bytes=64 * 1024))
+    front = Front(config, 0, {})
+    runner = web.AppRunner(build_app(front), handle_signals=False, access_log=None,
+                           handler_cancellation=True, shutdown_timeout=1.0)
+    await runner.setup()
+    assert runner.server is not None
+    listener = Listener(front, runner.server)
+    server = await asyncio.get_running_loop().create_server(listener, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield Served(front, listener, runner, port)
+    finally:
+        server.close()
+        listener.close_all()
+        await websocket.go_away(front)
+        await runner.cleanup()
+
+
+def upgrade(path: str = PREFIX + "/000/abc/websocket") -> bytes:
+    return (f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {KEY}\r\n\r\n").encode()
+
+
+async def read_head(reader: asyncio.StreamReader) -> bytes:
+    return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    first, second = await asyncio.wait_for(reader.readexactly(2), 5)
+    size = second & 0x7F
+    if size == 126:
+        size = int.from_bytes(await reader.readexactly(2), "big")
+    elif size == 127:
+        size = int.from_bytes(await reader.readexactly(8), "big")
+    return first & 0x0F, await reader.readexactly(size)
+
+
+async def until(condition: object, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition never held"
+        await asyncio.sleep(0.01)
+
+
+async def test_fresh_upgrade_is_served_by_the_front_itself(served: Served) -> None:
+    reader, writer = await served.connect()
+    writer.write(upgrade())
+    head = await read_head(reader)
+    assert head.startswith(b"HTTP/1.1 101 ") and b"X-Pushy-Front: 0" in head
+    assert await read_frame(reader) == (OP_TEXT, b"o")
+    opcode, connect = await read_frame(reader)
+    assert b"pushy:connect" in connect
+    (conn,) = served.front.hub.connections.values()
+    assert type(conn) is WireWebSocket
+    assert not served.listener.reading
+    writer.close()
+    await until(lambda: not served.front.hub.connections)
+
+
+async def test_upgrade_on_a_kept_alive_connection_is_aiohttps(served: Served) -> None:
+    reader, writer = await served.connect()
+    writer.write(f"GET {PREFIX}/info HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    head = await read_head(reader)
+    assert head.startswith(b"HTTP/1.1 200 ")
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    await reader.readexactly(length)
+    writer.write(upgrade(PREFIX + "/websocket"))
+    head = await read_head(reader)
+    assert head.startswith(b"HTTP/1.1 101 ") and b"X-Pushy-Front: 0" in head
+    assert b"pushy:connect" in (await read_frame(reader))[1]  # raw: no "o"
+    (conn,) = served.front.hub.connections.values()
+    assert type(conn) is websocket.AiohttpWebSocket
+    # the shared refusal of binary frames, on the aiohttp path
+    writer.write(encode_frame(OP_BINARY, b"\x00", mask=MASK))
+    opcode, payload = await read_frame(reader)
+    assert (opcode, payload[:2]) == (OP_CLOSE, (1003).to_bytes(2, "big"))
+    assert payload[2:] == b"Text frames only"
+    writer.close()
+    await until(lambda: not served.front.hub.connections)
+
+
+async def test_head_read_byte_by_byte_with_a_pipelined_frame(served: Served) -> None:
+    reader, writer = await served.connect()
+    data = upgrade(PREFIX + "/websocket") + encode_frame(OP_TEXT, b'{"command":"x"}', mask=MASK)
+    for i in range(len(data)):
+        writer.write(data[i:i + 1])
+        await writer.drain()
+    assert (await read_head(reader)).startswith(b"HTTP/1.1 101 ")
+    assert b"pushy:connect" in (await read_frame(reader))[1]
+    assert b'"code":"200"' in (await read_frame(reader))[1]  # unknown command
+    writer.close()
+
+
+async def test_handed_off_keep_alive_connections_close_at_shutdown(served: Served) -> None:
+    reader, writer = await served.connect()
+    writer.write(f"GET {PREFIX} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert (await read_head(reader)).startswith(b"HTTP/1.1 200 ")
+    await reader.readexactly(len(b"Welcome to SockJS!\n"))
+    assert len(served.runner.server.connections) == 1  # type: ignore[union-attr]
+    await served.runner.cleanup()
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by aiohttp's shutdown
+    writer.close()
+
+
+async def test_slow_heads_are_swept_and_shutdown_closes_heads(served: Served) -> None:
+    slow_reader, slow = await served.connect()
+    slow.write(b"GET " + PREFIX.encode() + b"/websocket HTTP/1.1\r\nHost: x\r\n")
+    other_reader, other = await served.connect()
+    await until(lambda: len(served.listener.reading) == 2)
+    reader = next(iter(served.listener.reading))
+    served.listener.reading[reader] -= HEAD_SECONDS + 1  # as if it connected long ago
+    served.listener.sweep(time.monotonic())
+    assert len(served.listener.reading) == 1
+    served.listener.close_all()
+    assert not served.listener.reading
+    assert await asyncio.wait_for(slow_reader.read(), 5) == b""
+    assert await asyncio.wait_for(other_reader.read(), 5) == b""
+    slow.close()
+    other.close()
+
+
+async def test_oversized_head_gets_431(served: Served) -> None:
+    reader, writer = await served.connect()
+    writer.write(upgrade().replace(b"\r\n\r\n", b"\r\nX-Big: " + b"a" * 17000 + b"\r\n\r\n"))
+    answer = await asyncio.wait_for(reader.read(), 5)
+    assert answer.startswith(b"HTTP/1.1 431 ")
+    writer.close()
+
+
+async def test_slow_consumer_is_cut_off(served: Served) -> None:
+    reader, writer = await served.connect()
+    writer.write(upgrade(PREFIX + "/websocket"))
+    await read_head(reader)
+    await read_frame(reader)
+    (conn,) = served.front.hub.connections.values()
+    chunk = b'{"event":"e","data":"' + b"x" * 60_000 + b'"}'
+    for _ in range(2000):  # the client reads nothing: the socket buffer fills up
+        conn.send(chunk)
+        if conn.closed:
+            break
+    assert conn.closed
+    await until(lambda: not served.front.hub.connections)
+    writer.close()
+
+
+async def test_go_away_then_the_client_closes(served: Served) -> None:
+    reader, writer = await served.connect()
+    writer.write(upgrade())
+    await read_head(reader)
+    await read_frame(reader)
+    await read_frame(reader)
+    stopping = asyncio.ensure_future(websocket.go_away(served.front))
+    assert await read_frame(reader) == (OP_TEXT, b'c[3000,"Go away!"]')
+    assert await read_frame(reader) == (OP_CLOSE, b"\x03\xe9Server shutting down")
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # our FIN after the close frame
+    writer.close()
+    await asyncio.wait_for(stopping, 5)
+    assert not served.front.hub.connections
+
+
+async def test_a_client_that_never_closes_is_aborted_by_the_sweep(served: Served) -> None:
+    reader, writer = await served.connect()
+    writer.write(upgrade(PREFIX + "/websocket"))
+    await read_head(reader)
+    await read_frame(reader)
+    writer.write(encode_frame(OP_BINARY, b"x", mask=MASK))
+    assert (await read_frame(reader))[0] == OP_CLOSE
+    await until(lambda: len(served.listener.closing) == 1)
+    served.listener.sweep(time.monotonic() + CLOSE_SECONDS + 1)
+    await until(lambda: not served.front.hub.connections and not served.listener.closing)
+    writer.close()
+
+
+async def test_handler_cancellation_reaches_a_handed_off_request(served: Served) -> None:
+    """aiohttp still cancels the handler of a request whose client went away: that is how a
+    streaming SockJS session learns its receiver dropped."""
+    reader, writer = await served.connect()
+    writer.write(f"POST {PREFIX}/000/dropped/xhr_streaming HTTP/1.1\r\nHost: x\r\n"
+                 "Content-Length: 0\r\n\r\n".encode())
+    assert (await read_head(reader)).startswith(b"HTTP/1.1 200 ")
+    await asyncio.wait_for(reader.readuntil(b"o\n"), 5)  # prelude, then the open frame
+    session = served.runner.app[SESSIONS_KEY].get("dropped")
+    assert session is not None and session.receiver is not None
+    writer.close()
+    await until(lambda: session.receiver is None)
