@@ -51,6 +51,9 @@ class LocalServer:
             "workers": workers, "fronts": fronts, "demo": False, "log_level": "info",
             "sockjs": {"prefix": prefix, "heartbeat_delay": 25, "disconnect_delay": 5},
             "link": {"transport": "ipc", "directory": str(self.folder / "l")},
+            # (e) drives one connection at thousands of joins+leaves a second: the per-client
+            # command rate limit (a production policy) would refuse it, so it is lifted here
+            "limits": {"commands_per_second": 1_000_000, "commands_burst": 1_000_000},
         }
         config_path = self.folder / "config.json"
         config_path.write_text(json.dumps(config))
