@@ -24,12 +24,15 @@ from pushy_shard.core.ratelimit import BreachLog, TokenBucket
 from pushy_shard.core.routing import channel_key, shard_for
 from pushy_shard.core.trigger import Trigger
 from pushy_shard.errors import (
+    BogusMessage,
     ChannelNameRefused,
     ClientError,
     CommandFailed,
+    InvalidBody,
     InvalidTriggerChannel,
     LinkError,
     MessageTooLarge,
+    NotEncodable,
     ShardUnavailable,
     TooManyChannels,
     TooManyCommands,
@@ -210,7 +213,11 @@ class Front:
             "channel": command.channel,
             "address": address,
         }
-        future = self._request(shard, link.COMMAND, request, COMMAND_TIMEOUT)
+        try:
+            future = self._request(shard, link.COMMAND, request, COMMAND_TIMEOUT)
+        except NotEncodable:  # read, but too deeply nested to write to the link
+            self._send(conn, protocol.error_event(BogusMessage().payload()))
+            return
         if subscribing:
             assert client is not None
             client.subscribing += 1
@@ -312,7 +319,10 @@ class Front:
             body["sig"] = trigger.signature
             body["ts"] = trigger.timestamp
         shard = shard_for(key, self.shards)
-        future = self._request(shard, link.TRIGGER, body, TRIGGER_TIMEOUT)
+        try:
+            future = self._request(shard, link.TRIGGER, body, TRIGGER_TIMEOUT)
+        except NotEncodable as exc:  # valid JSON, but nested too deeply to pass on
+            raise InvalidBody("Invalid request body: nested too deeply") from exc
         if log.isEnabledFor(logging.DEBUG):  # tests wait for it: a trigger now in flight
             log.debug("trigger to shard %d in flight", shard)
         try:
