@@ -207,6 +207,7 @@ class TriggerUnavailable(TriggerError):
 # `c[code,"reason"]` frame alike ----------------------------------------------------------
 
 TOO_MANY_CONNECTIONS = (1013, "Too many connections")  # limits.max_connections_per_front
+STOPPING = (3000, "Server shutting down, please reconnect")  # SIGTERM: no new connections
 SLOW_CONSUMER = (1008, "Slow consumer")  # limits.slow_consumer_bytes: the client stopped reading
 QUEUE_FULL = (1008, "Session queue full")  # limits.session_queue_messages / _bytes
 

@@ -24,6 +24,8 @@ from pushy_shard.core.ratelimit import BreachLog, TokenBucket
 from pushy_shard.core.routing import channel_key, shard_for
 from pushy_shard.core.trigger import Trigger
 from pushy_shard.errors import (
+    STOPPING,
+    TOO_MANY_CONNECTIONS,
     BogusMessage,
     ChannelNameRefused,
     ClientError,
@@ -90,6 +92,7 @@ class Front:
         self.hub = Hub(config.workers)
         self.links: ShardLinks | None = None
         self.metrics = Metrics()
+        self.stopping = False  # set by a graceful stop: no new connections from then on
         self.clients: dict[str, Client] = {}
         self._breach_log = BreachLog()
 
@@ -118,16 +121,19 @@ class Front:
 
     # -- connections ---------------------------------------------------------------------
 
-    def admit(self, address: str | None = None) -> bool:
-        """May one more connection open here? False (counted, logged) past
-        `limits.max_connections_per_front`: the transport then closes it with
-        errors.TOO_MANY_CONNECTIONS instead of calling `opened`."""
+    def admit(self, address: str | None = None) -> tuple[int, str] | None:
+        """May one more connection open here? None: yes. Otherwise the (code, reason) the
+        transport closes it with instead of calling `opened`: errors.STOPPING once the front
+        is stopping, errors.TOO_MANY_CONNECTIONS (counted, logged) past
+        `limits.max_connections_per_front`."""
+        if self.stopping:
+            return STOPPING
         limit = self.config.limits.max_connections_per_front
         if len(self.hub) < limit:
-            return True
+            return None
         self.breach("connections_per_front", f"refused a connection from {address or '?'}: "
                     f"{limit} open")
-        return False
+        return TOO_MANY_CONNECTIONS
 
     def opened(self, conn: Connection, address: str | None = None) -> None:
         """Register `conn` and greet it with pushy:connect (PROTOCOL.md 2)."""
@@ -141,7 +147,10 @@ class Front:
         conn.send(connect)
 
     def closed(self, conn: Connection) -> None:
-        """`conn` is gone: it leaves every channel it was in (PROTOCOL.md 3.4)."""
+        """`conn` is gone: it leaves every channel it was in (PROTOCOL.md 3.4). Transports
+        may call it more than once (a stopping front drops everyone first)."""
+        if self.hub.connections.get(conn.sid) is not conn:
+            return
         self.clients.pop(conn.sid, None)
         if conn.slow:
             self.metrics.inc("pushy_slow_consumer_disconnects_total",
@@ -161,13 +170,15 @@ class Front:
         metrics = self.metrics
         metrics.inc("pushy_messages_in_total")
         # surrogatepass: a client may send lone surrogates (JSON escapes); counting must not fail
-        metrics.inc("pushy_bytes_in_total", _FROM_CLIENT,
-                    len(text.encode("utf-8", "surrogatepass")))
+        size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+        metrics.inc("pushy_bytes_in_total", _FROM_CLIENT, size)
         limits = self.config.limits
         client = self.clients.get(conn.sid)
+        if client is None or conn.closed:  # already dropped (closing, or the front stopping)
+            return
         try:
-            if client is not None and not client.bucket.take(
-                    time.monotonic(), limits.commands_per_second, limits.commands_burst):
+            if not client.bucket.take(time.monotonic(), limits.commands_per_second,
+                                      limits.commands_burst):
                 self.breach("commands_per_second", f"dropped a message of {self._who(conn)}")
                 raise TooManyCommands()
             try:
@@ -186,10 +197,8 @@ class Front:
             handler = self.registry.get(command.name)
             if handler is None:
                 raise UnknownCommand()
-            subscribing = (command.name == "subscribe" and command.channel is not None
-                           and client is not None)
+            subscribing = command.name == "subscribe" and command.channel is not None
             if subscribing and channel_key(command.channel or "") not in conn.channels:
-                assert client is not None
                 if len(conn.channels) + client.subscribing >= limits.max_channels_per_connection:
                     self.breach("channels_per_connection",
                                 f"refused a subscribe of {self._who(conn)}")
@@ -199,7 +208,7 @@ class Front:
         except ClientError as exc:
             self._send(conn, protocol.error_event(exc.payload()))
             return
-        address = client.address if client is not None else None
+        address = client.address
         if command.channel is None:
             ctx = CommandContext(command.name, command.data, None, conn.sid, self.index,
                                  address=address)
@@ -219,7 +228,6 @@ class Front:
             self._send(conn, protocol.error_event(BogusMessage().payload()))
             return
         if subscribing:
-            assert client is not None
             client.subscribing += 1
             future.add_done_callback(lambda f: self._subscribe_done(client))
         future.add_done_callback(lambda f: self._command_done(conn, f))

@@ -34,13 +34,12 @@ from pushy_shard.core.sockjs import (
     jsonp_frame,
     message_frame,
 )
-from pushy_shard.errors import QUEUE_FULL, SLOW_CONSUMER, TOO_MANY_CONNECTIONS
+from pushy_shard.errors import QUEUE_FULL, SLOW_CONSUMER
 from pushy_shard.front.front import Front, new_socket_id
 from pushy_shard.front.hub import FRAME, Delivery, wrap_frame
 
 QUEUE_FULL_FRAME = close_frame(*QUEUE_FULL)
 SLOW_CONSUMER_FRAME = close_frame(*SLOW_CONSUMER)
-REFUSED_FRAME = close_frame(*TOO_MANY_CONNECTIONS)
 
 log = logging.getLogger(__name__)
 
@@ -214,8 +213,9 @@ class HttpSession:
             return
         self.receiver = receiver
         if do & Do.OPEN:
-            if not self.registry.front.admit(self.address):  # max_connections_per_front
-                self.close(REFUSED_FRAME)
+            refusal = self.registry.front.admit(self.address)  # stopping, or too many
+            if refusal is not None:
+                self.close(close_frame(*refusal))
                 return
             receiver.write(OPEN_FRAME)
         elif do & Do.FLUSH and self.core.queue:

@@ -41,6 +41,7 @@ async def stop(front: Front, sessions: Sessions, links: ShardLinks, *,
     plan = stop_plan(front.config.shutdown_timeout)
     start = loop.time()
     name = f"front {front.index + 1}/{front.config.fronts}"
+    front.stopping = True  # connections still arriving (relayed, kept-alive) are refused
     await stop_accepting()
     clients = len(front.hub)
     sessions.close_all(SHUTTING_DOWN)

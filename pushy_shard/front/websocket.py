@@ -36,7 +36,7 @@ from pushy_shard.core.sockjs import (
     ws_text_frame,
 )
 from pushy_shard.core.sockjs import close_frame as sockjs_close_frame
-from pushy_shard.errors import SLOW_CONSUMER, TOO_MANY_CONNECTIONS
+from pushy_shard.errors import SLOW_CONSUMER
 from pushy_shard.front.front import Front, new_socket_id
 from pushy_shard.front.hub import RAW_WS, SOCKJS_WS, Delivery
 
@@ -77,18 +77,19 @@ class WebSocketConnection:
         self.front = front
         self._socket = socket
 
-    def open(self, address: str | None) -> bool:
-        """The session starts: SockJS `o`, then the hub greets it with pushy:connect. False
-        past `limits.max_connections_per_front`: the caller closes it with
-        errors.TOO_MANY_CONNECTIONS (SockJS sessions get that `c[...]` frame first)."""
-        if not self.front.admit(address):
+    def open(self, address: str | None) -> Failure | None:
+        """The session starts: SockJS `o`, then the hub greets it with pushy:connect. When
+        the front refuses it (`Front.admit`), the (code, reason) the caller closes it with
+        (SockJS sessions get that `c[...]` frame first)."""
+        refusal = self.front.admit(address)
+        if refusal is not None:
             if self.kind == SOCKJS_WS:
-                self.write(ws_text_frame(sockjs_close_frame(*TOO_MANY_CONNECTIONS)))
-            return False
+                self.write(ws_text_frame(sockjs_close_frame(*refusal)))
+            return refusal
         if self.kind == SOCKJS_WS:
             self.write(OPEN_WS)
         self.front.opened(self, address)
-        return True
+        return None
 
     def ended(self) -> None:
         """The socket is gone: leave every channel (the hub ignores a second call)."""
@@ -208,8 +209,9 @@ async def serve(request: web.Request, front: Front, kind: int) -> web.StreamResp
     ws.headers[FRONT_HEADER] = str(front.index)
     await ws.prepare(request)
     conn = AiohttpWebSocket(front, kind, request, ws)
-    if not conn.open(front.request_address(request)):
-        await conn.shut(TOO_MANY_CONNECTIONS)
+    refused_by_front = conn.open(front.request_address(request))
+    if refused_by_front is not None:
+        await conn.shut(refused_by_front)
         return ws
     try:
         async for msg in ws:

@@ -44,7 +44,7 @@ from pushy_shard.core.rfc6455 import (
     close_reply,
     encode_frame,
 )
-from pushy_shard.errors import TOO_MANY_CONNECTIONS, BadRequestHead, FrameError, HeadTooLarge
+from pushy_shard.errors import BadRequestHead, FrameError, HeadTooLarge
 from pushy_shard.front.front import Front
 from pushy_shard.front.hub import RAW_WS, SOCKJS_WS
 from pushy_shard.front.websocket import (
@@ -122,8 +122,9 @@ class Listener:
         conn = WireWebSocket(self, kind, socket)
         socket.write(switching_protocols(key, self._headers))
         socket.set_protocol(conn)
-        if not conn.open(address):
-            conn.fail(TOO_MANY_CONNECTIONS)
+        refusal = conn.open(address)
+        if refusal is not None:
+            conn.fail(refusal)
             return
         if rest:
             conn.data_received(rest)
@@ -242,6 +243,8 @@ class WireWebSocket(WebSocketConnection, asyncio.Protocol):
                     continue
                 if failure is not None:
                     self.fail(failure)
+                    return
+                if self.closed:  # closed while handling it (a slow consumer): drop the rest
                     return
         except FrameError as exc:  # RFC 6455 7.1.7: fail the connection
             if exc.code == CLOSE_TOO_BIG:

@@ -17,7 +17,12 @@ from pushy_shard.commands import BUILTINS
 from pushy_shard.core.channels import MemberState
 from pushy_shard.core.config import Config, Limits
 from pushy_shard.core.trigger import Trigger
-from pushy_shard.errors import InvalidTriggerChannel, TriggerReplayed
+from pushy_shard.errors import (
+    STOPPING,
+    TOO_MANY_CONNECTIONS,
+    InvalidTriggerChannel,
+    TriggerReplayed,
+)
 from pushy_shard.front.front import BREACHES, Front
 
 
@@ -28,6 +33,7 @@ class FakeConn:
         self.transport = "websocket"
         self.channels: dict[str, MemberState] = {}
         self.closed = False
+        self.slow = False
         self.sent: list[dict[str, Any]] = []
 
     def send(self, message: bytes) -> None:
@@ -112,10 +118,27 @@ async def test_subscribes_in_flight_count_toward_the_channel_limit() -> None:
 
 async def test_connections_per_front() -> None:
     front, _ = make_front(max_connections_per_front=1)
-    assert front.admit("10.0.0.1")
+    assert front.admit("10.0.0.1") is None
     front.opened(FakeConn("a"))  # type: ignore[arg-type]
-    assert not front.admit("10.0.0.2")
+    assert front.admit("10.0.0.2") == TOO_MANY_CONNECTIONS
     assert breaches(front, "connections_per_front") == 1
+
+
+async def test_a_stopping_front_refuses_new_connections_without_a_breach() -> None:
+    front, _ = make_front()
+    front.stopping = True
+    assert front.admit("10.0.0.1") == STOPPING
+    assert breaches(front, "connections_per_front") == 0
+
+
+async def test_messages_of_a_dropped_connection_are_ignored() -> None:
+    front, links = make_front()
+    conn = FakeConn("a")
+    front.opened(conn)  # type: ignore[arg-type]
+    front.closed(conn)  # type: ignore[arg-type]
+    front.closed(conn)  # type: ignore[arg-type]  # transports may report it twice
+    front.client_message(conn, subscribe("x"))  # type: ignore[arg-type]
+    assert links.requests == [] and conn.codes() == []
 
 
 async def test_client_addresses_behind_trusted_proxies() -> None:

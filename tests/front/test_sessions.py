@@ -14,6 +14,7 @@ from pushy_shard.core.channels import MemberState
 from pushy_shard.core.config import Config, Limits, SockJSOptions
 from pushy_shard.core.session import MAX_QUEUED_MESSAGES, State
 from pushy_shard.core.sockjs import quote_bytes
+from pushy_shard.errors import TOO_MANY_CONNECTIONS
 from pushy_shard.front import hub as hub_module
 from pushy_shard.front.hub import EVENTSOURCE, FRAME, HTMLFILE, SOCKJS_WS, XHR, Delivery, Hub
 from pushy_shard.front.sessions import (
@@ -58,11 +59,11 @@ class FakeFront:
         self.messages: list[str] = []
         self.breaches: list[str] = []
 
-    def admit(self, address: str | None = None) -> bool:
+    def admit(self, address: str | None = None) -> tuple[int, str] | None:
         if len(self.hub) < self.config.limits.max_connections_per_front:
-            return True
+            return None
         self.breaches.append("connections_per_front")
-        return False
+        return TOO_MANY_CONNECTIONS
 
     def breach(self, limit: str, detail: str) -> None:
         self.breaches.append(limit)
