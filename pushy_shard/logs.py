@@ -111,19 +111,17 @@ class ClientNoise(logging.Filter):
         if kind is None or exc is None:
             return _enabled(record.levelno)
         self.counts[kind] += 1
-        suppressed = self._throttle.allow(kind, self._clock())
-        if suppressed is None:
-            return False
-        more = f" ({suppressed} more since the last line)" if suppressed else ""
-        peer = _peer(record)
         if kind == "malformed":
-            record.msg = "bad HTTP request from %s: %s%s"
-            record.args = (peer, _reason(exc), more)
-            record.levelno, record.levelname = logging.INFO, "INFO"
+            text = f"bad HTTP request from {_peer(record)}: {_reason(exc)}"
+            level = logging.INFO
         else:
-            record.msg = "client %s left before its answer was written: %s%s"
-            record.args = (peer, _reason(exc), more)
-            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            text = f"client {_peer(record)} left before its answer was written: {_reason(exc)}"
+            level = logging.DEBUG
+        line = self._throttle.line(kind, self._clock(), text)
+        if line is None:
+            return False
+        record.msg, record.args = "%s", (line,)
+        record.levelno, record.levelname = level, logging.getLevelName(level)
         record.exc_info = record.exc_text = record.stack_info = None
         return _enabled(record.levelno)
 

@@ -13,10 +13,11 @@ from typing import Any
 
 from pushy_shard.core import protocol
 from pushy_shard.core.auth import channel_token, parse_json_like_js, signatures_equal
+from pushy_shard.core.config import Limits
 from pushy_shard.core.routing import channel_key
 from pushy_shard.errors import ChannelNotFound, NotSubscribed
 
-MAX_PRESENCE_BYTES = 2048  # default of config.limits.max_presence_data
+MAX_PRESENCE_BYTES = Limits().max_presence_data  # the default; shards pass the configured one
 
 
 # -- effects ---------------------------------------------------------------------------------

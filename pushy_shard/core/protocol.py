@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from pushy_shard.core.config import Limits
 from pushy_shard.errors import (
     BogusMessage,
     ChannelNameRefused,
@@ -34,8 +35,8 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 # Defaults of config.limits.max_channel_length / max_message_bytes (the shells pass the
 # configured values on every call).
-MAX_CHANNEL_LENGTH = 200
-MAX_MESSAGE_BYTES = 64 * 1024
+MAX_CHANNEL_LENGTH = Limits().max_channel_length
+MAX_MESSAGE_BYTES = Limits().max_message_bytes
 
 
 @dataclass(frozen=True, slots=True)

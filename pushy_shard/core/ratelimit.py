@@ -57,3 +57,11 @@ class BreachLog:
             return None
         self._next[name] = now + self.interval
         return self._suppressed.pop(name, 0)
+
+    def line(self, name: str, now: float, text: str) -> str | None:
+        """`text` with how many lines were left out since the last one, or None to stay
+        quiet."""
+        suppressed = self.allow(name, now)
+        if suppressed is None:
+            return None
+        return f"{text} ({suppressed} more since the last line)" if suppressed else text

@@ -19,9 +19,12 @@ import zlib
 from collections import deque
 from collections.abc import Mapping
 
-# defaults of config.limits.session_queue_messages / session_queue_bytes
-MAX_QUEUED_MESSAGES = 1000  # messages held for a session between two receivers
-MAX_QUEUED_BYTES = 1024 * 1024  # and their total size (quoted); past either, it is closed
+from pushy_shard.core.config import Limits
+
+# messages held for a session between two receivers, and their total size (quoted); past
+# either it is closed. config.limits' defaults; the shell passes the configured ones.
+MAX_QUEUED_MESSAGES = Limits().session_queue_messages
+MAX_QUEUED_BYTES = Limits().session_queue_bytes
 
 
 class State(enum.Enum):

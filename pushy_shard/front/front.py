@@ -104,10 +104,10 @@ class Front:
     def breach(self, limit: str, detail: str) -> None:
         """Count a breach of config.limits.`limit` and log it (one line per limit a second)."""
         self.metrics.inc(BREACHES, (("limit", limit),))
-        suppressed = self._breach_log.allow(limit, time.monotonic())
-        if suppressed is not None:
-            more = f" ({suppressed} more since the last line)" if suppressed else ""
-            log.warning("front %d: limit %s: %s%s", self.index, limit, detail, more)
+        line = self._breach_log.line(limit, time.monotonic(),
+                                     f"front {self.index}: limit {limit}: {detail}")
+        if line is not None:
+            log.warning("%s", line)
 
     def request_address(self, request: PeerRequest) -> str:
         """The client's address: the peer, or X-Forwarded-For behind `trusted_proxies`."""

@@ -209,6 +209,9 @@ class Hub:
         if not members:
             return
         delivery = Delivery(message)
+        count = len(members) - (exclude in members)
+        self.delivered += count
+        self.delivered_bytes += count * len(message)
         pending = self._pending
         if not pending:
             try:
@@ -217,11 +220,7 @@ class Hub:
                 for sid, conn in members.items():
                     if sid != exclude:
                         conn.deliver(delivery)
-                count = len(members) - (exclude in members)
-                self.delivered += count
-                self.delivered_bytes += count * len(message)
                 return
-        count = 0
         for sid, conn in members.items():
             if sid != exclude:
                 entry = pending.get(sid)
@@ -229,9 +228,6 @@ class Hub:
                     pending[sid] = (conn, [delivery])
                 else:
                     entry[1].append(delivery)
-                count += 1
-        self.delivered += count
-        self.delivered_bytes += count * len(message)
 
     def flush(self) -> None:
         """End of the loop turn: each connection's events go out, in order, in one write."""

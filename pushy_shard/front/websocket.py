@@ -18,7 +18,6 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from pushy_shard.core.channels import MemberState
-from pushy_shard.core.config import Limits
 from pushy_shard.core.origins import origin_allowed
 from pushy_shard.core.rfc6455 import (
     CLOSE_GOING_AWAY,
@@ -42,18 +41,12 @@ from pushy_shard.front.hub import RAW_WS, SOCKJS_WS, Delivery
 
 log = logging.getLogger(__name__)
 
-# The defaults of config.limits, for modules that do not read the config yet; WebSockets
-# use the configured values.
-MAX_FRAME_BYTES = Limits().max_frame_bytes
-SLOW_CONSUMER_BYTES = Limits().slow_consumer_bytes
-
 SLOW_CLOSE_GRACE = 5.0  # seconds a slow consumer's close frame may take before an abort
 
 FRONT_HEADER = "X-Pushy-Front"  # which front answered: for operators and tests
 
 OPEN_WS = ws_text_frame(OPEN_FRAME)
 HEARTBEAT_WS = ws_text_frame(HEARTBEAT_FRAME)
-GO_AWAY_WS = ws_text_frame(GO_AWAY)
 
 # Why a connection is failed: (close code, reason), the same on both paths.
 Failure = tuple[int, str]
@@ -241,7 +234,7 @@ def go_away(front: Front, frame: bytes = GO_AWAY, reason: str = "Server shutting
     (Going Away) and `reason`; the future resolves when the clients closed their side (the
     caller bounds the wait)."""
     closing = []
-    ws_frame = GO_AWAY_WS if frame == GO_AWAY else ws_text_frame(frame)
+    ws_frame = ws_text_frame(frame)
     for conn in front.hub:
         if isinstance(conn, WebSocketConnection):
             if conn.kind == SOCKJS_WS:

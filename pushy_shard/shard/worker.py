@@ -83,10 +83,7 @@ class ShardWorker:
     def breach(self, limit: str, detail: str) -> None:
         """Count a breach of config.limits.`limit` and log it (one line per limit a second)."""
         self.metrics.inc("pushy_limit_breaches_total", (("limit", limit),))
-        suppressed = self._breach_log.allow(limit, time.monotonic())
-        if suppressed is not None:
-            more = f" ({suppressed} more since the last line)" if suppressed else ""
-            log.warning("shard %d: limit %s: %s%s", self.index, limit, detail, more)
+        self.breach_line(limit, f"limit {limit}: {detail}")
 
     def replayed(self, request: dict[str, Any]) -> bool:
         """A trigger whose signature this shard already accepted inside its window (the
@@ -266,10 +263,9 @@ class ShardWorker:
 
     def breach_line(self, name: str, detail: str) -> None:
         """A warning, at most one line per `name` a second (the rest are counted)."""
-        suppressed = self._breach_log.allow(name, time.monotonic())
-        if suppressed is not None:
-            more = f" ({suppressed} more since the last line)" if suppressed else ""
-            log.warning("shard %d: %s%s", self.index, detail, more)
+        line = self._breach_log.line(name, time.monotonic(), f"shard {self.index}: {detail}")
+        if line is not None:
+            log.warning("%s", line)
 
     def reload(self, path: str) -> None:
         """SIGHUP: live settings apply from the next message on (core/reload.py)."""
