@@ -19,7 +19,7 @@ from setproctitle import setproctitle
 
 from pushy_shard import logs
 from pushy_shard.core.config import load_config
-from pushy_shard.errors import ConfigError
+from pushy_shard.errors import EXIT_ADDRESS_IN_USE, AddressInUse, ConfigError
 
 log = logging.getLogger("pushy_shard")
 
@@ -78,16 +78,20 @@ def main(argv: list[str] | None = None) -> int:
         logs.setup(args.role, index, level=config.log_level, fmt=config.log_format)
         setproctitle(f"pushy-shard: {args.role} {index + 1}/{count}")
         _event_loop()
-        if args.role == "front":
-            if config.demo_secret:
-                log.warning(DEMO_WARNING)
-            from pushy_shard.front.server import serve as serve_front
+        try:
+            if args.role == "front":
+                if config.demo_secret:
+                    log.warning(DEMO_WARNING)
+                from pushy_shard.front.server import serve as serve_front
 
-            asyncio.run(serve_front(config, index, os.path.abspath(args.config)))
-        else:
-            from pushy_shard.shard.worker import serve as serve_shard
+                asyncio.run(serve_front(config, index, os.path.abspath(args.config)))
+            else:
+                from pushy_shard.shard.worker import serve as serve_shard
 
-            asyncio.run(serve_shard(config, index, os.path.abspath(args.config)))
+                asyncio.run(serve_shard(config, index, os.path.abspath(args.config)))
+        except AddressInUse as exc:
+            log.error("%s", exc)
+            return EXIT_ADDRESS_IN_USE
         return 0
     logs.setup("supervisor", None, level=config.log_level, fmt=config.log_format)
     if config.demo_secret:

@@ -6,12 +6,14 @@ an HTTP status and a JSON body; config errors stop the process before it serves 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 
 class PushyError(Exception):
     """Base of every error raised on purpose by pushy-shard."""
 
 
-# -- configuration ---------------------------------------------------------------------------
+# -- configuration and start-up ---------------------------------------------------------------
 
 
 class ConfigError(PushyError):
@@ -21,6 +23,15 @@ class ConfigError(PushyError):
         super().__init__(f"config: {key}: {message}")
         self.key = key
         self.message = message
+
+
+class AddressInUse(PushyError):
+    """A front or shard cannot bind its address: another process holds it. The process
+    exits with EXIT_ADDRESS_IN_USE, and the supervisor stops the server rather than
+    restarting it in a loop."""
+
+
+EXIT_ADDRESS_IN_USE = 3  # exit status of a process that raised AddressInUse (2: bad config)
 
 
 # -- client messages (PROTOCOL.md 3) ---------------------------------------------------------
@@ -203,13 +214,33 @@ class TriggerUnavailable(TriggerError):
     message = "Service temporarily unavailable"
 
 
-# -- closes (README, Errors): one (code, reason) for the WebSocket close frame and the SockJS
-# `c[code,"reason"]` frame alike ----------------------------------------------------------
+# -- closes (README, Errors): every reason the server ends a client connection, one row each --
 
-TOO_MANY_CONNECTIONS = (1013, "Too many connections")  # limits.max_connections_per_front
-STOPPING = (3000, "Server shutting down, please reconnect")  # SIGTERM: no new connections
-SLOW_CONSUMER = (1008, "Slow consumer")  # limits.slow_consumer_bytes: the client stopped reading
-QUEUE_FULL = (1008, "Session queue full")  # limits.session_queue_messages / _bytes
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Why the server ends a connection. A SockJS session (WebSocket or HTTP) first gets the
+    SockJS frame `c[sockjs]` when there is one; a WebSocket then gets the close frame `code`,
+    `reason`. A `protocol_error` (RFC 6455 7.1.7: the client broke the protocol) ends TCP
+    right after the close frame; any other close waits a bounded time for the client's
+    close frame (front/websocket.py CLOSE_SECONDS) before it ends TCP."""
+
+    code: int
+    reason: str
+    sockjs: tuple[int, str] | None = None
+    protocol_error: bool = False
+
+
+TOO_MANY_CONNECTIONS = Close(1013, "Too many connections",  # limits.max_connections_per_front
+                             (1013, "Too many connections"))
+STOPPING = Close(1001, "Server shutting down, please reconnect",  # SIGTERM: every connection
+                 (3000, "Server shutting down, please reconnect"))  # and new ones
+SLOW_CONSUMER = Close(1008, "Slow consumer",  # limits.slow_consumer_bytes: the client stopped
+                      (1008, "Slow consumer"))  # reading
+QUEUE_FULL = Close(1008, "Session queue full",  # limits.session_queue_*: HTTP sessions only
+                   (1008, "Session queue full"))
+BROKEN_FRAMING = Close(1002, "Broken framing.", protocol_error=True)  # not a SockJS frame
+BINARY_REFUSED = Close(1003, "Text frames only")  # the protocols here are text
 
 
 # -- links between processes -----------------------------------------------------------------
@@ -269,3 +300,7 @@ class FrameError(WireError):
         super().__init__(f"{code} {reason}")
         self.code = code
         self.reason = reason
+
+    def close(self) -> Close:
+        """The close that fails the connection: its code and reason, TCP ended at once."""
+        return Close(self.code, self.reason, protocol_error=True)

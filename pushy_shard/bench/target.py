@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,15 +22,10 @@ from typing import IO
 
 from pushy_shard.bench import procstat
 from pushy_shard.bench.errors import BenchError
+from pushy_shard.bench.ports import PORT_ATTEMPTS, PORT_TAKEN, free_port
 
 READY = re.compile(r"front \d+/\d+ ready")
 PROBLEM = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b|Traceback")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class LocalServer:
@@ -44,11 +38,23 @@ class LocalServer:
     def __init__(self, workers: int, fronts: int, secret: str, prefix: str,
                  start_timeout: float = 60.0) -> None:
         self.workers, self.fronts = workers, fronts
+        for _ in range(PORT_ATTEMPTS):
+            self._start(secret, prefix)
+            try:
+                self._wait_ready(start_timeout)
+                return
+            except BenchError:
+                if not any(re.search(PORT_TAKEN, line) for line in self.lines):
+                    raise
+        raise BenchError(f"lost the port to another process {PORT_ATTEMPTS} times")
+
+    def _start(self, secret: str, prefix: str) -> None:
         self.port = free_port()
         self.folder = Path(tempfile.mkdtemp(prefix="psb-", dir="/tmp"))
         config = {
             "port": self.port, "host": "127.0.0.1", "secretKey": secret,
-            "workers": workers, "fronts": fronts, "demo": False, "log_level": "info",
+            "workers": self.workers, "fronts": self.fronts, "demo": False,
+            "log_level": "info",
             "sockjs": {"prefix": prefix, "heartbeat_delay": 25, "disconnect_delay": 5},
             "link": {"transport": "ipc", "directory": str(self.folder / "l")},
             # (e) drives one connection at thousands of joins+leaves a second: the per-client
@@ -69,7 +75,6 @@ class LocalServer:
         self._cond = threading.Condition()
         assert self.process.stdout is not None
         threading.Thread(target=self._drain, args=(self.process.stdout,), daemon=True).start()
-        self._wait_ready(start_timeout)
 
     def _drain(self, stream: IO[bytes]) -> None:
         for raw in stream:

@@ -29,6 +29,7 @@ __all__ = [
     "Limits",
     "LinkOptions",
     "SockJSOptions",
+    "Timeouts",
     "load_config",
     "parse_config",
     "runtime_directory",
@@ -101,6 +102,18 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class Timeouts:
+    """How long the processes wait for each other, in seconds (README, Configuration)."""
+
+    trigger: float = 5.0  # a trigger's answer from its shard; then 503
+    command: float = 10.0  # a command's answer from its shard; then pushy:error 503
+    front_silence: float = 5.0  # a shard that hears no PING from a front this long drops
+    #                             its members (fronts PING once a second)
+    shard_recovery: float = 2.0  # a new shard holds requests this long at most, until every
+    #                              front has replayed its members
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole validated configuration; every process of one deployment reads the same one."""
 
@@ -125,6 +138,7 @@ class Config:
     # peers whose X-Forwarded-For is believed: addresses or networks ("10.0.0.0/8")
     trusted_proxies: tuple[str, ...] = ()
     shutdown_timeout: float = 10.0  # SIGTERM: the bound on a graceful stop, seconds
+    timeouts: Timeouts = Timeouts()
 
     @property
     def demo_secret(self) -> bool:
@@ -311,8 +325,9 @@ def _get(
 _TOP_KEYS = (
     "port", "host", "secretKey", "ssl", "sslCert", "sslKey", "workers", "fronts",
     "sockjs", "commands", "link", "demo", "log_level", "log_format", "limits",
-    "allowed_origins", "trusted_proxies", "shutdown_timeout",
+    "allowed_origins", "trusted_proxies", "shutdown_timeout", "timeouts",
 )
+_TIMEOUT_KEYS = tuple(f.name for f in fields(Timeouts))
 _LIMIT_KEYS = tuple(f.name for f in fields(Limits))
 _SOCKJS_KEYS = (
     "prefix", "sockjs_url", "websocket", "response_limit", "jsessionid",
@@ -385,6 +400,15 @@ def _limits(value: object) -> Limits:
     if limits.max_message_bytes > limits.max_frame_bytes:
         raise ConfigError("limits.max_message_bytes", "must not exceed limits.max_frame_bytes")
     return limits
+
+
+def _timeouts(value: object) -> Timeouts:
+    obj = _object("timeouts", value, _TIMEOUT_KEYS)
+    timeouts = Timeouts(**{name: _seconds(f"timeouts.{name}", raw) for name, raw in obj.items()})
+    if timeouts.front_silence < 2:
+        raise ConfigError("timeouts.front_silence",
+                          "must be at least 2 seconds (fronts PING once a second)")
+    return timeouts
 
 
 def _strings(key: str, value: object) -> tuple[str, ...]:
@@ -502,6 +526,7 @@ def parse_config(raw: object, *, env: Mapping[str, str], cpu_count: int) -> Conf
         allowed_origins=_origins(obj["allowed_origins"]) if "allowed_origins" in obj else ("*",),
         trusted_proxies=_proxies(obj["trusted_proxies"]) if "trusted_proxies" in obj else (),
         shutdown_timeout=_get(obj, "shutdown_timeout", "shutdown_timeout", _seconds, 10.0),
+        timeouts=_timeouts(obj["timeouts"]) if "timeouts" in obj else Timeouts(),
     )
 
 

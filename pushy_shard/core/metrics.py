@@ -44,7 +44,8 @@ class Family:
 
 
 # Every metric pushy-shard exports (README, Observability lists the same). A name missing
-# here still exports, typed by its suffix (`_total`: counter), with a generic HELP line.
+# here still exports, typed by its suffix (`_total`: counter), with a generic HELP line;
+# tests/integration/test_observability.py fails on one.
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     # fronts
     Family("pushy_connections", GAUGE, "Open client connections, by transport."),
@@ -61,6 +62,9 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("pushy_slow_consumer_disconnects_total", COUNTER,
            "Connections closed because their unsent output or queue passed its limit."),
     Family("pushy_limit_breaches_total", COUNTER, "Requests refused by a configured limit."),
+    Family("pushy_bad_requests_total", COUNTER,
+           "HTTP requests refused before routing (malformed, or the client left before the "
+           "answer), by kind."),
     Family("pushy_link_pending_requests", GAUGE,
            "Requests a front sent to a shard and still waits for (link queue depth)."),
     Family("pushy_link_up", GAUGE,

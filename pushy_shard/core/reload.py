@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields, replace
 from enum import Enum
 from typing import Any
 
-from pushy_shard.core.config import Config, LinkOptions, SockJSOptions
+from pushy_shard.core.config import Config, LinkOptions, SockJSOptions, Timeouts
 
 __all__ = ["RELOAD_TABLE", "Change", "ReloadPlan", "plan_reload"]
 
@@ -57,9 +57,15 @@ RELOAD_TABLE: dict[str, tuple[str, Change]] = {
     "allowed_origins": ("allowed_origins", LIVE),
     "trusted_proxies": ("trusted_proxies", LIVE),
     "shutdown_timeout": ("shutdown_timeout", LIVE),  # read when the stop begins
+    # read at use: by the next request, the shard's next sweep, a shard's next start
+    "timeouts.trigger": ("timeouts.trigger", LIVE),
+    "timeouts.command": ("timeouts.command", LIVE),
+    "timeouts.front_silence": ("timeouts.front_silence", LIVE),
+    "timeouts.shard_recovery": ("timeouts.shard_recovery", LIVE),
 }
 
-_GROUPS: dict[str, type[Any]] = {"sockjs": SockJSOptions, "link": LinkOptions}
+_GROUPS: dict[str, type[Any]] = {"sockjs": SockJSOptions, "link": LinkOptions,
+                                  "timeouts": Timeouts}
 
 
 @dataclass(frozen=True, slots=True)

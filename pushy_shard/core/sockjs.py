@@ -17,6 +17,7 @@ from urllib.parse import parse_qs
 import orjson
 
 from pushy_shard.core.rfc6455 import OP_TEXT, encode_frame
+from pushy_shard.errors import STOPPING, Close
 
 OPEN_FRAME = b"o"
 HEARTBEAT_FRAME = b"h"
@@ -92,11 +93,18 @@ def close_frame(code: int, reason: str) -> bytes:
     return b"c[" + str(code).encode() + b"," + quote(reason) + b"]"
 
 
+def session_close(why: Close) -> bytes:
+    """The `c[code,"reason"]` frame a SockJS session gets when the server closes it for
+    `why` (a row of errors.Close that has one)."""
+    if why.sockjs is None:
+        raise ValueError(f"close {why.code} has no SockJS frame")
+    return close_frame(*why.sockjs)
+
+
 GO_AWAY = close_frame(3000, "Go away!")
 # the server is stopping (SIGTERM): the session ends here, the client should open a new one,
 # which the kernel gives to a front still serving (README, Operations)
-SHUTTING_DOWN_REASON = "Server shutting down, please reconnect"
-SHUTTING_DOWN = close_frame(3000, SHUTTING_DOWN_REASON)
+SHUTTING_DOWN = session_close(STOPPING)
 ANOTHER_CONNECTION = close_frame(2010, "Another connection still open")
 
 

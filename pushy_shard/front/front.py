@@ -29,6 +29,7 @@ from pushy_shard.errors import (
     BogusMessage,
     ChannelNameRefused,
     ClientError,
+    Close,
     CommandFailed,
     InvalidBody,
     InvalidTriggerChannel,
@@ -48,9 +49,7 @@ from pushy_shard.front.links import LinkUnavailable, ShardLinks
 
 log = logging.getLogger(__name__)
 
-COMMAND_TIMEOUT = 10.0
 _FROM_CLIENT = (("source", "client"),)
-TRIGGER_TIMEOUT = 5.0
 
 
 BREACHES = "pushy_limit_breaches_total"
@@ -121,9 +120,9 @@ class Front:
 
     # -- connections ---------------------------------------------------------------------
 
-    def admit(self, address: str | None = None) -> tuple[int, str] | None:
-        """May one more connection open here? None: yes. Otherwise the (code, reason) the
-        transport closes it with instead of calling `opened`: errors.STOPPING once the front
+    def admit(self, address: str | None = None) -> Close | None:
+        """May one more connection open here? None: yes. Otherwise the close the transport
+        ends it with instead of calling `opened`: errors.STOPPING once the front
         is stopping, errors.TOO_MANY_CONNECTIONS (counted, logged) past
         `limits.max_connections_per_front`."""
         if self.stopping:
@@ -223,7 +222,8 @@ class Front:
             "address": address,
         }
         try:
-            future = self._request(shard, link.COMMAND, request, COMMAND_TIMEOUT)
+            future = self._request(shard, link.COMMAND, request,
+                                   self.config.timeouts.command)
         except NotEncodable:  # read, but too deeply nested to write to the link
             self._send(conn, protocol.error_event(BogusMessage().payload()))
             return
@@ -268,11 +268,12 @@ class Front:
         body = {"key": forward.key, "event": forward.event, "data": forward.data,
                 "exclude": forward.exclude}
         future = self._request(shard_for(forward.key, self.shards), link.TRIGGER, body,
-                               COMMAND_TIMEOUT)
+                               self.config.timeouts.command)
         future.add_done_callback(_ignore_result)
 
     def _leave(self, shard: int, sid: str, keys: list[str]) -> None:
-        future = self._request(shard, link.LEAVE, {"sid": sid, "keys": keys}, COMMAND_TIMEOUT)
+        future = self._request(shard, link.LEAVE, {"sid": sid, "keys": keys},
+                               self.config.timeouts.command)
         future.add_done_callback(lambda _: self.hub.leave_confirmed(sid, keys))
 
     def _request(
@@ -328,7 +329,7 @@ class Front:
             body["ts"] = trigger.timestamp
         shard = shard_for(key, self.shards)
         try:
-            future = self._request(shard, link.TRIGGER, body, TRIGGER_TIMEOUT)
+            future = self._request(shard, link.TRIGGER, body, self.config.timeouts.trigger)
         except NotEncodable as exc:  # valid JSON, but nested too deeply to pass on
             raise InvalidBody("Invalid request body: nested too deeply") from exc
         if log.isEnabledFor(logging.DEBUG):  # tests wait for it: a trigger now in flight

@@ -34,6 +34,8 @@ from pushy_shard.front.transports import (
     cors_headers,
 )
 
+CLOSING_KEY = web.AppKey("closing", websocket.ClosingSockets)
+
 _CREATED = (("status", "201"),)
 _OK = (("status", "200"),)
 _FROM_TRIGGER = (("source", "trigger"),)
@@ -96,18 +98,16 @@ def iframe_handler(config: Config) -> Callable[[web.Request], Awaitable[web.Resp
     return iframe
 
 
-async def sockjs_websocket(request: web.Request) -> web.StreamResponse:
-    front: Front = request.app[FRONT_KEY]
-    if not front.config.sockjs.websocket:
-        raise web.HTTPNotFound()
-    return await websocket.serve(request, front, SOCKJS_WS)
+def websocket_handler(kind: int) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """An upgrade aiohttp received, handed to the front's WebSocket layer."""
 
+    async def upgrade(request: web.Request) -> web.StreamResponse:
+        front: Front = request.app[FRONT_KEY]
+        if not front.config.sockjs.websocket:
+            raise web.HTTPNotFound()
+        return await websocket.serve(request, front, kind, request.app[CLOSING_KEY])
 
-async def raw_websocket(request: web.Request) -> web.StreamResponse:
-    front: Front = request.app[FRONT_KEY]
-    if not front.config.sockjs.websocket:
-        raise web.HTTPNotFound()
-    return await websocket.serve(request, front, RAW_WS)
+    return upgrade
 
 
 async def _read_limited(request: web.Request, limit: int) -> bytes:
@@ -210,9 +210,10 @@ def _same_origin(origin: str, host: str) -> bool:
     return bool(sep) and rest.rstrip("/") == host.lower()
 
 
-def build_app(front: Front, sessions: Sessions | None = None, relay: Relay | None = None
-              ) -> web.Application:
-    """The front's routes. `relay` (several fronts) sends session requests to their owner."""
+def build_app(front: Front, sessions: Sessions | None = None, relay: Relay | None = None,
+              closing: websocket.ClosingSockets | None = None) -> web.Application:
+    """The front's routes. `relay` (several fronts) sends session requests to their owner;
+    `closing` is the port's registry of closing WebSockets (the Listener's)."""
     prefix = front.config.sockjs.prefix
     # bodies are read through request.content with the configured limits; this only bounds
     # aiohttp's own readers
@@ -220,6 +221,7 @@ def build_app(front: Front, sessions: Sessions | None = None, relay: Relay | Non
                           middlewares=[bare_405(prefix), check_origin(front, prefix)])
     app[FRONT_KEY] = front
     app[SESSIONS_KEY] = sessions if sessions is not None else Sessions(front, front.config.sockjs)
+    app[CLOSING_KEY] = closing if closing is not None else websocket.ClosingSockets()
     if relay is not None:
         app[RELAY_KEY] = relay
     iframe = iframe_handler(front.config)
@@ -229,8 +231,8 @@ def build_app(front: Front, sessions: Sessions | None = None, relay: Relay | Non
         web.get(prefix + "/info", info),
         web.options(prefix + "/info", transports.options("OPTIONS, GET")),
         web.get(prefix + "/iframe{version:[-0-9a-z_.]*}.html", iframe),
-        web.get(prefix + "/websocket", raw_websocket),
-        web.get(prefix + "/{server}/{session}/websocket", sockjs_websocket),
+        web.get(prefix + "/websocket", websocket_handler(RAW_WS)),
+        web.get(prefix + "/{server}/{session}/websocket", websocket_handler(SOCKJS_WS)),
         *transports.routes(prefix),
         web.post("/pushy/channel/{channel}/trigger", trigger),
         *observe.routes(),  # /metrics, /health (README, Observability)

@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import logging
 import os
 import signal
 import ssl
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
 
 from pushy_shard.commands import load_registry
 from pushy_shard.core.config import Config, runtime_directory, shard_endpoint
+from pushy_shard.errors import AddressInUse
 from pushy_shard.front import shutdown
 from pushy_shard.front.front import Front
 from pushy_shard.front.http import build_app
 from pushy_shard.front.links import ShardLinks
 from pushy_shard.front.relay import Relay
 from pushy_shard.front.sessions import Sessions, sweep_interval
+from pushy_shard.front.websocket import ClosingSockets
 from pushy_shard.front.wire import Listener
 
 log = logging.getLogger(__name__)
@@ -53,6 +58,17 @@ async def _sweep(front: Front, sessions: Sessions, listener: Listener) -> None:
         sessions.sweep(now)
 
 
+@contextlib.contextmanager
+def _binding(what: str) -> Iterator[None]:
+    """A bind that finds the address taken raises AddressInUse (the process exits)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise AddressInUse(f"{what}: already in use by another process") from None
+
+
 async def serve(config: Config, index: int, config_path: str | None = None) -> None:
     """Run front `index` until SIGTERM/SIGINT; SIGHUP re-reads `config_path`."""
     loop = asyncio.get_running_loop()
@@ -66,19 +82,24 @@ async def serve(config: Config, index: int, config_path: str | None = None) -> N
     relay = Relay(config, index, directory) if config.fronts > 1 else None
     # handler_cancellation: a client that drops a receiving request cancels its handler,
     # which is how a SockJS session learns its receiver went away
-    runner = web.AppRunner(build_app(front, sessions, relay), handle_signals=False,
+    closing = ClosingSockets()
+    runner = web.AppRunner(build_app(front, sessions, relay, closing), handle_signals=False,
                            access_log=None, shutdown_timeout=config.shutdown_timeout,
                            handler_cancellation=True)
     await runner.setup()
+    name = f"front {index + 1}/{config.fronts}"
     if relay is not None:
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        await relay.start(runner)
+        with _binding(f"{name}: relay endpoint"):
+            await relay.start(runner)
     # The port is ours, not a TCPSite's: WebSockets are served without aiohttp (wire.py),
     # every other connection is handed to the runner's server.
     assert runner.server is not None
-    listener = Listener(front, runner.server)
-    server = await loop.create_server(listener, config.host, config.port, reuse_port=True,
-                                      ssl=ssl_context(config), backlog=BACKLOG)
+    listener = Listener(front, runner.server, closing)
+    with _binding(f"{name}: port {config.host}:{config.port}"):
+        server = await loop.create_server(listener, config.host, config.port,
+                                          reuse_port=True, ssl=ssl_context(config),
+                                          backlog=BACKLOG)
     sweeping = asyncio.ensure_future(_sweep(front, sessions, listener))
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

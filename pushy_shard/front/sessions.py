@@ -29,17 +29,17 @@ from pushy_shard.core.sockjs import (
     GO_AWAY,
     HEARTBEAT_FRAME,
     OPEN_FRAME,
-    close_frame,
     http_chunk,
     jsonp_frame,
     message_frame,
+    session_close,
 )
 from pushy_shard.errors import QUEUE_FULL, SLOW_CONSUMER
 from pushy_shard.front.front import Front, new_socket_id
 from pushy_shard.front.hub import FRAME, Delivery, wrap_frame
 
-QUEUE_FULL_FRAME = close_frame(*QUEUE_FULL)
-SLOW_CONSUMER_FRAME = close_frame(*SLOW_CONSUMER)
+QUEUE_FULL_FRAME = session_close(QUEUE_FULL)
+SLOW_CONSUMER_FRAME = session_close(SLOW_CONSUMER)
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ class HttpSession:
         if do & Do.OPEN:
             refusal = self.registry.front.admit(self.address)  # stopping, or too many
             if refusal is not None:
-                self.close(close_frame(*refusal))
+                self.close(session_close(refusal))
                 return
             receiver.write(OPEN_FRAME)
         elif do & Do.FLUSH and self.core.queue:

@@ -21,8 +21,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pushy_shard.core.sockjs import SHUTTING_DOWN, SHUTTING_DOWN_REASON
+from pushy_shard.core.sockjs import SHUTTING_DOWN
 from pushy_shard.core.stopping import stop_plan
+from pushy_shard.errors import STOPPING
 from pushy_shard.front import websocket
 from pushy_shard.front.front import Front
 from pushy_shard.front.links import ShardLinks
@@ -45,7 +46,7 @@ async def stop(front: Front, sessions: Sessions, links: ShardLinks, *,
     await stop_accepting()
     clients = len(front.hub)
     sessions.close_all(SHUTTING_DOWN)
-    closing = websocket.go_away(front, SHUTTING_DOWN, SHUTTING_DOWN_REASON)
+    closing = websocket.go_away(front, STOPPING)
     for conn in front.hub:
         front.closed(conn)
     log.info("%s: told %d clients to reconnect; %d requests in flight", name, clients,

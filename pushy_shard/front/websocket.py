@@ -1,97 +1,191 @@
 """WebSocket transports: SockJS's `<prefix>/<server>/<session>/websocket` and the raw
-`<prefix>/websocket` (PROTOCOL.md 1).
+`<prefix>/websocket` (PROTOCOL.md 1), served by the front's own layer.
 
-Most WebSockets arrive on a fresh connection and are served by the front's own lean layer
-(`wire.py`: no aiohttp objects, no task per connection). An upgrade on a connection aiohttp
-already serves (HTTP keep-alive) is served here by aiohttp. Both paths share
-`WebSocketConnection`: admission, what we send (pre-built frames written straight to the
-socket, so the fan-out loop never awaits, ARCHITECTURE.md 4), the slow-consumer cut-off,
-and how a received text message becomes Pushy messages.
+Every WebSocket is one `WebSocket`: the socket's asyncio protocol and the hub's connection
+in one small object, with no aiohttp request, task or timer. Most arrive on a fresh
+connection, whose first head the port reads (`wire.py`); an upgrade on a connection aiohttp
+already serves (HTTP keep-alive) is handed over here by `serve`, so both paths frame, limit
+and close the same way. Received frames go through the pure `FrameReader`; what we send is
+pre-built bytes written straight to the socket, so the fan-out loop never awaits
+(ARCHITECTURE.md 4).
+
+How a WebSocket closes (the rows are `errors.Close`):
+- the client broke the protocol (bad framing, an unmasked frame, invalid UTF-8, an
+  oversized frame, broken SockJS framing): the close frame, then TCP ends at once (our
+  FIN; RFC 6455 7.1.7);
+- the client sent its close frame: ours answers it, then TCP ends at once (RFC 6455 7.1.1:
+  the server starts the TCP close);
+- the server closes for another reason (shutdown, slow consumer, a limit, a binary frame):
+  the close frame, then up to CLOSE_SECONDS for the client's close frame or FIN; the
+  front's sweep aborts a client that sends neither.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, cast
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from pushy_shard.core.channels import MemberState
+from pushy_shard.core.handshake import switching_protocols
 from pushy_shard.core.origins import origin_allowed
 from pushy_shard.core.rfc6455 import (
-    CLOSE_GOING_AWAY,
-    CLOSE_PROTOCOL_ERROR,
-    CLOSE_UNSUPPORTED_DATA,
+    CLOSE_TOO_BIG,
+    OP_PONG,
+    Binary,
+    Close,
+    FrameReader,
+    Ping,
+    Text,
     close_frame,
+    close_reply,
+    encode_frame,
 )
 from pushy_shard.core.sockjs import (
-    GO_AWAY,
     HEARTBEAT_FRAME,
     OPEN_FRAME,
     SockJSFrameError,
     decode_client_frame,
     message_frame,
+    session_close,
     ws_text_frame,
 )
-from pushy_shard.core.sockjs import close_frame as sockjs_close_frame
-from pushy_shard.errors import SLOW_CONSUMER
+from pushy_shard.errors import (
+    BINARY_REFUSED,
+    BROKEN_FRAMING,
+    SLOW_CONSUMER,
+    STOPPING,
+    FrameError,
+)
+from pushy_shard.errors import Close as Closing
 from pushy_shard.front.front import Front, new_socket_id
 from pushy_shard.front.hub import RAW_WS, SOCKJS_WS, Delivery
 
 log = logging.getLogger(__name__)
 
-SLOW_CLOSE_GRACE = 5.0  # seconds a slow consumer's close frame may take before an abort
+# A close the server starts waits this long for the client's close frame (or FIN), then
+# the sweep ends TCP. A client that broke the protocol gets no such wait.
+CLOSE_SECONDS = 5.0
 
 FRONT_HEADER = "X-Pushy-Front"  # which front answered: for operators and tests
 
 OPEN_WS = ws_text_frame(OPEN_FRAME)
 HEARTBEAT_WS = ws_text_frame(HEARTBEAT_FRAME)
 
-# Why a connection is failed: (close code, reason), the same on both paths.
-Failure = tuple[int, str]
-BROKEN_FRAMING: Failure = (CLOSE_PROTOCOL_ERROR, "Broken framing.")  # SockJS closes on it
-BINARY_REFUSED: Failure = (CLOSE_UNSUPPORTED_DATA, "Text frames only")
+
+class ClosingSockets:
+    """The WebSockets the server has closed, until their TCP connection is gone: the sweep
+    aborts those still open CLOSE_SECONDS after our close frame, and shutdown waits here."""
+
+    def __init__(self) -> None:
+        self.since: dict[WebSocket, float] = {}  # -> when we sent our close frame (monotonic)
+        self._gone: dict[WebSocket, asyncio.Future[None]] = {}
+
+    def __len__(self) -> int:
+        return len(self.since)
+
+    def add(self, conn: WebSocket) -> None:
+        self.since.setdefault(conn, time.monotonic())
+
+    def sweep(self, now: float) -> None:
+        """Called once a second: abort what its client did not close within CLOSE_SECONDS."""
+        late = [conn for conn, since in self.since.items() if now - since > CLOSE_SECONDS]
+        for conn in late:
+            conn.abort()
+
+    async def until_gone(self, conn: WebSocket) -> None:
+        """Once `conn`, closing, is closed by its client (or swept)."""
+        if conn in self.since:
+            waiter = self._gone.get(conn)
+            if waiter is None:
+                waiter = self._gone[conn] = asyncio.get_running_loop().create_future()
+            await waiter
+
+    def forget(self, conn: WebSocket) -> None:
+        """`conn`'s socket is gone: whoever waited for it goes on."""
+        self.since.pop(conn, None)
+        waiter = self._gone.pop(conn, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
 
-class WebSocketConnection:
+class WebSocket(asyncio.Protocol):
     """One WebSocket client (the hub's `Connection`). `write` is synchronous: bytes go to
     the socket buffer now. Kept small: every idle subscriber holds one."""
 
-    __slots__ = ("sid", "kind", "transport", "channels", "closed", "slow", "front", "_socket")
+    __slots__ = ("sid", "kind", "transport", "channels", "closed", "slow", "front", "_socket",
+                 "_reader", "_closing", "_after")
 
-    def __init__(self, front: Front, kind: int, socket: asyncio.Transport | None) -> None:
+    def __init__(self, front: Front, kind: int, socket: asyncio.Transport,
+                 closing: ClosingSockets,
+                 after: Callable[[Exception | None], None] | None = None) -> None:
         self.sid = new_socket_id()
         self.kind = kind
         self.transport = "websocket"
         self.channels: dict[str, MemberState] = {}
-        self.closed = False
+        self.closed = False  # we sent our close frame: nothing more is written or read
         self.slow = False  # closed because its client did not keep up (counted by the front)
         self.front = front
         self._socket = socket
+        self._reader: FrameReader | None = FrameReader(front.config.limits.max_frame_bytes)
+        self._closing = closing
+        self._after = after  # called once the socket is gone (a handed-over connection)
 
-    def open(self, address: str | None) -> Failure | None:
-        """The session starts: SockJS `o`, then the hub greets it with pushy:connect. When
-        the front refuses it (`Front.admit`), the (code, reason) the caller closes it with
-        (SockJS sessions get that `c[...]` frame first)."""
+    def start(self, address: str | None, rest: bytes = b"") -> None:
+        """The 101 is sent and this is the socket's protocol: SockJS `o`, then the hub
+        greets it with pushy:connect; `rest` holds frames that came with the head. When the
+        front refuses it (`Front.admit`) it is closed with that reason instead."""
         refusal = self.front.admit(address)
         if refusal is not None:
-            if self.kind == SOCKJS_WS:
-                self.write(ws_text_frame(sockjs_close_frame(*refusal)))
-            return refusal
+            self.close(refusal)
+            return
         if self.kind == SOCKJS_WS:
             self.write(OPEN_WS)
         self.front.opened(self, address)
-        return None
+        if rest:
+            self.data_received(rest)
 
-    def ended(self) -> None:
-        """The socket is gone: leave every channel (the hub ignores a second call)."""
-        self.closed = True
-        self.front.closed(self)
+    # -- what the client sends -----------------------------------------------------------
 
-    def received(self, text: str) -> Failure | None:
-        """One text message from the client, handed to the front as Pushy messages; a
-        failure to close the connection with, if the SockJS framing is broken."""
+    def data_received(self, data: bytes) -> None:
+        reader = self._reader
+        if self.closed:
+            if reader is not None:  # we wait for the client's close frame
+                self._after_close(reader, data)
+            return
+        assert reader is not None
+        try:
+            for event in reader.feed(data):
+                kind = type(event)
+                if kind is Text:
+                    failure = self._received(cast(Text, event).text)
+                elif kind is Ping:
+                    self.write(encode_frame(OP_PONG, cast(Ping, event).data))
+                    continue
+                elif kind is Close:
+                    self._end(close_reply(cast(Close, event)))
+                    return
+                elif kind is Binary:
+                    failure = BINARY_REFUSED
+                else:  # a Pong: nothing to do
+                    continue
+                if failure is not None:
+                    self.close(failure)
+                    return
+                if self.closed:  # closed while handling it (a slow consumer): drop the rest
+                    return
+        except FrameError as exc:  # RFC 6455 7.1.7: fail the connection
+            if exc.code == CLOSE_TOO_BIG:
+                self.front.breach("frame_bytes", f"closed {self.sid}: frame too large")
+            self.close(exc.close())
+
+    def _received(self, text: str) -> Closing | None:
+        """One text message, handed to the front as Pushy messages; the close to end the
+        connection with if the SockJS framing is broken."""
         if self.kind == RAW_WS:
             self.front.client_message(self, text)
             return None
@@ -103,20 +197,40 @@ class WebSocketConnection:
             self.front.client_message(self, message)
         return None
 
-    def too_large(self) -> None:
-        """A client frame over `limits.max_frame_bytes` closes it (1009): count the breach."""
-        self.front.breach("frame_bytes", f"closed {self.sid}: frame too large")
+    def _after_close(self, reader: FrameReader, data: bytes) -> None:
+        """We closed and wait for the client's close frame: it, or bytes that break
+        framing, end TCP; messages are dropped unread."""
+        try:
+            for event in reader.feed(data):
+                if type(event) is Close:
+                    self._end()
+                    return
+        except FrameError:
+            self._end()
+
+    def eof_received(self) -> bool:
+        return False  # the client closed its side: close ours
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing.forget(self)
+        self.closed = True
+        self.front.closed(self)  # leave every channel (a second call is ignored)
+        after, self._after = self._after, None
+        if after is not None:
+            after(exc)
+
+    # -- what we send ----------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
         socket = self._socket
-        if self.closed or socket is None or socket.is_closing():
+        if self.closed or socket.is_closing():
             return
         socket.write(data)
         buffered = socket.get_write_buffer_size()
         if buffered > self.front.config.limits.slow_consumer_bytes:  # read live (SIGHUP)
-            self.closed = self.slow = True
+            self.slow = True
             self.front.slow_consumer(self, buffered)
-            close_slow_consumer(socket, self.kind == SOCKJS_WS)
+            self.close(SLOW_CONSUMER)  # queued behind what is buffered
 
     def deliver(self, delivery: Delivery) -> None:
         self.write(delivery.frame(self.kind))
@@ -141,35 +255,72 @@ class WebSocketConnection:
         if self.kind == SOCKJS_WS:  # the raw WebSocket has no SockJS framing at all
             self.write(HEARTBEAT_WS)
 
-    async def shut(self, failure: Failure) -> None:
-        """Close the WebSocket with `failure`'s code and reason; returns once the client
-        closed its side too (each path its own way; callers bound the wait)."""
-        raise NotImplementedError
+    # -- closing -----------------------------------------------------------------------------
+
+    def close(self, why: Closing) -> None:
+        """Close with `why` (module docstring): the SockJS `c[...]` frame first on a SockJS
+        session, then the close frame, queued behind what is buffered; TCP ends right after
+        them for a protocol error, else once the client answers (or the sweep gives up)."""
+        if self.closed:
+            return
+        self.closed = True
+        socket = self._socket
+        if socket.is_closing():
+            return
+        if self.kind == SOCKJS_WS and why.sockjs is not None:
+            socket.write(ws_text_frame(session_close(why)))
+        frame = close_frame(why.code, why.reason)
+        if why.protocol_error:
+            self._end(frame)
+            return
+        socket.write(frame)
+        self._closing.add(self)
+
+    async def gone(self) -> None:
+        """Once the TCP connection of this closing WebSocket is gone (callers bound it)."""
+        await self._closing.until_gone(self)
+
+    def abort(self) -> None:
+        self._closing.forget(self)
+        self.closed = True
+        self._socket.abort()
+
+    def _end(self, frame: bytes = b"") -> None:
+        """End TCP now: `frame` (a close frame), then our FIN. What the client still sends
+        is read and dropped until it closes its side: closing with its bytes unread would
+        reset the connection, and a reset can destroy the close frame before the client
+        reads it. The sweep aborts a client that never closes. (TLS has no half-close:
+        the socket closes.)"""
+        self.closed = True
+        self._reader = None  # nothing more is parsed
+        socket = self._socket
+        if socket.is_closing():
+            return
+        if frame:
+            socket.write(frame)
+        self._closing.add(self)
+        if socket.can_write_eof():
+            socket.write_eof()
+        else:
+            socket.close()
 
 
-def close_slow_consumer(socket: asyncio.Transport, sockjs: bool) -> None:
-    """Queue the close frames (SockJS `c[...]` first on a SockJS session) behind what is
-    buffered and close; a client that still reads nothing is aborted after a grace period,
-    so the memory held stays bounded. The reader sees the socket close and cleans up."""
-    if sockjs:
-        socket.write(ws_text_frame(sockjs_close_frame(*SLOW_CONSUMER)))
-    socket.write(close_frame(*SLOW_CONSUMER))
-    socket.close()
-    asyncio.get_running_loop().call_later(SLOW_CLOSE_GRACE, socket.abort)
+# -- an upgrade on a connection aiohttp serves ---------------------------------------------
 
 
-class AiohttpWebSocket(WebSocketConnection):
-    """A WebSocket that aiohttp serves: an upgrade on a kept-alive HTTP connection."""
+class _Tail:
+    """Takes the bytes aiohttp read past an upgrade request (its `set_parser` hands them
+    over), so frames sent right behind the head are not lost."""
 
-    __slots__ = ("ws",)
+    def __init__(self) -> None:
+        self.data = b""
 
-    def __init__(self, front: Front, kind: int, request: web.Request,
-                 ws: web.WebSocketResponse) -> None:
-        super().__init__(front, kind, request.transport)
-        self.ws = ws
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        self.data += data
+        return False, b""
 
-    async def shut(self, failure: Failure) -> None:
-        await self.ws.close(code=failure[0], message=failure[1].encode())
+    def feed_eof(self) -> None:
+        pass
 
 
 def valid_session_path(server: str, session: str) -> bool:
@@ -189,55 +340,48 @@ def refusal(request: web.Request, front: Front) -> web.Response | None:
     return None
 
 
-async def serve(request: web.Request, front: Front, kind: int) -> web.StreamResponse:
-    """The aiohttp path: handshake, then one reader task until the socket closes."""
+async def serve(request: web.Request, front: Front, kind: int,
+                closing: ClosingSockets) -> web.StreamResponse:
+    """An upgrade aiohttp received (on a kept-alive connection, or one the port left to it):
+    aiohttp checks the handshake and answers a bad one as it always did; a good one is
+    answered here and the socket becomes a `WebSocket`, so every WebSocket is served by
+    one layer. The handler then waits until the socket is gone, so aiohttp leaves it alone
+    meanwhile, and tells aiohttp's protocol when it is."""
     if kind == SOCKJS_WS and not valid_session_path(request.match_info["server"],
                                                     request.match_info["session"]):
         raise web.HTTPNotFound()
     refused = refusal(request, front)
     if refused is not None:
         return refused
-    ws = web.WebSocketResponse(compress=False, autoping=True, heartbeat=None,
-                               max_msg_size=front.config.limits.max_frame_bytes)
-    ws.headers[FRONT_HEADER] = str(front.index)
-    await ws.prepare(request)
-    conn = AiohttpWebSocket(front, kind, request, ws)
-    refused_by_front = conn.open(front.request_address(request))
-    if refused_by_front is not None:
-        await conn.shut(refused_by_front)
-        return ws
-    try:
-        async for msg in ws:
-            if msg.type == WSMsgType.TEXT:
-                failure = conn.received(msg.data)
-            elif msg.type == WSMsgType.BINARY:
-                failure = BINARY_REFUSED
-            else:
-                if msg.type == WSMsgType.ERROR and getattr(msg.data, "code", 0) == 1009:
-                    conn.too_large()
-                break
-            if failure is not None:
-                await conn.shut(failure)
-                break
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("websocket %s failed", conn.sid)
-    finally:
-        conn.ended()
-    return ws
+    checker = web.WebSocketResponse()
+    if not checker.can_prepare(request).ok:
+        await checker.prepare(request)  # raises aiohttp's 400 for the broken handshake
+    socket, handler = request.transport, request.protocol
+    if socket is None or socket.is_closing():
+        return web.Response(status=400)  # the client is gone; nobody reads this
+    lost = asyncio.get_running_loop().create_future()
+
+    def gone(exc: Exception | None) -> None:
+        if not lost.done():
+            lost.set_result(None)
+        handler.connection_lost(exc)  # aiohttp's bookkeeping of the connection it lent us
+
+    conn = WebSocket(front, kind, socket, closing, gone)
+    tail = _Tail()
+    handler.set_parser(cast(Any, tail))
+    socket.write(switching_protocols(request.headers["Sec-WebSocket-Key"],
+                                     ((FRONT_HEADER, str(front.index)),)))
+    socket.set_protocol(conn)
+    conn.start(front.request_address(request), tail.data)
+    await lost
+    return web.Response()  # never sent: the connection is closed
 
 
-def go_away(front: Front, frame: bytes = GO_AWAY, reason: str = "Server shutting down"
-            ) -> asyncio.Future[list[Any]]:
-    """Server stopping: SockJS close `frame` now, and every WebSocket closes with 1001
-    (Going Away) and `reason`; the future resolves when the clients closed their side (the
+def go_away(front: Front, why: Closing = STOPPING) -> asyncio.Future[list[Any]]:
+    """Server stopping: every WebSocket closes with `why` now (SockJS sessions get its
+    `c[...]` frame first); the future resolves when their TCP connections are gone (the
     caller bounds the wait)."""
-    closing = []
-    ws_frame = ws_text_frame(frame)
-    for conn in front.hub:
-        if isinstance(conn, WebSocketConnection):
-            if conn.kind == SOCKJS_WS:
-                conn.write(ws_frame)
-            closing.append(conn.shut((CLOSE_GOING_AWAY, reason)))
-    return asyncio.gather(*closing, return_exceptions=True)
+    sockets = [conn for conn in front.hub if isinstance(conn, WebSocket)]
+    for conn in sockets:
+        conn.close(why)
+    return asyncio.gather(*(conn.gone() for conn in sockets), return_exceptions=True)

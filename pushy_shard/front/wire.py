@@ -2,10 +2,12 @@
 task").
 
 A `HeadReader` reads the first request head. A plain WebSocket upgrade on one of the two
-WebSocket URLs is answered here, and the connection becomes a `WireWebSocket`: one small
-object that is both the asyncio protocol and the hub's connection, with no aiohttp request,
-no task and no timer. Anything else is handed, with the bytes read so far, to aiohttp's
-request handler, which then owns the connection (keep-alive, every answer, shutdown).
+WebSocket URLs is answered here, and the connection becomes a `WebSocket` (websocket.py):
+one small object that is both the asyncio protocol and the hub's connection, with no
+aiohttp request, no task and no timer. Anything else is handed, with the bytes read so far,
+to aiohttp's request handler, which then owns the connection (keep-alive, every answer,
+shutdown); an upgrade it receives later is handed back to the same layer
+(`websocket.serve`).
 """
 
 from __future__ import annotations
@@ -32,46 +34,26 @@ from pushy_shard.core.http_head import (
     parse_request_line,
 )
 from pushy_shard.core.origins import client_address, origin_allowed
-from pushy_shard.core.rfc6455 import (
-    CLOSE_TOO_BIG,
-    OP_PONG,
-    Binary,
-    Close,
-    FrameReader,
-    Ping,
-    Text,
-    close_frame,
-    close_reply,
-    encode_frame,
-)
-from pushy_shard.errors import BadRequestHead, FrameError, HeadTooLarge
+from pushy_shard.errors import BadRequestHead, HeadTooLarge
 from pushy_shard.front.front import Front
 from pushy_shard.front.hub import RAW_WS, SOCKJS_WS
-from pushy_shard.front.websocket import (
-    BINARY_REFUSED,
-    FRONT_HEADER,
-    Failure,
-    WebSocketConnection,
-)
+from pushy_shard.front.websocket import FRONT_HEADER, ClosingSockets, WebSocket
 
 log = logging.getLogger(__name__)
 
 # A connection that has not finished its first head by then is closed; aiohttp gives an idle
 # connection the same time (its keepalive_timeout) before its first request.
 HEAD_SECONDS = 75.0
-# A WebSocket we closed waits this long for the client to close its side (aiohttp: 10 s).
-CLOSE_SECONDS = 5.0
 
 
 class Listener:
     """The protocol factory of the front's port, and the connections still sending a head."""
 
-    def __init__(self, front: Front, web_server: web.Server) -> None:
+    def __init__(self, front: Front, web_server: web.Server, closing: ClosingSockets) -> None:
         self.front = front
         self.web_server = web_server  # makes aiohttp's request handler for a connection
+        self.closing = closing  # WebSockets we closed, both paths (websocket.py)
         self.reading: dict[HeadReader, float] = {}  # -> when it connected (monotonic)
-        self.closing: dict[WireWebSocket, float] = {}  # -> when we sent our close frame
-        self._gone: dict[WireWebSocket, asyncio.Future[None]] = {}  # shutdown waits on these
         self._headers = ((FRONT_HEADER, str(front.index)),)
 
     def __call__(self) -> HeadReader:
@@ -83,24 +65,7 @@ class Listener:
         late = [reader for reader, since in self.reading.items() if now - since > HEAD_SECONDS]
         for reader in late:
             reader.close()
-        gone = [conn for conn, since in self.closing.items() if now - since > CLOSE_SECONDS]
-        for conn in gone:
-            conn.abort()
-
-    async def until_gone(self, conn: WireWebSocket) -> None:
-        """Once `conn`, closing, is closed by its client (or swept)."""
-        if conn in self.closing:
-            waiter = self._gone.get(conn)
-            if waiter is None:
-                waiter = self._gone[conn] = asyncio.get_running_loop().create_future()
-            await waiter
-
-    def forget(self, conn: WireWebSocket) -> None:
-        """`conn`'s socket is gone: it is no longer closing; whoever waited for it goes on."""
-        self.closing.pop(conn, None)
-        waiter = self._gone.pop(conn, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self.closing.sweep(now)
 
     def close_all(self) -> None:
         """Server stopping: connections still sending a head are closed."""
@@ -117,17 +82,12 @@ class Listener:
 
     def upgrade(self, socket: asyncio.Transport, route: Route, key: str, rest: bytes,
                 address: str) -> None:
-        """Answer 101; `socket` is a WireWebSocket from now on (`rest`: its first frames)."""
+        """Answer 101; `socket` is a WebSocket from now on (`rest`: its first frames)."""
         kind = SOCKJS_WS if route is Route.SOCKJS else RAW_WS
-        conn = WireWebSocket(self, kind, socket)
+        conn = WebSocket(self.front, kind, socket, self.closing)
         socket.write(switching_protocols(key, self._headers))
         socket.set_protocol(conn)
-        refusal = conn.open(address)
-        if refusal is not None:
-            conn.fail(refusal)
-            return
-        if rest:
-            conn.data_received(rest)
+        conn.start(address, rest)
 
 
 class HeadReader(asyncio.Protocol):
@@ -210,78 +170,3 @@ class HeadReader(asyncio.Protocol):
             assert self._route is not None
             key, end, address = upgrade
             listener.upgrade(socket, self._route, key, buffer[end:], address)
-
-
-class WireWebSocket(WebSocketConnection, asyncio.Protocol):
-    """A WebSocket served by the front itself: the socket's protocol and the hub's
-    connection in one object. Received frames go through the pure `FrameReader`."""
-
-    __slots__ = ("_reader", "_listener")
-
-    def __init__(self, listener: Listener, kind: int, socket: asyncio.Transport) -> None:
-        super().__init__(listener.front, kind, socket)
-        self._reader = FrameReader(listener.front.config.limits.max_frame_bytes)
-        self._listener = listener
-
-    def data_received(self, data: bytes) -> None:
-        if self.closed:  # closing: what the client still sends is dropped
-            return
-        try:
-            for event in self._reader.feed(data):
-                kind = type(event)
-                if kind is Text:
-                    failure = self.received(cast(Text, event).text)
-                elif kind is Ping:
-                    self.write(encode_frame(OP_PONG, cast(Ping, event).data))
-                    continue
-                elif kind is Close:
-                    self._close(close_reply(cast(Close, event)))
-                    return
-                elif kind is Binary:
-                    failure = BINARY_REFUSED
-                else:  # a Pong: nothing to do
-                    continue
-                if failure is not None:
-                    self.fail(failure)
-                    return
-                if self.closed:  # closed while handling it (a slow consumer): drop the rest
-                    return
-        except FrameError as exc:  # RFC 6455 7.1.7: fail the connection
-            if exc.code == CLOSE_TOO_BIG:
-                self.too_large()
-            self.fail((exc.code, exc.reason))
-
-    def eof_received(self) -> bool:
-        return False  # the client closed its side: close ours
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._listener.forget(self)
-        self.ended()
-
-    def fail(self, failure: Failure) -> None:
-        self._close(close_frame(*failure))
-
-    async def shut(self, failure: Failure) -> None:
-        self.fail(failure)
-        await self._listener.until_gone(self)
-
-    def abort(self) -> None:
-        self._listener.forget(self)
-        if self._socket is not None:
-            self._socket.abort()
-
-    def _close(self, frame: bytes) -> None:
-        """Send `frame` (a close frame) and our TCP FIN after it, then read and drop until
-        the client closes too (RFC 6455 7.1.1): closing at once, with the client's bytes
-        unread, would reset the connection and could lose the close frame. The listener's
-        sweep aborts a client that never closes."""
-        self.write(frame)
-        self.closed = True
-        socket = self._socket
-        if socket is None or socket.is_closing():
-            return
-        if socket.can_write_eof():
-            socket.write_eof()
-            self._listener.closing[self] = time.monotonic()
-        else:  # TLS has no half-close
-            socket.close()

@@ -10,6 +10,7 @@ requests are held back so presence lists are complete before anyone joins.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import secrets
@@ -38,14 +39,18 @@ from pushy_shard.core.ratelimit import BreachLog
 from pushy_shard.core.replay import ReplayCache
 from pushy_shard.core.routing import shard_for
 from pushy_shard.core.stopping import stop_plan
-from pushy_shard.errors import CommandFailed, LinkError, RequestRefused, UnknownCommand
+from pushy_shard.errors import (
+    AddressInUse,
+    CommandFailed,
+    LinkError,
+    RequestRefused,
+    UnknownCommand,
+)
 from pushy_shard.reloading import reread
 from pushy_shard.zmqio import ZmqChannel, tune
 
 log = logging.getLogger(__name__)
 
-RECOVERY_GRACE = 2.0
-FRONT_TIMEOUT = 5.0  # a front silent this long (no PING) is dead: its members leave
 _OP_LABELS = {link.COMMAND: (("op", "command"),), link.LEAVE: (("op", "leave"),),
               link.TRIGGER: (("op", "trigger"),)}
 _OTHER_OP = (("op", "other"),)
@@ -173,10 +178,11 @@ class ShardWorker:
         If such a front was only stalled, its next message gets WELCOME with `replay`, and
         its members come back with presence-add.
         """
+        silence = self.config.timeouts.front_silence  # read live (SIGHUP)
         for identity, front in list(self.peers.items()):
-            if now - self.last_seen.get(identity, now) > FRONT_TIMEOUT:
-                log.warning("shard %d: front %d silent for %.0fs; its members leave",
-                            self.index, front, FRONT_TIMEOUT)
+            if now - self.last_seen.get(identity, now) > silence:
+                log.warning("shard %d: front %d silent for %gs; its members leave",
+                            self.index, front, silence)
                 del self.peers[identity]
                 self.identities.pop(front, None)
                 self.last_seen.pop(identity, None)
@@ -350,9 +356,15 @@ async def serve(config: Config, index: int, config_path: str | None = None) -> N
     tune(sock)
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
     endpoint = shard_endpoint(config, index, directory)
-    sock.bind(endpoint)
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise AddressInUse(f"shard {index + 1}/{config.workers}: {endpoint}: already in use "
+                           "by another process") from None
     worker.channel = ZmqChannel(loop, sock, worker.on_message, f"shard {index}")
-    loop.call_later(RECOVERY_GRACE, worker.end_recovery)
+    loop.call_later(config.timeouts.shard_recovery, worker.end_recovery)
 
     def sweep() -> None:
         worker.expire_silent_fronts(time.monotonic())

@@ -20,7 +20,7 @@ from pushy_shard.core.config import Config, load_config, runtime_directory
 from pushy_shard.core.metrics import STATE_FILE, restarts_document
 from pushy_shard.core.reload import plan_reload
 from pushy_shard.core.stopping import stop_plan
-from pushy_shard.errors import ConfigError
+from pushy_shard.errors import EXIT_ADDRESS_IN_USE, ConfigError
 from pushy_shard.reloading import set_log_level
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ class Supervisor:
         # shards first so fronts find them at once; fronts stop first (see stop()).
         self.children = [Child("shard", j) for j in range(config.workers)]
         self.children += [Child("front", i) for i in range(config.fronts)]
+        self.address_in_use = False  # a child could not bind: restarting it would loop
 
     def run(self) -> int:
         busy = port_in_use(self.config.host, self.config.port)
@@ -81,6 +82,10 @@ class Supervisor:
                 self.reload()
             if self._reap():
                 self._write_state()
+            if self.address_in_use:
+                log.error("stopping: the address is taken by another process")
+                self.stop()
+                return 1
             self._restart_due()
 
     def _spawn(self, child: Child) -> None:
@@ -115,8 +120,11 @@ class Supervisor:
             if process is None or process.poll() is None:
                 continue
             child.process = None
-            child.restarts += 1
             reaped = True
+            if process.returncode == EXIT_ADDRESS_IN_USE:
+                self.address_in_use = True
+                continue
+            child.restarts += 1
             lived = now - child.started
             fast = lived < FAST_FAILURE
             child.backoff = min(MAX_BACKOFF, max(0.1, child.backoff * 2)) if fast else 0.0

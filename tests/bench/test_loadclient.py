@@ -85,7 +85,7 @@ def dribble(conn: socket.socket, data: bytes) -> None:
 
 
 def test_subscriber_survives_splits_batches_big_and_fragmented_frames() -> None:
-    armed, extra = threading.Event(), threading.Event()
+    armed, extra, checked = threading.Event(), threading.Event(), threading.Event()
     seen: dict[str, object] = {}
 
     def handler(conn: socket.socket) -> None:
@@ -113,7 +113,7 @@ def test_subscriber_survives_splits_batches_big_and_fragmented_frames() -> None:
         seen["pong"] = read_client_frame(conn)
         assert extra.wait(10)
         conn.sendall(frame(sockjs(event)))  # one more than expected: a duplicate
-        time.sleep(0.5)
+        assert checked.wait(10)  # the connection stays open until the client counted it
 
     port, thread = serve_once(handler)
     exe = native.loadclient()
@@ -134,9 +134,13 @@ def test_subscriber_survives_splits_batches_big_and_fragmented_frames() -> None:
         assert done["total"] == done["expected"] == 6
         assert done["latency"]["n"] == 1
         extra.set()
-        time.sleep(0.3)
-        client.send("check\n")
-        check = client.wait("check", 5)
+        deadline = time.monotonic() + 10
+        while True:  # until the client has read the duplicate
+            client.send("check\n")
+            check = client.wait("check", 5)
+            if check["total"] == 7 or time.monotonic() > deadline:
+                break
+        checked.set()
         assert (check["total"], check["expected"], check["over"], check["under"]) == (7, 6, 1, 0)
         assert check["mismatch"] == [[0, 7, 6]]
         thread.join(5)

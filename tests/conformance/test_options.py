@@ -6,6 +6,7 @@ One server (`tuned`, one front) with jsessionid on, websocket off and short dela
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -148,6 +149,7 @@ class TestDisconnectDelay:
         status = 204
         while status == 204 and time.monotonic() < deadline:
             status = (await fetch("POST", url + "/xhr_send", body="[]")).status
+            await asyncio.sleep(0.05)
         assert status == 404
         assert time.monotonic() - stopped >= TUNED_DISCONNECT * 0.9
         # the same id now starts a new session

@@ -17,6 +17,7 @@ from pushy_shard.core.config import (
     Config,
     LinkOptions,
     SockJSOptions,
+    Timeouts,
     load_config,
     parse_config,
     runtime_directory,
@@ -353,6 +354,26 @@ def test_response_limit_errors(value: object) -> None:
 )
 def test_delays_out_of_range(key: str, value: float) -> None:
     assert error(with_secret(sockjs={key: value})).key == f"sockjs.{key}"
+
+
+def test_timeouts() -> None:
+    assert parse(with_secret()).timeouts == Timeouts(trigger=5, command=10, front_silence=5,
+                                                     shard_recovery=2)
+    got = parse(with_secret(timeouts={"trigger": 30, "front_silence": 2, "//": "x"})).timeouts
+    assert (got.trigger, got.command, got.front_silence) == (30.0, 10.0, 2.0)
+
+
+@pytest.mark.parametrize(
+    ("timeouts", "named", "says"),
+    [({"trigger": 0}, "timeouts.trigger", "above 0"),
+     ({"command": "10"}, "timeouts.command", "found string"),
+     ({"front_silence": 1.5}, "timeouts.front_silence", "PING once a second"),
+     ({"shard_recovery": True}, "timeouts.shard_recovery", "found boolean"),
+     ({"triger": 1}, "timeouts.triger", "known keys are: trigger, command")],
+)
+def test_timeouts_rejected(timeouts: dict[str, Any], named: str, says: str) -> None:
+    err = error(with_secret(timeouts=timeouts))
+    assert err.key == named and says in err.message, err
 
 
 @pytest.mark.parametrize(

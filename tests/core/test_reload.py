@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pushy_shard.core.config import Config, LinkOptions, SockJSOptions, parse_config
+from pushy_shard.core.config import Config, LinkOptions, SockJSOptions, Timeouts, parse_config
 from pushy_shard.core.reload import RELOAD_TABLE, Change, plan_reload
 from pushy_shard.core.stopping import stop_plan
 
@@ -23,6 +23,8 @@ def test_every_setting_is_classified() -> None:
             keys |= {f"sockjs.{g.name}" for g in fields(SockJSOptions)}
         elif f.name == "link":
             keys |= {f"link.{g.name}" for g in fields(LinkOptions)}
+        elif f.name == "timeouts":
+            keys |= {f"timeouts.{g.name}" for g in fields(Timeouts)}
         else:
             keys.add(f.name)
     assert keys == set(RELOAD_TABLE)

@@ -9,7 +9,7 @@ from typing import Any
 from pushy_shard.core.channels import MemberState
 from pushy_shard.core.config import Limits
 from pushy_shard.front.hub import RAW_WS, SOCKJS_WS, Hub
-from pushy_shard.front.websocket import WebSocketConnection
+from pushy_shard.front.websocket import ClosingSockets, WebSocket
 
 
 class FakeSocket:
@@ -26,10 +26,10 @@ class FakeSocket:
         return 0
 
 
-def connection(hub: Hub, kind: int, key: str = "c") -> tuple[WebSocketConnection, FakeSocket]:
+def connection(hub: Hub, kind: int, key: str = "c") -> tuple[WebSocket, FakeSocket]:
     socket = FakeSocket()
     front = SimpleNamespace(config=SimpleNamespace(limits=Limits()))
-    conn = WebSocketConnection(front, kind, socket)  # type: ignore[arg-type]
+    conn = WebSocket(front, kind, socket, ClosingSockets())  # type: ignore[arg-type]
     hub.add(conn)
     assert hub.joined(MemberState(conn.sid, key, key, False, "0000abcd", None), b'{"ok":1}')
     socket.writes.clear()

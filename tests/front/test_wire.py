@@ -19,10 +19,12 @@ from pushy_shard.front import websocket
 from pushy_shard.front.front import Front
 from pushy_shard.front.http import build_app
 from pushy_shard.front.transports import SESSIONS_KEY
-from pushy_shard.front.wire import CLOSE_SECONDS, HEAD_SECONDS, Listener, WireWebSocket
+from pushy_shard.front.websocket import CLOSE_SECONDS, ClosingSockets, WebSocket
+from pushy_shard.front.wire import HEAD_SECONDS, Listener
 
 PREFIX = "/pushy/socket"
 KEY = base64.b64encode(b"0123456789abcdef").decode()
+SOCKJS = PREFIX + "/000/abc/websocket"
 MASK = b"\x01\x02\x03\x04"
 
 
@@ -41,11 +43,12 @@ class Served:
 async def served() -> AsyncIterator[Served]:
     config = Config(secret_key="test-secret", limits=Limits(slow_consumer_bytes=64 * 1024))
     front = Front(config, 0, {})
-    runner = web.AppRunner(build_app(front), handle_signals=False, access_log=None,
-                           handler_cancellation=True, shutdown_timeout=1.0)
+    closing = ClosingSockets()
+    runner = web.AppRunner(build_app(front, closing=closing), handle_signals=False,
+                           access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
     await runner.setup()
     assert runner.server is not None
-    listener = Listener(front, runner.server)
+    listener = Listener(front, runner.server, closing)
     server = await asyncio.get_running_loop().create_server(listener, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
@@ -53,7 +56,9 @@ async def served() -> AsyncIterator[Served]:
     finally:
         server.close()
         listener.close_all()
-        await websocket.go_away(front)
+        stopping = websocket.go_away(front)
+        listener.sweep(time.monotonic() + CLOSE_SECONDS + 1)  # clients that never answer
+        await asyncio.wait_for(stopping, 5)
         await runner.cleanup()
 
 
@@ -92,13 +97,15 @@ async def test_fresh_upgrade_is_served_by_the_front_itself(served: Served) -> No
     opcode, connect = await read_frame(reader)
     assert b"pushy:connect" in connect
     (conn,) = served.front.hub.connections.values()
-    assert type(conn) is WireWebSocket
+    assert type(conn) is WebSocket
     assert not served.listener.reading
     writer.close()
     await until(lambda: not served.front.hub.connections)
 
 
-async def test_upgrade_on_a_kept_alive_connection_is_aiohttps(served: Served) -> None:
+async def test_upgrade_on_a_kept_alive_connection_is_handed_back(served: Served) -> None:
+    """aiohttp reads the upgrade (it came after a request aiohttp served); the WebSocket
+    is then the front's own, as on a fresh connection."""
     reader, writer = await served.connect()
     writer.write(f"GET {PREFIX}/info HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     head = await read_head(reader)
@@ -110,14 +117,14 @@ async def test_upgrade_on_a_kept_alive_connection_is_aiohttps(served: Served) ->
     assert head.startswith(b"HTTP/1.1 101 ") and b"X-Pushy-Front: 0" in head
     assert b"pushy:connect" in (await read_frame(reader))[1]  # raw: no "o"
     (conn,) = served.front.hub.connections.values()
-    assert type(conn) is websocket.AiohttpWebSocket
-    # the shared refusal of binary frames, on the aiohttp path
+    assert type(conn) is WebSocket
     writer.write(encode_frame(OP_BINARY, b"\x00", mask=MASK))
     opcode, payload = await read_frame(reader)
     assert (opcode, payload[:2]) == (OP_CLOSE, (1003).to_bytes(2, "big"))
     assert payload[2:] == b"Text frames only"
     writer.close()
     await until(lambda: not served.front.hub.connections)
+    await until(lambda: not served.runner.server.connections)  # type: ignore[union-attr]
 
 
 async def test_head_read_byte_by_byte_with_a_pipelined_frame(served: Served) -> None:
@@ -179,24 +186,88 @@ async def test_slow_consumer_is_cut_off(served: Served) -> None:
         conn.send(chunk)
         if conn.closed:
             break
-    assert conn.closed
-    await until(lambda: not served.front.hub.connections)
+    assert conn.closed and conn.slow
+    assert conn in served.listener.closing.since  # waits for the client, bounded by the sweep
+    served.listener.sweep(time.monotonic() + CLOSE_SECONDS + 1)
+    await until(lambda: not served.front.hub.connections and not served.listener.closing)
     writer.close()
 
 
-async def test_go_away_then_the_client_closes(served: Served) -> None:
+async def test_go_away_waits_for_the_clients_close_frame(served: Served) -> None:
     reader, writer = await served.connect()
     writer.write(upgrade())
     await read_head(reader)
     await read_frame(reader)
     await read_frame(reader)
     stopping = asyncio.ensure_future(websocket.go_away(served.front))
-    assert await read_frame(reader) == (OP_TEXT, b'c[3000,"Go away!"]')
-    assert await read_frame(reader) == (OP_CLOSE, b"\x03\xe9Server shutting down")
-    assert await asyncio.wait_for(reader.read(), 5) == b""  # our FIN after the close frame
+    assert await read_frame(reader) == (
+        OP_TEXT, b'c[3000,"Server shutting down, please reconnect"]')
+    assert await read_frame(reader) == (
+        OP_CLOSE, b"\x03\xe9Server shutting down, please reconnect")
+    await asyncio.sleep(0)
+    assert not stopping.done() and len(served.listener.closing) == 1
+    writer.write(encode_frame(OP_CLOSE, (1001).to_bytes(2, "big"), mask=MASK))
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # TCP ends once the client answered
     writer.close()
-    await asyncio.wait_for(stopping, 5)
-    assert not served.front.hub.connections
+    await asyncio.wait_for(stopping, 5)  # the client closed its side too
+    assert not served.front.hub.connections and not served.listener.closing
+
+
+async def kept_alive(served: Served, path: str) -> tuple[asyncio.StreamReader,
+                                                          asyncio.StreamWriter]:
+    """A connection aiohttp serves (one request answered), then an upgrade on it."""
+    reader, writer = await served.connect()
+    writer.write(f"GET {PREFIX}/info HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    head = await read_head(reader)
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    await reader.readexactly(length)
+    writer.write(upgrade(path))
+    return reader, writer
+
+
+async def fresh(served: Served, path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await served.connect()
+    writer.write(upgrade(path))
+    return reader, writer
+
+
+PROTOCOL_ERRORS = {
+    "broken sockjs framing": (encode_frame(OP_TEXT, b'["a', mask=MASK), 1002),
+    "unmasked frame": (encode_frame(OP_TEXT, b'["a"]'), 1002),
+    "invalid utf-8": (encode_frame(OP_TEXT, b"\xff", mask=MASK), 1007),
+}
+
+
+@pytest.mark.parametrize("path", ["fresh", "kept-alive"])
+@pytest.mark.parametrize("error", list(PROTOCOL_ERRORS))
+async def test_a_protocol_error_ends_tcp_at_once(served: Served, path: str, error: str) -> None:
+    """RFC 6455 7.1.7 on both paths: the close frame, then TCP ends without waiting for a
+    client that broke the protocol. The fixture never sweeps, so an end can only be ours."""
+    reader, writer = await (fresh if path == "fresh" else kept_alive)(served, SOCKJS)
+    assert (await read_head(reader)).startswith(b"HTTP/1.1 101 ")
+    assert await read_frame(reader) == (OP_TEXT, b"o")
+    await read_frame(reader)  # pushy:connect
+    frame, code = PROTOCOL_ERRORS[error]
+    writer.write(frame)
+    opcode, payload = await read_frame(reader)
+    assert (opcode, int.from_bytes(payload[:2], "big")) == (OP_CLOSE, code)
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # never answered our close
+    writer.close()
+    await until(lambda: not served.front.hub.connections and not served.listener.closing)
+    await until(lambda: not served.runner.server.connections)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("path", ["fresh", "kept-alive"])
+async def test_the_clients_close_is_answered_and_tcp_ends(served: Served, path: str) -> None:
+    reader, writer = await (fresh if path == "fresh" else kept_alive)(served, SOCKJS)
+    assert (await read_head(reader)).startswith(b"HTTP/1.1 101 ")
+    await read_frame(reader)
+    await read_frame(reader)
+    writer.write(encode_frame(OP_CLOSE, (1000).to_bytes(2, "big") + b"bye", mask=MASK))
+    assert await read_frame(reader) == (OP_CLOSE, (1000).to_bytes(2, "big"))
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+    await until(lambda: not served.front.hub.connections and not served.listener.closing)
 
 
 async def test_a_client_that_never_closes_is_aborted_by_the_sweep(served: Served) -> None:

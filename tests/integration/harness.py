@@ -6,6 +6,7 @@ follows its log, so tests wait for log lines (events) instead of sleeping.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -13,28 +14,41 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
+
+from pushy_shard.bench.ports import PORT_ATTEMPTS, PORT_TAKEN, free_port
 
 SECRET = "secret"
 PREFIX = "/pushy/socket"
 TIMEOUT = 10.0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+class PortTaken(AssertionError):
+    """The server lost its port to another process before it could bind it."""
+
+
+_T = TypeVar("_T")
+
+
+def on_free_port(launch: Callable[[], _T]) -> _T:
+    """`launch()` picks its ports anew each time and waits until the server serves; when it
+    lost a port (PortTaken) it stops what it started and raises, and is tried again."""
+    for _ in range(PORT_ATTEMPTS):
+        try:
+            return launch()
+        except PortTaken:
+            continue
+    raise AssertionError(f"lost the port to another process {PORT_ATTEMPTS} times")
 
 
 def write_config(directory: Path, **overrides: Any) -> Path:
@@ -74,14 +88,21 @@ class LogFollower:
             self._cond.notify_all()
 
     def wait_for(self, pattern: str, count: int = 1, start: int = 0,
-                 timeout: float = TIMEOUT) -> list[re.Match[str]]:
+                 timeout: float = TIMEOUT, fail: str | None = None) -> list[re.Match[str]]:
+        """`count` lines matching `pattern` (from line `start`); a line matching `fail`
+        first raises PortTaken when it is PORT_TAKEN, else AssertionError."""
         regex = re.compile(pattern)
+        failure = re.compile(fail) if fail is not None else None
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
                 found = [m for line in self.lines[start:] if (m := regex.search(line))]
                 if len(found) >= count:
                     return found
+                if failure is not None and any(map(failure.search, self.lines[start:])):
+                    tail = "\n".join(self.lines[-20:])
+                    error = PortTaken if fail == PORT_TAKEN else AssertionError
+                    raise error(f"{fail!r} in log before {pattern!r}:\n{tail}")
                 left = deadline - time.monotonic()
                 if left <= 0 or (self.lines and self.lines[-1] == "<eof>"):
                     tail = "\n".join(self.lines[-40:])
@@ -98,7 +119,23 @@ class Cluster:
     """The whole server as `pushy-shard config.json` runs it."""
 
     def __init__(self, directory: Path, **overrides: Any) -> None:
-        self.config_path = write_config(directory, **overrides)
+        def launch() -> None:
+            self._launch(directory, overrides)
+            try:
+                self.wait_ready()
+            except PortTaken:
+                self.stop()
+                if "port" in overrides:  # the test's own port: nothing to retry with
+                    raise AssertionError(f"port {self.port} is taken") from None
+                raise
+
+        on_free_port(launch)
+
+    def _launch(self, directory: Path, overrides: dict[str, Any]) -> None:
+        """One attempt; an override may be a function, called anew for each attempt (link
+        ports of their own, say)."""
+        resolved = {k: v() if callable(v) else v for k, v in overrides.items()}
+        self.config_path = write_config(directory, **resolved)
         self.config = json.loads(self.config_path.read_text())
         self.port = self.config["port"]
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -114,10 +151,10 @@ class Cluster:
             start_new_session=True,
         )
         self.log = LogFollower(self.process.stdout)
-        self.wait_ready()
 
     def wait_ready(self, start: int = 0) -> None:
-        self.log.wait_for(r"front \d+/\d+ ready", count=self.fronts, start=start)
+        self.log.wait_for(r"front \d+/\d+ ready", count=self.fronts, start=start,
+                          fail=PORT_TAKEN)
 
     def pid(self, role: str, index: int) -> int:
         """The current pid of a child, from the supervisor's log."""
@@ -137,8 +174,8 @@ class Cluster:
     def stop(self) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
+            try:  # the supervisor itself kills what is left at shutdown_timeout
+                self.process.wait(timeout=self.config.get("shutdown_timeout", 10) + 10)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
@@ -210,7 +247,8 @@ class PushyClient:
         self.front = int(ws._response.headers.get("X-Pushy-Front", "-1"))
         self.inbox: list[dict[str, Any]] = []
         self.socket_id = ""
-        self.closed_with: str | None = None
+        self.closed_with: str | None = None  # the SockJS close frame
+        self.ws_closed: tuple[int | None, str] | None = None  # the WebSocket close
 
     @classmethod
     async def connect(cls, url: str, session: aiohttp.ClientSession | None = None
@@ -229,8 +267,24 @@ class PushyClient:
     async def _frame(self, timeout: float = TIMEOUT) -> str:
         msg = await self.ws.receive(timeout=timeout)
         if msg.type != aiohttp.WSMsgType.TEXT:
+            if self.ws_closed is None and msg.type in (aiohttp.WSMsgType.CLOSE,
+                                                       aiohttp.WSMsgType.CLOSED):
+                self.ws_closed = (self.ws.close_code, str(msg.extra or ""))
             raise ConnectionError(f"websocket closed: {msg.type} {msg.data!r}")
         return str(msg.data)
+
+    async def until_closed(self) -> tuple[str | None, tuple[int | None, str]]:
+        """Read until the server closes: its SockJS close frame (None if it sent none) and
+        its WebSocket close code and reason. The close is answered as a browser answers it
+        (aiohttp's client does so on reading it); the server waits a while for one that
+        does not."""
+        with contextlib.suppress(ConnectionError):
+            while True:
+                await self.next()
+        while self.ws_closed is None:  # the SockJS close frame came first
+            with contextlib.suppress(ConnectionError):
+                await self._frame()
+        return self.closed_with, self.ws_closed
 
     def send(self, command: str, data: Any = None, raw: str | None = None) -> Any:
         message = raw if raw is not None else json.dumps({"command": command, "data": data or {}})

@@ -24,6 +24,7 @@ import aiohttp
 
 from pushy_shard.core.routing import shard_for
 from tests.integration.harness import (
+    PORT_TAKEN,
     SECRET,
     TIMEOUT,
     Cluster,
@@ -31,6 +32,7 @@ from tests.integration.harness import (
     PushyClient,
     free_port,
     iter_children,
+    on_free_port,
     sign,
     write_config,
 )
@@ -149,19 +151,12 @@ def test_supervisord_requires_pushy_config(tmp_path: Path) -> None:
 @contextlib.contextmanager
 def _supervisord(tmp_path: Path, workers: int, fronts: int
                  ) -> Iterator[tuple[subprocess.Popen[bytes], LogFollower, Path, int]]:
-    """supervisord running a copy of the shipped conf; kills leftovers if the test failed."""
-    config_path = write_config(tmp_path, workers=workers, fronts=fronts)
-    config = json.loads(config_path.read_text())
+    """supervisord running a copy of the shipped conf, serving (every front ready); kills
+    leftovers if the test failed."""
     conf = _supervisord_copy(tmp_path, workers, fronts)
-    process = subprocess.Popen(
-        [BIN / "supervisord", "-c", conf], cwd=tmp_path,
-        env=_env(PUSHY_CONFIG=str(config_path)),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    log = LogFollower(process.stdout)
-    try:
-        yield process, log, conf, config["port"]
-    finally:
+
+    def cleanup(process: subprocess.Popen[bytes], log: LogFollower, config: dict[str, Any]
+                ) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
@@ -169,6 +164,28 @@ def _supervisord(tmp_path: Path, workers: int, fronts: int
             if _running(pid):
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(config["link"]["directory"], ignore_errors=True)
+
+    def launch() -> tuple[subprocess.Popen[bytes], LogFollower, dict[str, Any]]:
+        config_path = write_config(tmp_path, workers=workers, fronts=fronts)
+        config = json.loads(config_path.read_text())
+        process = subprocess.Popen(
+            [BIN / "supervisord", "-c", conf], cwd=tmp_path,
+            env=_env(PUSHY_CONFIG=str(config_path)),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        log = LogFollower(process.stdout)
+        try:
+            log.wait_for(rf"front \d/{fronts} ready", fronts, fail=PORT_TAKEN)
+        except BaseException:
+            cleanup(process, log, config)
+            raise
+        return process, log, config
+
+    process, log, config = on_free_port(launch)
+    try:
+        yield process, log, conf, config["port"]
+    finally:
+        cleanup(process, log, config)
 
 
 def _supervisorctl(conf: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -209,7 +226,9 @@ async def test_supervisord(tmp_path: Path) -> None:
                 assert await client.next() == {
                     "event": "flash", "channel": "news", "data": {"n": 1}}
 
-            # rolling restart of front 0 as the conf's comment documents it
+            # rolling restart of front 0 as the conf's comment documents it; its client
+            # reads meanwhile, and answers the close as a browser does
+            closing = asyncio.ensure_future(leaving.until_closed())
             mark = log.mark
             result = await asyncio.to_thread(_supervisorctl, conf, "restart",
                                              "pushy:pushy-front-0")
@@ -220,11 +239,8 @@ async def test_supervisord(tmp_path: Path) -> None:
             assert [m.group(1) for m in log.wait_for(
                 r"spawned: '([\w-]+)'", start=mark)] == ["pushy-front-0"]
 
-            with contextlib.suppress(ConnectionError):  # its front went away
-                while True:
-                    await leaving.next()
-            # a graceful stop, not a kill
-            assert leaving.closed_with == 'c[3000,"Server shutting down, please reconnect"]'
+            # its front went away: a graceful stop, not a kill
+            assert (await closing)[0] == 'c[3000,"Server shutting down, please reconnect"]'
             # a reload as the conf's comment documents it: every program re-reads the file
             mark = log.mark
             result = await asyncio.to_thread(_supervisorctl, conf, "signal", "HUP", "pushy:*")
@@ -286,17 +302,27 @@ async def test_procfile(tmp_path: Path) -> None:
     """The Procfile's web command runs everything on $PORT (as platforms set it), not on
     config.json's port, and stops cleanly when the platform SIGTERMs the process group."""
     command = _procfile_web()
-    config_path = write_config(tmp_path, workers=2, fronts=2)
-    config = json.loads(config_path.read_text())
-    port = free_port()
-    assert port != config["port"]
-    process = subprocess.Popen(
-        command, shell=True, cwd=tmp_path, env=_env(PORT=str(port)),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    log = LogFollower(process.stdout)
+
+    def launch() -> tuple[dict[str, Any], int, subprocess.Popen[bytes], LogFollower]:
+        config = json.loads(write_config(tmp_path, workers=2, fronts=2).read_text())
+        port = free_port()
+        assert port != config["port"]
+        process = subprocess.Popen(
+            command, shell=True, cwd=tmp_path, env=_env(PORT=str(port)),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        log = LogFollower(process.stdout)
+        try:
+            log.wait_for(r"front \d/2 ready", 2, fail=PORT_TAKEN)
+        except BaseException:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            shutil.rmtree(config["link"]["directory"], ignore_errors=True)
+            raise
+        return config, port, process, log
+
+    config, port, process, log = on_free_port(launch)
     try:
-        await asyncio.to_thread(log.wait_for, r"front \d/2 ready", 2)
         async with aiohttp.ClientSession() as http, http.get(
             f"http://127.0.0.1:{port}/pushy/socket/info"
         ) as response:

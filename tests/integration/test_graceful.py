@@ -23,10 +23,12 @@ import pytest
 from pushy_shard.core.routing import shard_for
 from pushy_shard.core.sockjs import SHUTTING_DOWN
 from tests.integration.harness import (
+    PORT_TAKEN,
     Cluster,
     LogFollower,
     PushyClient,
     channel_token,
+    on_free_port,
     write_config,
 )
 from tests.integration.http_client import HttpPushyClient
@@ -34,6 +36,9 @@ from tests.integration.http_client import HttpPushyClient
 CLOSE = SHUTTING_DOWN.decode()  # c[3000,"Server shutting down, please reconnect"]
 REASON = "Server shutting down, please reconnect"
 MARGIN = 1.0  # process start-up of Python and scheduling on a busy 2-core box
+# The supervisor's own measure of a stop ("stop took 2.03s") against shutdown_timeout: it
+# kills what is left at the timeout, then reaps it and checks every 0.1 s at most.
+REAP = 0.5
 
 
 def channel_on(shard: int, workers: int, prefix: str = "ch") -> str:
@@ -42,12 +47,13 @@ def channel_on(shard: int, workers: int, prefix: str = "ch") -> str:
 
 
 async def closed_frame(client: PushyClient) -> str | None:
-    """Read until the SockJS close frame; returns it."""
-    try:
-        while True:
-            await client.next()
-    except ConnectionError:
-        return client.closed_with
+    """The SockJS close frame (the WebSocket close answered, see `until_closed`)."""
+    return (await client.until_closed())[0]
+
+
+def stop_took(cluster: Cluster) -> float:
+    """The supervisor's own measure of its stop, in seconds."""
+    return float(cluster.log.wait_for(r"stop took ([\d.]+)s")[-1].group(1))
 
 
 async def ws_close(ws: aiohttp.ClientWebSocketResponse) -> tuple[int | None, str]:
@@ -97,11 +103,9 @@ async def test_sigterm_closes_clients_and_answers_a_trigger_in_flight(
         in_flight = asyncio.ensure_future(cluster.trigger(channel_on(shard, 2), "late", {}))
         await asyncio.to_thread(cluster.log.wait_for, rf"trigger to shard {shard} in flight",
                                 1, mark)
-        started = time.monotonic()
         cluster.process.send_signal(signal.SIGTERM)
 
-        assert await closed_frame(sockjs_ws) == CLOSE
-        assert await ws_close(sockjs_ws.ws) == (1001, REASON)
+        assert await sockjs_ws.until_closed() == (CLOSE, (1001, REASON))
         assert await ws_close(raw) == (1001, REASON)
         with pytest.raises(ConnectionError):
             while True:
@@ -113,8 +117,7 @@ async def test_sigterm_closes_clients_and_answers_a_trigger_in_flight(
         os.kill(stalled, signal.SIGCONT)
         assert await in_flight == (200, {"status": {"code": 200, "message": "Ok"}})
         assert await asyncio.to_thread(cluster.process.wait, 15) == 0
-        elapsed = time.monotonic() - started
-        assert elapsed < 5 + MARGIN, elapsed
+        assert stop_took(cluster) < 5 + REAP
         assert not [line for line in cluster.log.lines if "did not stop" in line]
     finally:
         await sockjs_ws.close()
@@ -131,13 +134,11 @@ async def test_stop_is_bounded_by_shutdown_timeout_with_a_stalled_shard(
         await client.subscribe(channel_on(1, 2))  # its LEAVE goes to the stopped shard
         stalled = cluster.pid("shard", 1)
         os.kill(stalled, signal.SIGSTOP)
-        started = time.monotonic()
         cluster.process.send_signal(signal.SIGTERM)
         assert await closed_frame(client) == CLOSE
         code = await asyncio.to_thread(cluster.process.wait, 15)
-        elapsed = time.monotonic() - started
         assert code == 1  # a child had to be killed
-        assert elapsed < 2 + MARGIN, elapsed
+        assert stop_took(cluster) < 2 + REAP
         cluster.log.wait_for(r"shard 1 did not stop within 2\.0s; killing it")
         cluster.log.wait_for(r"front 1/1: 1 requests unanswered")
         with pytest.raises(ProcessLookupError):
@@ -261,21 +262,35 @@ async def test_roles_alone_reload_and_stop(tmp_path: Path) -> None:
     """Each role run alone (as under supervisord) reloads on SIGHUP, and a front stopped
     for good takes its members out at once: presence-quit comes well before the shards'
     5 s liveness timeout."""
-    config_path = write_config(tmp_path, workers=1, fronts=2)
-    config = json.loads(config_path.read_text())
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("PORT", None)
 
-    def start(role: str, index: int) -> tuple[subprocess.Popen[bytes], LogFollower]:
+    def start(config_path: Path, role: str, index: int
+              ) -> tuple[subprocess.Popen[bytes], LogFollower]:
         process = subprocess.Popen(
             [sys.executable, "-m", "pushy_shard", role, "--index", str(index), str(config_path)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
         return process, LogFollower(process.stdout)
 
-    procs = [start("shard", 0), start("front", 0), start("front", 1)]
+    def launch() -> tuple[Path, dict[str, Any], list[tuple[subprocess.Popen[bytes],
+                                                           LogFollower]]]:
+        config_path = write_config(tmp_path, workers=1, fronts=2)
+        config = json.loads(config_path.read_text())
+        procs = [start(config_path, "shard", 0), start(config_path, "front", 0),
+                 start(config_path, "front", 1)]
+        try:
+            for _, log in procs[1:]:
+                log.wait_for(r"front \d/2 ready", fail=PORT_TAKEN)
+        except BaseException:
+            for process, _ in procs:
+                process.kill()
+                process.wait()
+            shutil.rmtree(config["link"]["directory"], ignore_errors=True)
+            raise
+        return config_path, config, procs
+
+    config_path, config, procs = on_free_port(launch)
     try:
-        for _, log in procs[1:]:
-            await asyncio.to_thread(log.wait_for, r"front \d/2 ready")
         shard, front0, front1 = procs
         url = f"ws://127.0.0.1:{config['port']}/pushy/socket"
 

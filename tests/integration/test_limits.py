@@ -270,10 +270,14 @@ async def test_slow_consumer_is_closed_and_others_carry_on(limited: Cluster) -> 
     slow = await watcher(limited, "flood")
     ref = await watcher(limited, "flood")
     got: list[int] = []
+    last = asyncio.Event()
+    final: int | None = None  # the number of the last event, once it is sent
 
     async def read_all() -> None:
         while True:
             got.append((await ref.next(timeout=30))["data"]["n"])
+            if got[-1] == final:
+                last.set()
 
     reader = asyncio.ensure_future(read_all())
     mark = limited.log.mark
@@ -290,11 +294,12 @@ async def test_slow_consumer_is_closed_and_others_carry_on(limited: Cluster) -> 
             while True:
                 await slow.next(timeout=30)
         assert slow.closed_with in (None, 'c[1008,"Slow consumer"]')
+        final = sent
         status, _ = await limited.trigger("flood", "last", {"n": sent})
         assert status == 201  # the slow one left the channel; the reader is still in it
-        while sent not in got:
-            await asyncio.sleep(0.05)
-            assert not reader.done(), reader
+        await asyncio.wait([asyncio.ensure_future(last.wait()), reader], timeout=30,
+                           return_when=asyncio.FIRST_COMPLETED)
+        assert last.is_set(), reader
         assert got == list(range(sent + 1))
     finally:
         reader.cancel()

@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from pushy_shard.core.metrics import FAMILIES
 from tests.integration.harness import Cluster
 
 Values = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -126,6 +127,17 @@ async def test_metrics_sum_real_activity_over_every_process(json_cluster: Cluste
             await client.close()
 
 
+async def test_every_metric_has_its_own_help_line(json_cluster: Cluster) -> None:
+    status, _, body = await get(json_cluster, "/metrics")
+    assert status == 200
+    helps = dict(line[len("# HELP "):].split(" ", 1) for line in body.splitlines()
+                 if line.startswith("# HELP "))
+    assert "pushy_bad_requests_total" in helps
+    generic = {name for name, text in helps.items() if name not in FAMILIES}
+    assert not generic, f"metrics without a HELP line of their own: {sorted(generic)}"
+    assert all(text == FAMILIES[name].help for name, text in helps.items())
+
+
 async def test_internal_stats_are_not_public(json_cluster: Cluster) -> None:
     """Each front's own snapshot is served on its private relay socket only."""
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
@@ -156,7 +168,8 @@ async def _health_until(cluster: Cluster, status: int, timeout: float = 15.0) ->
 
 
 async def test_health_follows_a_stopped_shard_and_restarts_are_counted(tmp_path: Path) -> None:
-    cluster = Cluster(tmp_path)
+    # the stopped shard must not give up on the fronts meanwhile (that is another test's)
+    cluster = Cluster(tmp_path, timeouts={"front_silence": 60})
     try:
         healthy = await _health_until(cluster, 200)
         assert healthy["status"] == "ok" and healthy["shards"] == 3

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
-import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -23,7 +21,7 @@ import aiohttp
 import pytest
 
 from pushy_shard.core.session import MAX_QUEUED_BYTES
-from tests.integration.harness import PREFIX, Cluster, PushyClient, channel_token
+from tests.integration.harness import PREFIX, Cluster, PushyClient, channel_token, free_port
 from tests.integration.http_client import (
     HTTP_TRANSPORTS,
     STREAMING,
@@ -31,14 +29,17 @@ from tests.integration.http_client import (
     session_id_for_front,
 )
 
-DISCONNECT_DELAY = 2.0
+# Sessions outlive the pauses between a test's requests on a busy box by far; the test of
+# expiry itself runs a server of its own with a short delay.
+DISCONNECT_DELAY = 10.0
+EXPIRY_DELAY = 1.0
 RESPONSE_LIMIT = 4096  # small, so streams reopen during the tests (sockjs-protocol's value)
 UNICODE = "héllo wörld 中文 😀 \u2028\u2029 </script> \x00 \ufeff"
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """3 shards, 2 fronts; sessions expire after 2 s, streams end after 4 KiB."""
+    """3 shards, 2 fronts; sessions expire after 10 s, streams end after 4 KiB."""
     sockjs = {"prefix": PREFIX, "heartbeat_delay": 25, "disconnect_delay": DISCONNECT_DELAY,
               "response_limit": RESPONSE_LIMIT}
     server = Cluster(tmp_path_factory.mktemp("transports"), sockjs=sockjs)
@@ -155,7 +156,16 @@ async def test_messages_queued_between_polls_keep_their_order(cluster: Cluster) 
         await client.close()
 
 
-async def test_a_session_nobody_polls_leaves_its_channels(cluster: Cluster) -> None:
+async def test_a_session_nobody_polls_leaves_its_channels(tmp_path: Path) -> None:
+    sockjs = {"prefix": PREFIX, "disconnect_delay": EXPIRY_DELAY}
+    cluster = Cluster(tmp_path, workers=1, fronts=2, sockjs=sockjs)
+    try:
+        await _expires(cluster)
+    finally:
+        assert cluster.stop() == 0
+
+
+async def _expires(cluster: Cluster) -> None:
     channel = "private-expiry"
     observer = await cluster.client(front=0)
     client = await HttpPushyClient.connect(cluster, "xhr-polling",
@@ -166,9 +176,9 @@ async def test_a_session_nobody_polls_leaves_its_channels(cluster: Cluster) -> N
         await join_presence(client, channel, "vanishing")
         await observer.expect("pushy:presence-add")
         stopped = time.monotonic()  # the client polls no more, and never says goodbye
-        quit_ = await observer.expect("pushy:presence-quit", timeout=DISCONNECT_DELAY + 10)
+        quit_ = await observer.expect("pushy:presence-quit", timeout=EXPIRY_DELAY + 10)
         assert quit_["data"]["member"]["name"] == "vanishing"
-        assert time.monotonic() - stopped >= DISCONNECT_DELAY - 0.5
+        assert time.monotonic() - stopped >= EXPIRY_DELAY - 0.5
         assert await client.send_raw(["{}"]) == 404  # the session is gone
     finally:
         await observer.close()
@@ -261,32 +271,12 @@ async def test_many_sessions_on_both_fronts(cluster: Cluster) -> None:
         await asyncio.gather(*(client.close() for client in clients))
 
 
-def free_port_block(count: int) -> int:
-    """The first of `count` consecutive free loopback ports, below the ephemeral range (where
-    outgoing connections, the links' own among them, could take one before the bind)."""
-    low, _ = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
-    for _ in range(50):
-        first = random.randrange(10_000, max(10_001, low - count))
-        held: list[socket.socket] = []
-        try:
-            for port in range(first, first + count):
-                sock = socket.socket()
-                held.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return first
-        except OSError:
-            continue
-        finally:
-            for sock in held:
-                sock.close()
-    raise AssertionError("no block of free ports")
-
-
 async def test_sessions_relay_over_tcp_links(tmp_path: Path) -> None:
     """With `link.transport` tcp the fronts relay session requests over loopback ports."""
-    first = free_port_block(3 + 2)  # 3 shards, then 2 fronts' relay ports
-    link = {"transport": "tcp", "tcp_port": first,
-            "directory": tempfile.mkdtemp(prefix="ps-", dir="/tmp")}
+    def link() -> dict[str, Any]:  # 3 shards, then 2 fronts' relay ports; new ones each try
+        return {"transport": "tcp", "tcp_port": free_port(3 + 2),
+                "directory": tempfile.mkdtemp(prefix="ps-", dir="/tmp")}
+
     server = Cluster(tmp_path, link=link)
     try:
         clients = [await HttpPushyClient.connect(server, transport,

@@ -1,6 +1,7 @@
 """The front's own WebSocket layer against the real processes (3 shards, 2 fronts), spoken
-to byte by byte: handshake answers, fragmentation, ping/pong, close codes for bad frames,
-Origin refusal, an upgrade on a kept-alive HTTP connection (aiohttp's path), many clients."""
+to byte by byte: handshake answers, fragmentation, ping/pong, close codes for bad frames and
+when TCP ends after them, Origin refusal, an upgrade on a kept-alive HTTP connection (read
+by aiohttp, then served by the same layer), many clients."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from pushy_shard.core.rfc6455 import (
     OP_TEXT,
     encode_frame,
 )
+from pushy_shard.front.websocket import CLOSE_SECONDS
 from tests.integration.harness import PREFIX, Cluster
 
 KEY = base64.b64encode(b"fastpath-key-16b").decode()
@@ -29,6 +31,9 @@ ACCEPT = base64.b64encode(hashlib.sha1(
     (KEY + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
 MASK = b"\x0a\x0b\x0c\x0d"
 SOCKJS_PATH = PREFIX + "/000/wire/websocket"
+# "TCP ended at once": well inside the CLOSE_SECONDS a server-started close waits for the
+# client, so an end that came from that wait (and the sweep after it) fails the test
+AT_ONCE = CLOSE_SECONDS / 2
 RAW_PATH = PREFIX + "/websocket"
 
 
@@ -80,6 +85,13 @@ class RawClient:
             size = struct.unpack("!Q", await self.reader.readexactly(8))[0]
         return first & 0x0F, await self.reader.readexactly(size)
 
+    async def kept_alive(self) -> None:
+        """One plain request answered first: aiohttp serves this connection from now on."""
+        self.send(f"GET {PREFIX}/info HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        status, headers = await self.head()
+        assert status == 200
+        await self.reader.readexactly(int(headers["content-length"]))
+
     async def opened(self, path: str = SOCKJS_PATH, after: bytes = b"") -> None:
         status, _ = await self.request(path, after=after)
         assert status == 101
@@ -87,14 +99,27 @@ class RawClient:
             assert await self.frame() == (OP_TEXT, b"o")
         assert b"pushy:connect" in (await self.frame())[1]
 
-    async def closed_with(self) -> tuple[int, str]:
-        """The server's close frame (skipping what came before), then the TCP close."""
+    async def close_frame(self) -> tuple[int, str]:
+        """The server's close frame, skipping what came before."""
         while True:
             opcode, payload = await self.frame()
             if opcode == OP_CLOSE:
-                break
-        assert await asyncio.wait_for(self.reader.read(), 10) == b""
-        return struct.unpack("!H", payload[:2])[0], payload[2:].decode()
+                return struct.unpack("!H", payload[:2])[0], payload[2:].decode()
+
+    async def closed_with(self) -> tuple[int, str]:
+        """The server's close frame; we answer it as a client should, and the server ends
+        TCP at once (it waits CLOSE_SECONDS only for a client that does not answer)."""
+        closed = await self.close_frame()
+        self.send(client_frame(OP_CLOSE, struct.pack("!H", closed[0])))
+        assert await asyncio.wait_for(self.reader.read(), AT_ONCE) == b""
+        return closed
+
+    async def failed_with(self) -> tuple[int, str]:
+        """The server's close frame after a protocol error; we never answer it, and the
+        server ends TCP at once anyway."""
+        closed = await self.close_frame()
+        assert await asyncio.wait_for(self.reader.read(), AT_ONCE) == b""
+        return closed
 
     def send(self, data: bytes) -> None:
         self.writer.write(data)
@@ -165,16 +190,16 @@ async def test_ping_pong_and_close_echo(cluster: Cluster) -> None:
         assert await client.frame() == (OP_PONG, b"are you there")
         client.send(client_frame(OP_PONG, b"unsolicited"))  # ignored
         client.send(client_frame(OP_CLOSE, struct.pack("!H", 1000) + b"bye"))
-        assert await client.closed_with() == (1000, "")
+        assert await client.close_frame() == (1000, "")  # our code echoed
+        assert await asyncio.wait_for(client.reader.read(), AT_ONCE) == b""
     finally:
         client.close()
 
 
-BAD_FRAMES = {
+BAD_FRAMES = {  # a protocol error: the server ends TCP without waiting for our answer
     "unmasked": (encode_frame(OP_TEXT, b'["a"]'), 1002),
     "reserved bit": (client_frame(OP_TEXT, b'["a"]', rsv=4), 1002),
     "reserved opcode": (client_frame(0x3, b""), 1002),
-    "binary": (client_frame(OP_BINARY, b"\x00\x01"), 1003),
     "invalid utf-8": (client_frame(OP_TEXT, b"\xff\xfe"), 1007),
     "too big": (client_frame(OP_TEXT, b"x" * (1024 * 1024 + 1)), 1009),
     "long ping": (client_frame(OP_PING, b"p" * 126), 1002),
@@ -191,30 +216,68 @@ async def test_bad_frames_close_with_their_code(cluster: Cluster, name: str) -> 
     try:
         await client.opened()
         client.send(frame)
-        closed_code, reason = await client.closed_with()
+        closed_code, reason = await client.failed_with()
         assert closed_code == code
-        if name == "binary":
-            assert reason == "Text frames only"
         if name == "broken sockjs json":
             assert reason == "Broken framing."
     finally:
         client.close()
 
 
-async def test_upgrade_on_a_kept_alive_connection(cluster: Cluster) -> None:
-    """aiohttp serves the connection after its first request: it serves the upgrade too."""
+async def test_binary_frames_are_refused_with_a_close_the_client_answers(
+        cluster: Cluster) -> None:
+    """Not a protocol error: the server closes with 1003 and waits for our close frame."""
     client = await RawClient.open(cluster)
     try:
-        client.send(f"GET {PREFIX}/info HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
-        status, headers = await client.head()
-        assert status == 200
-        await client.reader.readexactly(int(headers["content-length"]))
         await client.opened()
-        client.send(client_frame(OP_TEXT, subscribe_text("wire-keepalive")))
+        client.send(client_frame(OP_BINARY, b"\x00\x01"))
+        assert await client.closed_with() == (1003, "Text frames only")
+    finally:
+        client.close()
+
+
+CELLS = {"broken sockjs framing": client_frame(OP_TEXT, b'["a'),
+         "unmasked client frame": encode_frame(OP_TEXT, b'["a"]')}
+
+
+@pytest.mark.parametrize("path", ["fresh upgrade", "kept-alive upgrade"])
+@pytest.mark.parametrize("error", list(CELLS))
+async def test_a_protocol_error_ends_tcp_at_once_on_both_paths(
+        cluster: Cluster, path: str, error: str) -> None:
+    """One close policy whichever layer first read the connection: after the close frame
+    the server ends TCP at once, although this client never answers the close."""
+    client = await RawClient.open(cluster)
+    try:
+        if path == "kept-alive upgrade":
+            await client.kept_alive()
+        await client.opened()
+        client.send(client_frame(OP_TEXT, subscribe_text("wire-" + path.split()[0])))
+        assert b"pushy:subscription-success" in (await client.frame())[1]
+        client.send(CELLS[error])
+        assert await client.failed_with() == (1002, "Broken framing." if "sockjs" in error
+                                              else "Client frames must be masked")
+    finally:
+        client.close()
+
+
+async def test_upgrade_on_a_kept_alive_connection(cluster: Cluster) -> None:
+    """aiohttp serves the connection after its first request; its upgrade is handed to the
+    front's own WebSocket layer, which serves it as a fresh one."""
+    client = await RawClient.open(cluster)
+    try:
+        await client.kept_alive()
+        await client.opened(after=client_frame(OP_TEXT, subscribe_text("wire-keepalive")))
         opcode, payload = await client.frame()
         assert b"pushy:subscription-success" in payload
-        client.send(client_frame(OP_TEXT, b'["a'))
-        assert (await client.closed_with())[0] == 1002  # the same answer as the fast path
+        status, _ = await cluster.trigger("wire-keepalive", "news", {"n": 2})
+        assert status == 201
+        opcode, payload = await client.frame()
+        assert json.loads(json.loads(payload[1:])[0])["data"] == {"n": 2}
+        client.send(client_frame(OP_PING, b"still there"))
+        assert await client.frame() == (OP_PONG, b"still there")
+        client.send(client_frame(OP_CLOSE, struct.pack("!H", 1000)))
+        assert await client.close_frame() == (1000, "")
+        assert await asyncio.wait_for(client.reader.read(), AT_ONCE) == b""
     finally:
         client.close()
 
