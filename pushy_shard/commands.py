@@ -12,11 +12,11 @@ import importlib
 import logging
 import secrets
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pushy_shard.core import protocol
-from pushy_shard.core.channels import Broadcast, ChannelTable, Effect, Reply
+from pushy_shard.core.channels import Broadcast, Channel, ChannelStore, Effect, Reply
 from pushy_shard.core.routing import channel_key
 from pushy_shard.errors import (
     ClientError,
@@ -42,26 +42,40 @@ class Forward:
     exclude: str | None
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
+class ShardSide:
+    """What a handler running in a shard reaches through its context, never directly: the
+    channel state of the shard (`channels`), which channel keys it owns, and the time."""
+
+    channels: ChannelStore
+    owns: Callable[[str], bool]
+    now_ms: int
+
+
 class CommandContext:
-    """What a command handler receives.
+    """What a command handler receives: the command and its sender, and a narrow API.
 
     `data` is the command's data object, `channel` the channel it names (None when it names
-    none), `address` the sender's IP address when the front knows it. `table` is the owning
-    shard's channel table, or None when the handler runs in a front. Handlers answer through
-    `reply`/`error` and reach channels through `broadcast`.
+    none), `address` the sender's IP address when the front knows it. Handlers answer
+    through `reply`/`error`, reach channels through `broadcast`, read the command channel
+    through `is_member`/`member_id`/`members`, and (in a shard) join or leave it through
+    `subscribe`/`unsubscribe`. Effects are performed when the handler returns.
     """
 
-    command: str
-    data: dict[str, Any]
-    channel: str | None
-    socket_id: str
-    front: int
-    table: ChannelTable | None = None
-    owns: Callable[[str], bool] = lambda key: False
-    now_ms: int = 0
-    effects: list[Effect | Forward] = field(default_factory=list)
-    address: str | None = None  # the sender's address (behind trusted_proxies: the client's)
+    __slots__ = ("command", "data", "channel", "socket_id", "front", "address", "effects",
+                 "_shard")
+
+    def __init__(self, command: str, data: dict[str, Any], channel: str | None,
+                 socket_id: str, front: int, *, shard: ShardSide | None = None,
+                 address: str | None = None) -> None:
+        self.command = command
+        self.data = data
+        self.channel = channel
+        self.socket_id = socket_id
+        self.front = front
+        self.address = address  # the sender's address (behind trusted_proxies: the client's)
+        self.effects: list[Effect | Forward] = []
+        self._shard = shard  # None: the handler runs in a front
 
     def reply(self, event: str, data: object) -> None:
         """Send `{"event": event, "data": data}` to the connection that sent the command."""
@@ -87,8 +101,9 @@ class CommandContext:
             raise NotEncodable(f"event must be a string, not {type(event).__name__}")
         key = channel_key(channel)
         exclude = self.socket_id if exclude_sender else None
-        if self.table is not None and self.owns(key):
-            chan = self.table.get(key)
+        shard = self._shard
+        if shard is not None and shard.owns(key):
+            chan = shard.channels.get(key)
             # encoded even for an empty channel: a handler's bad data fails every time
             message = protocol.event(event, data, chan.display if chan else channel)
             if chan is not None:
@@ -119,10 +134,32 @@ class CommandContext:
             return chan.presence_list()
         return [{"memberId": m.state.member_id} for m in chan.members.values()]
 
-    def _channel(self) -> Any:
-        if self.table is None or self.channel is None:
+    def subscribe(self) -> None:
+        """Subscribe the sender to the command's channel, as the `subscribe` command does
+        (PROTOCOL.md 3.1: token, presence data, its replies). In a shard only."""
+        shard, channel = self._in_shard()
+        state = shard.channels.for_key(channel_key(channel))
+        self.effects.extend(state.subscribe(
+            front=self.front, sid=self.socket_id, channel=channel, request=self.data,
+            now_ms=shard.now_ms, new_member_id=new_member_id))
+
+    def unsubscribe(self) -> None:
+        """Unsubscribe the sender from the command's channel, as `unsubscribe` does
+        (PROTOCOL.md 3.2; ChannelNotFound, NotSubscribed). In a shard only."""
+        shard, channel = self._in_shard()
+        state = shard.channels.for_key(channel_key(channel))
+        self.effects.extend(state.unsubscribe(front=self.front, sid=self.socket_id,
+                                              channel=channel))
+
+    def _in_shard(self) -> tuple[ShardSide, str]:
+        if self.channel is None or self._shard is None:
+            raise NoChannel()
+        return self._shard, self.channel
+
+    def _channel(self) -> Channel | None:
+        if self._shard is None or self.channel is None:
             return None
-        return self.table.get(channel_key(self.channel))
+        return self._shard.channels.get(channel_key(self.channel))
 
 
 def new_member_id() -> str:
@@ -135,26 +172,12 @@ def new_member_id() -> str:
 
 def subscribe(ctx: CommandContext) -> None:
     """PROTOCOL.md 3.1."""
-    if ctx.channel is None or ctx.table is None:
-        raise NoChannel()
-    ctx.effects.extend(
-        ctx.table.subscribe(
-            front=ctx.front,
-            sid=ctx.socket_id,
-            channel=ctx.channel,
-            request=ctx.data,
-            now_ms=ctx.now_ms,
-            new_member_id=new_member_id,
-        )
-    )
+    ctx.subscribe()
 
 
 def unsubscribe(ctx: CommandContext) -> None:
     """PROTOCOL.md 3.2."""
-    if ctx.channel is None or ctx.table is None:
-        raise NoChannel()
-    table = ctx.table
-    ctx.effects.extend(table.unsubscribe(front=ctx.front, sid=ctx.socket_id, channel=ctx.channel))
+    ctx.unsubscribe()
 
 
 BUILTINS: Mapping[str, Handler] = {"subscribe": subscribe, "unsubscribe": unsubscribe}

@@ -243,6 +243,48 @@ BROKEN_FRAMING = Close(1002, "Broken framing.", protocol_error=True)  # not a So
 BINARY_REFUSED = Close(1003, "Text frames only")  # the protocols here are text
 
 
+# -- SockJS (the sockjs-protocol 0.3.3 answers) ------------------------------------------------
+
+
+class SockJSFrameError(PushyError, ValueError):
+    """A client frame that is not a JSON string or array of strings; SockJS closes on it."""
+
+
+class SockJSRequestError(PushyError, ValueError):
+    """A transport request that SockJS answers with HTTP 500 and `message` as the body."""
+
+    message = "Bad request"
+
+    def __init__(self) -> None:
+        super().__init__(self.message)
+
+
+class PayloadExpected(SockJSRequestError):
+    """xhr_send / jsonp_send without a JSON array of strings (sockjs-protocol XhrPolling)."""
+
+    message = "Payload expected."
+
+
+class BrokenJSON(SockJSRequestError):
+    message = "Broken JSON encoding."
+
+
+class CallbackRequired(SockJSRequestError):
+    """htmlfile / jsonp without `c` (sockjs-protocol HtmlFile, JsonPolling test_no_callback)."""
+
+    message = '"callback" parameter required'
+
+
+class InvalidCallback(SockJSRequestError):
+    """A callback that is not a plain dotted JavaScript name: it is echoed into a script."""
+
+    message = 'invalid "callback" parameter'
+
+
+class SessionStateError(PushyError, RuntimeError):
+    """An event the session table has no entry for: a bug in the shell, not a client error."""
+
+
 # -- links between processes -----------------------------------------------------------------
 
 
@@ -250,10 +292,18 @@ class LinkError(PushyError):
     """A message on a ZeroMQ link that does not decode; it is dropped and counted."""
 
 
+class LinkUnavailable(LinkError):
+    """A request to a shard could not be queued, or got no answer before its deadline."""
+
+
 class RequestRefused(LinkError):
     """A shard refuses a front's request before changing anything (a field missing or of the
     wrong type): it answers DONE with `{"error": payload}` rather than dropping it, so the
     front answers its client at once instead of timing out."""
+
+
+class MetricsError(PushyError, ValueError):
+    """A snapshot or supervisor state from another process does not have the expected shape."""
 
 
 # -- encoding --------------------------------------------------------------------------------

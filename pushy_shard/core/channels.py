@@ -7,14 +7,14 @@ members); the shard loop performs them. PROTOCOL.md 3 and 5, ARCHITECTURE.md 2.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from pushy_shard.core import protocol
 from pushy_shard.core.auth import channel_token, parse_json_like_js, signatures_equal
 from pushy_shard.core.config import Limits
-from pushy_shard.core.routing import channel_key
+from pushy_shard.core.routing import app_of, channel_key
 from pushy_shard.errors import ChannelNotFound, NotSubscribed
 
 MAX_PRESENCE_BYTES = Limits().max_presence_data  # the default; shards pass the configured one
@@ -143,8 +143,85 @@ def presence_record(data: object, member_id: str, now_ms: int) -> dict[str, Any]
     return record
 
 
+class ChannelState(Protocol):
+    """What a shard asks of the channels it owns (ARCHITECTURE.md 6): membership changes
+    and triggers, each returning the effects to perform, and the channels to read.
+    `ChannelTable` (in memory) is the default; a Redis-backed state for several hosts
+    stands beside it (SCALEOUT.md). Lifecycle is reported through `on_channel`."""
+
+    on_channel: Callable[[str, bool], None] | None
+    on_breach: Callable[[str, str], None] | None
+    max_presence_bytes: int
+
+    def get(self, key: str) -> Channel | None: ...
+
+    def all(self) -> Iterable[Channel]: ...
+
+    def subscribe(self, *, front: int, sid: str, channel: str, request: dict[str, Any],
+                  now_ms: int, new_member_id: Callable[[], str]) -> list[Effect]: ...
+
+    def unsubscribe(self, *, front: int, sid: str, channel: str) -> list[Effect]: ...
+
+    def leave(self, sid: str, keys: Iterable[str]) -> list[Effect]: ...
+
+    def trigger(self, key: str, event: str, data: object,
+                exclude: str | None) -> tuple[bool, list[Effect]]: ...
+
+    def restore_front(self, front: int, members: Iterable[MemberState], *,
+                      announce: bool = False) -> list[Effect]: ...
+
+
+class ChannelStore:
+    """Channel state per app (namespace): the Pushy channels, and each other app, have a
+    ChannelState of their own, made by `factory(app)` on first use. An operation goes to
+    the app its channel key names (routing.app_key)."""
+
+    def __init__(self, factory: Callable[[str], ChannelState]) -> None:
+        self._factory = factory
+        self.apps: dict[str, ChannelState] = {}
+
+    def app(self, app: str) -> ChannelState:
+        state = self.apps.get(app)
+        if state is None:
+            state = self.apps[app] = self._factory(app)
+        return state
+
+    def for_key(self, key: str) -> ChannelState:
+        return self.app(app_of(key))
+
+    def get(self, key: str) -> Channel | None:
+        state = self.apps.get(app_of(key))
+        return state.get(key) if state is not None else None
+
+    def all(self) -> Iterator[Channel]:
+        for state in self.apps.values():
+            yield from state.all()
+
+    def leave(self, sid: str, keys: Iterable[str]) -> list[Effect]:
+        effects: list[Effect] = []
+        for key in keys:
+            effects += self.for_key(key).leave(sid, (key,))
+        return effects
+
+    def trigger(self, key: str, event: str, data: object,
+                exclude: str | None) -> tuple[bool, list[Effect]]:
+        return self.for_key(key).trigger(key, event, data, exclude)
+
+    def restore_front(self, front: int, members: Iterable[MemberState], *,
+                      announce: bool = False) -> list[Effect]:
+        """Every app's memberships of `front` become exactly `members` (ARCHITECTURE.md 6)."""
+        by_app: dict[str, list[MemberState]] = {app: [] for app in self.apps}
+        for member in members:
+            by_app.setdefault(app_of(member.key), []).append(member)
+        effects: list[Effect] = []
+        for app, wanted in by_app.items():
+            effects += self.app(app).restore_front(front, wanted, announce=announce)
+        return effects
+
+
 class ChannelTable:
-    """All channels one shard owns. Not thread-safe: one owner applies operations in order."""
+    """All channels of one app a shard owns, in memory (the default ChannelState). Not
+    thread-safe: one owner applies operations in order."""
 
     def __init__(self, secret: str, *, max_presence_bytes: int = MAX_PRESENCE_BYTES,
                  on_channel: Callable[[str, bool], None] | None = None) -> None:
@@ -162,6 +239,9 @@ class ChannelTable:
 
     def get(self, key: str) -> Channel | None:
         return self.channels.get(key)
+
+    def all(self) -> Iterable[Channel]:
+        return self.channels.values()
 
     def subscribe(
         self,

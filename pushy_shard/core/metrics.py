@@ -9,14 +9,14 @@ sum in the text format 0.0.4 (`exposition`). Snapshots travel between processes 
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from pushy_shard.core.channels import Channel
-from pushy_shard.errors import PushyError
+from pushy_shard.core.protocol import dumps, loads
+from pushy_shard.errors import MetricsError
 
 Labels = tuple[tuple[str, str], ...]
 Sample = tuple[str, Labels, float]
@@ -28,10 +28,6 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _NAME_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 _LABEL_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
-
-
-class MetricsError(PushyError, ValueError):
-    """A snapshot or supervisor state from another process does not have the expected shape."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +236,7 @@ STATE_FILE = "supervisor.json"  # in the runtime directory: the supervisor write
 def restarts_document(supervisor_pid: int, restarts: Mapping[str, int]) -> bytes:
     """What the supervisor writes to `supervisor.json` in the runtime directory."""
     counts = {role: int(restarts.get(role, 0)) for role in RESTART_ROLES}
-    return json.dumps({"pid": supervisor_pid, "restarts": counts}).encode()
+    return dumps({"pid": supervisor_pid, "restarts": counts})
 
 
 def restart_samples(document: bytes, parent_pid: int) -> list[Sample]:
@@ -248,7 +244,7 @@ def restart_samples(document: bytes, parent_pid: int) -> list[Sample]:
     it is this process's parent (a file left by an earlier run, or read by a front that
     supervisord runs, does not count); an empty list otherwise."""
     try:
-        raw = json.loads(document)
+        raw = loads(document)
     except ValueError as exc:
         raise MetricsError(f"supervisor state: {exc}") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("restarts"), dict):

@@ -66,12 +66,9 @@ def parse_client_message(
     ):
         raise MessageTooLarge()
     try:
-        message = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        try:  # orjson refuses lone surrogates and big numbers that json accepts
-            message = json.loads(text, parse_constant=_not_json)
-        except (ValueError, RecursionError):
-            raise BogusMessage() from None
+        message = loads(text)
+    except ValueError:
+        raise BogusMessage() from None
     if not isinstance(message, dict):
         raise BogusMessage()
     has_command = message.get("command") is not None
@@ -88,6 +85,21 @@ def parse_client_message(
         data = {}  # the Pushy client sends `data || []`: no fields, not an error
     channel = channel_of(data, max_length=max_channel_length, pattern=channel_pattern)
     return ClientCommand(name=name.lower(), data=data, channel=channel)
+
+
+def loads(data: bytes | str) -> Any:
+    """JSON as clients and our processes write it: orjson, or the stdlib for what orjson
+    refuses but JavaScript and `dumps` write (lone surrogates, integers past 64 bits).
+    NaN and Infinity are not JSON. Raises ValueError (nesting too deep included)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass
+    text = data.decode("utf-8", "surrogatepass") if isinstance(data, bytes) else data
+    try:
+        return json.loads(text, parse_constant=_not_json)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def _not_json(name: str) -> object:

@@ -7,10 +7,28 @@ from __future__ import annotations
 
 import zlib
 
+PUSHY_APP = ""  # the namespace of the Pushy channels (every other app has an id)
+_APP_SEPARATOR = "\x00"
+
 
 def channel_key(name: str) -> str:
     """Channel identity is case-insensitive (PROTOCOL.md 3.4): the lower-cased name."""
     return name.lower()
+
+
+def app_key(app: str, name: str) -> str:
+    """The key of channel `name` in app `app`: a Pushy channel's is `channel_key`; another
+    app's is its id, NUL, then the name as written (case-sensitive). Fronts index and
+    shards store channels by key, so each app is a namespace of its own."""
+    if app == PUSHY_APP:
+        return channel_key(name)
+    return app + _APP_SEPARATOR + name
+
+
+def app_of(key: str) -> str:
+    """The app a channel key belongs to."""
+    app, separator, _ = key.partition(_APP_SEPARATOR)
+    return app if separator else PUSHY_APP
 
 
 def shard_for(key: str, shards: int) -> int:

@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Mapping
 
 from pushy_shard.core.config import Limits
+from pushy_shard.errors import SessionStateError
 
 # messages held for a session between two receivers, and their total size (quoted); past
 # either it is closed. config.limits' defaults; the shell passes the configured ones.
@@ -123,10 +124,6 @@ _STEPS: dict[State, dict[Event, _Step]] = {
     }
     for state, row in TABLE.items()
 }
-
-
-class SessionStateError(RuntimeError):
-    """An event the table has no entry for: a bug in the shell, not a client error."""
 
 
 def owner_front(session_id: str, fronts: int) -> int:

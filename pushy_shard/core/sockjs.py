@@ -16,8 +16,17 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from pushy_shard.core.protocol import loads
 from pushy_shard.core.rfc6455 import OP_TEXT, encode_frame
-from pushy_shard.errors import STOPPING, Close
+from pushy_shard.errors import (
+    STOPPING,
+    BrokenJSON,
+    CallbackRequired,
+    Close,
+    InvalidCallback,
+    PayloadExpected,
+    SockJSFrameError,
+)
 
 OPEN_FRAME = b"o"
 HEARTBEAT_FRAME = b"h"
@@ -27,41 +36,6 @@ HEARTBEAT_FRAME = b"h"
 _ESCAPABLE = re.compile(
     "[\x00-\x1f\u200c-\u200f\u2028-\u202f\u2060-\u206f\ufff0-\uffff\ud800-\udfff]"
 )
-
-
-class SockJSFrameError(ValueError):
-    """A client frame that is not a JSON string or array of strings; SockJS closes on it."""
-
-
-class SockJSRequestError(ValueError):
-    """A transport request that SockJS answers with HTTP 500 and `message` as the body."""
-
-    message = "Bad request"
-
-    def __init__(self) -> None:
-        super().__init__(self.message)
-
-
-class PayloadExpected(SockJSRequestError):
-    """xhr_send / jsonp_send without a JSON array of strings (sockjs-protocol XhrPolling)."""
-
-    message = "Payload expected."
-
-
-class BrokenJSON(SockJSRequestError):
-    message = "Broken JSON encoding."
-
-
-class CallbackRequired(SockJSRequestError):
-    """htmlfile / jsonp without `c` (sockjs-protocol HtmlFile, JsonPolling test_no_callback)."""
-
-    message = '"callback" parameter required'
-
-
-class InvalidCallback(SockJSRequestError):
-    """A callback that is not a plain dotted JavaScript name: it is echoed into a script."""
-
-    message = 'invalid "callback" parameter'
 
 
 def _escape_char(match: re.Match[str]) -> str:
@@ -116,13 +90,9 @@ def decode_client_frame(payload: str | bytes) -> list[str]:
     if not payload:
         return []
     try:
-        value = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        try:  # orjson refuses lone surrogates, which JavaScript clients send (as xhr_send)
-            text = payload.decode("utf-8") if isinstance(payload, bytes) else payload
-            value = json.loads(text)
-        except (ValueError, RecursionError):
-            raise SockJSFrameError("broken JSON encoding") from exc
+        value = loads(payload)
+    except ValueError:
+        raise SockJSFrameError("broken JSON encoding") from None
     if isinstance(value, str):
         return [value]
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
@@ -217,13 +187,9 @@ def decode_send_payload(body: bytes | str) -> list[str]:
     if not body:
         raise PayloadExpected()
     try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        try:  # orjson refuses lone surrogates, which JavaScript clients can send
-            text = body.decode("utf-8", "surrogatepass") if isinstance(body, bytes) else body
-            value = json.loads(text)
-        except (ValueError, RecursionError):
-            raise BrokenJSON() from None
+        value = loads(body)
+    except ValueError:
+        raise BrokenJSON() from None
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise PayloadExpected()
     return value

@@ -17,12 +17,13 @@ from importlib import resources
 from aiohttp import web
 
 from pushy_shard.core.config import Config
+from pushy_shard.core.frames import Kind
 from pushy_shard.core.origins import origin_allowed
 from pushy_shard.core.trigger import verify_trigger
 from pushy_shard.errors import BodyTooLarge, TriggerError
 from pushy_shard.front import observe, transports, websocket
-from pushy_shard.front.front import Front
-from pushy_shard.front.hub import RAW_WS, SOCKJS_WS
+from pushy_shard.front.front import ClientProtocol, Front
+from pushy_shard.front.pushy import Pushy
 from pushy_shard.front.relay import Relay
 from pushy_shard.front.sessions import Sessions
 from pushy_shard.front.transports import (
@@ -98,62 +99,54 @@ def iframe_handler(config: Config) -> Callable[[web.Request], Awaitable[web.Resp
     return iframe
 
 
-def websocket_handler(kind: int) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+def websocket_handler(kind: int, adapter: ClientProtocol
+                      ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """An upgrade aiohttp received, handed to the front's WebSocket layer."""
 
     async def upgrade(request: web.Request) -> web.StreamResponse:
         front: Front = request.app[FRONT_KEY]
         if not front.config.sockjs.websocket:
             raise web.HTTPNotFound()
-        return await websocket.serve(request, front, kind, request.app[CLOSING_KEY])
+        return await websocket.serve(request, front, adapter, kind, request.app[CLOSING_KEY])
 
     return upgrade
 
 
-async def _read_limited(request: web.Request, limit: int) -> bytes:
-    if request.content_length is not None and request.content_length > limit:
-        raise BodyTooLarge()
-    chunks = []
-    size = 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge()
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def trigger(request: web.Request) -> web.Response:
-    """POST /pushy/channel/<channel>/trigger (PROTOCOL.md 4.2, 4.3), within config.limits:
-    body size (413), channel name rules (400), replays (409, decided by the owning shard)."""
-    front: Front = request.app[FRONT_KEY]
-    config = front.config
-    try:
+def trigger_handler(pushy: Pushy) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def trigger(request: web.Request) -> web.Response:
+        """POST /pushy/channel/<channel>/trigger (PROTOCOL.md 4.2, 4.3), within
+        config.limits: body size (413), channel name rules (400), replays (409, decided
+        by the owning shard)."""
+        front: Front = request.app[FRONT_KEY]
+        config = front.config
         try:
-            body = await _read_limited(request, config.limits.max_trigger_body)
-        except BodyTooLarge:
-            front.breach("trigger_body", "refused a trigger body from "
-                         f"{front.request_address(request)}")
-            raise
-        channel = request.match_info["channel"]
-        front.check_trigger_channel(channel)
-        verified = verify_trigger(
-            channel=channel,
-            query=request.query,
-            body=body,
-            content_type=request.headers.get("Content-Type"),
-            secret=config.secret_key,
-            now=time.time(),
-            max_body=config.limits.max_trigger_body,
-        )
-        delivered = await front.trigger(verified)
-    except TriggerError as exc:
-        front.metrics.inc("pushy_triggers_total", (("status", str(exc.status)),))
-        return web.json_response(exc.body(), status=exc.status)
-    code = 201 if delivered else 200
-    front.metrics.inc("pushy_triggers_total", _CREATED if delivered else _OK)
-    front.metrics.inc("pushy_bytes_in_total", _FROM_TRIGGER, len(body))
-    return web.json_response({"status": {"code": code, "message": "Ok"}}, status=code)
+            try:
+                body = await transports.read_bounded(request, config.limits.max_trigger_body)
+            except BodyTooLarge:
+                front.breach("trigger_body", "refused a trigger body from "
+                             f"{front.request_address(request)}")
+                raise
+            channel = request.match_info["channel"]
+            pushy.check_trigger_channel(channel)
+            verified = verify_trigger(
+                channel=channel,
+                query=request.query,
+                body=body,
+                content_type=request.headers.get("Content-Type"),
+                secret=config.secret_key,
+                now=time.time(),
+                max_body=config.limits.max_trigger_body,
+            )
+            delivered = await pushy.trigger(verified)
+        except TriggerError as exc:
+            front.metrics.inc("pushy_triggers_total", (("status", str(exc.status)),))
+            return web.json_response(exc.body(), status=exc.status)
+        code = 201 if delivered else 200
+        front.metrics.inc("pushy_triggers_total", _CREATED if delivered else _OK)
+        front.metrics.inc("pushy_bytes_in_total", _FROM_TRIGGER, len(body))
+        return web.json_response({"status": {"code": code, "message": "Ok"}}, status=code)
+
+    return trigger
 
 
 def demo_page(config: Config) -> str:
@@ -210,10 +203,12 @@ def _same_origin(origin: str, host: str) -> bool:
     return bool(sep) and rest.rstrip("/") == host.lower()
 
 
-def build_app(front: Front, sessions: Sessions | None = None, relay: Relay | None = None,
-              closing: websocket.ClosingSockets | None = None) -> web.Application:
-    """The front's routes. `relay` (several fronts) sends session requests to their owner;
-    `closing` is the port's registry of closing WebSockets (the Listener's)."""
+def build_app(front: Front, pushy: Pushy, sessions: Sessions | None = None,
+              relay: Relay | None = None, closing: websocket.ClosingSockets | None = None
+              ) -> web.Application:
+    """The front's routes; `pushy` is the client protocol of the SockJS service and the
+    trigger API. `relay` (several fronts) sends session requests to their owner; `closing`
+    is the port's registry of closing WebSockets (the Listener's)."""
     prefix = front.config.sockjs.prefix
     # bodies are read through request.content with the configured limits; this only bounds
     # aiohttp's own readers
@@ -231,10 +226,11 @@ def build_app(front: Front, sessions: Sessions | None = None, relay: Relay | Non
         web.get(prefix + "/info", info),
         web.options(prefix + "/info", transports.options("OPTIONS, GET")),
         web.get(prefix + "/iframe{version:[-0-9a-z_.]*}.html", iframe),
-        web.get(prefix + "/websocket", websocket_handler(RAW_WS)),
-        web.get(prefix + "/{server}/{session}/websocket", websocket_handler(SOCKJS_WS)),
-        *transports.routes(prefix),
-        web.post("/pushy/channel/{channel}/trigger", trigger),
+        web.get(prefix + "/websocket", websocket_handler(Kind.RAW_WS, pushy)),
+        web.get(prefix + "/{server}/{session}/websocket",
+                websocket_handler(Kind.SOCKJS_WS, pushy)),
+        *transports.routes(prefix, pushy),
+        web.post("/pushy/channel/{channel}/trigger", trigger_handler(pushy)),
         *observe.routes(),  # /metrics, /health (README, Observability)
     ]
     if front.config.demo:

@@ -1,11 +1,10 @@
-"""The front's links to every shard: requests with replies, and shard restarts.
+"""The front's links to every shard: the shell around `core.shard_view` (ARCHITECTURE.md 3, 6).
 
-Every request waits in `pending` until its DONE arrives. When a link (re)connects the
-front says HELLO; the shard answers with its incarnation. A new incarnation means the shard
-restarted with empty state: the front replays its local members of that shard's channels
-(RESYNC) and then re-sends every pending request, so nothing a client asked for is lost
-(ARCHITECTURE.md 6). Requests are only sent on a synced link, so a replay always precedes
-them.
+`ShardLinks` keeps a future per request and performs what the pure view decides (Hello on
+connect, Resync and resends on Welcome, Pings and expiries on the tick); it is the one place
+the front decodes what shards send, and hands each channel message to its `LinkHandler`.
+The link sockets are a transport's: `ZmqTransport` in the front process, an in-memory pair
+in tests.
 """
 
 from __future__ import annotations
@@ -15,177 +14,166 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from pushy_shard import link
+from pushy_shard.core import link
 from pushy_shard.core.channels import MemberState
+from pushy_shard.core.shard_view import Replay, Send, ShardsView
+from pushy_shard.errors import LinkError, LinkUnavailable
 from pushy_shard.zmqio import ZmqChannel, tune
 
 log = logging.getLogger(__name__)
 
-MAX_PENDING = 10_000
 
+class LinkHandler(Protocol):
+    """What the front does with the channel messages shards send."""
 
-class LinkUnavailable(Exception):
-    """A request could not be queued, or got no answer before its deadline."""
+    def deliver(self, message: link.Deliver) -> None: ...
 
+    def reply(self, message: link.Reply) -> None: ...
 
-@dataclass(slots=True)
-class Pending:
-    frames: list[bytes]
-    future: asyncio.Future[Any]
-    deadline: float
-    sent: bool = False
+    def joined(self, message: link.Joined) -> None: ...
 
-
-@dataclass(slots=True)
-class ShardLink:
-    index: int
-    channel: ZmqChannel
-    monitor: ZmqChannel
-    incarnation: str | None = None
-    synced: bool = False
-    answered: float = 0.0  # monotonic time of its last WELCOME or PONG
-    pending: dict[bytes, Pending] = field(default_factory=dict)
+    def left(self, message: link.Left) -> None: ...
 
 
 class ShardLinks:
-    """DEALER links to every shard, with the replay protocol above."""
+    """Requests with futures over every shard's link, and the replay protocol."""
 
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        front: int,
-        endpoints: list[str],
-        on_message: Callable[[list[bytes]], None],
-        members_for_shard: Callable[[int], list[MemberState]],
-    ) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, front: int, shards: int,
+                 handler: LinkHandler, members_for_shard: Callable[[int], list[MemberState]],
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.loop = loop
         self.front = front
         self.incarnation = secrets.token_hex(8)
-        self.on_message = on_message
+        self.identity = link.front_identity(front, self.incarnation)
+        self.view: ShardsView[asyncio.Future[Any]] = ShardsView(front, shards)
+        self.handler = handler
         self.members_for_shard = members_for_shard
-        self.context = zmq.Context()
-        self._next_rid = 0
+        self.clock = clock
+        self.send: Callable[[int, list[bytes]], bool] = _unconnected
+        self.close_transport: Callable[[], None] = _nothing
+        self.send_failures = 0  # messages the transport could not queue (/metrics)
         self.ready: asyncio.Future[None] = loop.create_future()  # every shard answered once
         self._idle_waiters: list[asyncio.Future[None]] = []
-        self.links: list[ShardLink] = []
-        identity = link.front_identity(front, self.incarnation)
-        for index, endpoint in enumerate(endpoints):
-            sock = self.context.socket(zmq.DEALER)
-            tune(sock)
-            sock.setsockopt(zmq.IDENTITY, identity)
-            sock.setsockopt(zmq.RECONNECT_IVL, 50)
-            sock.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
-            events = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
-            monitor_sock = sock.get_monitor_socket(events)
-            sock.connect(endpoint)
-            channel = ZmqChannel(loop, sock, self._reader(index), f"front {front} <- shard {index}")
-            monitor = ZmqChannel(loop, monitor_sock, self._watcher(index), f"monitor {index}")
-            self.links.append(ShardLink(index, channel, monitor))
 
-    @property
-    def all_synced(self) -> bool:
-        return all(link_.synced for link_ in self.links)
+    # -- requests ------------------------------------------------------------------------------
 
-    def down(self, now: float, stale: float) -> list[int]:
-        """Shards this front cannot use now: link not synced, or no PONG for `stale`
-        seconds (a stopped or wedged shard still holds its socket open)."""
-        return [t.index for t in self.links if not t.synced or now - t.answered > stale]
-
-    def request(self, shard: int, op: bytes, *frames: bytes, timeout: float) -> asyncio.Future[Any]:
-        """Send a request to `shard`; the future gets the DONE body, or LinkUnavailable."""
+    def request(self, shard: int, request: link.Request, *, timeout: float
+                ) -> asyncio.Future[Any]:
+        """Send `request` to `shard`; the future gets the decoded Done body, or
+        LinkUnavailable (too many pending, or no answer within `timeout`)."""
         future: asyncio.Future[Any] = self.loop.create_future()
-        target = self.links[shard]
-        if len(target.pending) >= MAX_PENDING:
-            future.set_exception(LinkUnavailable(f"shard {shard}: too many pending requests"))
+        try:
+            send = self.view.request(shard, request, future, self.clock(), timeout)
+        except OverflowError as exc:
+            future.set_exception(LinkUnavailable(str(exc)))
             return future
-        self._next_rid += 1
-        rid = str(self._next_rid).encode()
-        entry = Pending([op, rid, *frames], future, time.monotonic() + timeout)
-        target.pending[rid] = entry
-        if target.synced:
-            entry.sent = target.channel.send(entry.frames)
+        if send is not None:
+            self._perform(send)
         return future
 
     @property
     def in_flight(self) -> int:
-        """Requests to connected shards that no DONE has answered yet. A shard whose link
-        dropped (it exited: a group-wide SIGTERM reaches shards too) answers none of them,
-        so they do not count."""
-        return sum(len(target.pending) for target in self.links if target.synced)
+        return self.view.in_flight
+
+    def down(self, now: float, stale: float) -> list[int]:
+        return self.view.down(now, stale)
 
     def idle(self) -> asyncio.Future[None]:
         """Resolves once no request is waiting for its answer: a stopping front awaits it
-        (bounded) so triggers in flight get their answer and LEAVEs reach the shards."""
+        (bounded) so triggers in flight get their answer and Leaves reach the shards."""
         waiter: asyncio.Future[None] = self.loop.create_future()
         self._idle_waiters.append(waiter)
         self._settled()
         return waiter
 
     def tick(self, now: float) -> None:
-        """The front's periodic sweep: a PING on every synced link (shards drop fronts that
-        stay silent, ARCHITECTURE.md 6), and requests past their deadline fail."""
-        for target in self.links:
-            if target.synced:
-                target.channel.send([link.PING])
-        for target in self.links:
-            expired = [rid for rid, p in target.pending.items() if p.deadline <= now]
-            for rid in expired:
-                entry = target.pending.pop(rid)
-                if not entry.future.done():
-                    entry.future.set_exception(LinkUnavailable(f"shard {target.index} timed out"))
+        """The front's periodic sweep: Pings, and requests past their deadline fail."""
+        pings, expired = self.view.tick(now)
+        for ping in pings:
+            self._perform(ping)
+        for future in expired:
+            if not future.done():
+                future.set_exception(LinkUnavailable("shard timed out"))
         if self._idle_waiters:
             self._settled()
 
     def close(self) -> None:
-        for target in self.links:
-            target.monitor.close()
-            target.channel.close()
-        self.context.term()
+        self.close_transport()
+
+    # -- what the transport reports ------------------------------------------------------------
+
+    def connected(self, shard: int) -> None:
+        self._perform(self.view.connected(shard))
+
+    def disconnected(self, shard: int) -> None:
+        self.view.disconnected(shard)
+        log.warning("front %d: link to shard %d lost", self.front, shard)
+        if self._idle_waiters:
+            self._settled()
+
+    def received(self, shard: int, frames: list[bytes]) -> None:
+        """One multipart message from `shard`: the front's one dispatch of link messages."""
+        try:
+            for message in link.decode_shard(frames):
+                if type(message) is link.Deliver:
+                    self.handler.deliver(message)
+                elif isinstance(message, link.Done):
+                    self._done(shard, message)
+                elif isinstance(message, link.Reply):
+                    self.handler.reply(message)
+                elif isinstance(message, link.Joined):
+                    self.handler.joined(message)
+                elif isinstance(message, link.Left):
+                    self.handler.left(message)
+                elif isinstance(message, link.Pong):
+                    self.view.pong(shard, self.clock())
+                elif isinstance(message, link.Welcome):
+                    self._welcomed(shard, message)
+        except (LinkError, ValueError, KeyError, TypeError, IndexError) as exc:
+            log.warning("front %d: dropped malformed message of shard %d: %s", self.front,
+                        shard, exc)
 
     # -- internals -----------------------------------------------------------------------
 
-    def _reader(self, shard: int) -> Callable[[list[bytes]], None]:
-        def read(frames: list[bytes]) -> None:
-            op = frames[0]
-            if op == link.BATCH:
-                start = 2
-                for size in link.load(frames[1]):
-                    read(frames[start:start + size])
-                    start += size
-            elif op == link.DONE:
-                entry = self.links[shard].pending.pop(frames[1], None)
-                if entry is not None and not entry.future.done():
-                    entry.future.set_result(link.load(frames[2]))
-                if self._idle_waiters:
-                    self._settled()
-            elif op == link.PONG:
-                self.links[shard].answered = time.monotonic()
-            elif op == link.WELCOME:
-                self._welcomed(shard, link.load(frames[1]))
-            else:
-                self.on_message(frames)
+    def _perform(self, send: Send) -> None:
+        ok = self._send(send.shard, send.frames)
+        if send.rid is not None:
+            self.view.sent(send.shard, send.rid, ok)
 
-        return read
+    def _send(self, shard: int, frames: list[bytes]) -> bool:
+        if self.send(shard, frames):
+            return True
+        self.send_failures += 1
+        return False
 
-    def _watcher(self, shard: int) -> Callable[[list[bytes]], None]:
-        def watch(frames: list[bytes]) -> None:
-            event = parse_monitor_message(frames)["event"]
-            target = self.links[shard]
-            if event == zmq.EVENT_CONNECTED:
-                target.channel.send([link.HELLO, link.body({"front": self.front})])
-            elif event == zmq.EVENT_DISCONNECTED:
-                target.synced = False
-                log.warning("front %d: link to shard %d lost", self.front, shard)
-                if self._idle_waiters:
-                    self._settled()
+    def _done(self, shard: int, done: link.Done) -> None:
+        future = self.view.done(shard, done.rid)
+        if future is not None and not future.done():
+            future.set_result(link.load(done.result))
+        if self._idle_waiters:
+            self._settled()
 
-        return watch
+    def _welcomed(self, shard: int, welcome: link.Welcome) -> None:
+        replay, resend = self.view.welcomed(shard, welcome, self.clock())
+        if replay is not None:
+            self._replay(replay)
+        if not self.ready.done() and self.view.all_synced:
+            self.ready.set_result(None)
+        for send in resend:
+            self._perform(send)
+
+    def _replay(self, replay: Replay) -> None:
+        members = tuple(self.members_for_shard(replay.shard))
+        resync = link.Resync(self.front, replay.incarnation, members)
+        self._send(replay.shard, resync.encode())
+        if replay.restarted:
+            log.info("front %d: shard %d restarted, replayed %d members",
+                     self.front, replay.shard, len(members))
 
     def _settled(self) -> None:
         """Wake `idle()` waiters once nothing is pending. Callbacks of answered futures run
@@ -198,24 +186,59 @@ class ShardLinks:
             if not waiter.done():
                 waiter.set_result(None)
 
-    def _welcomed(self, shard: int, body: dict[str, Any]) -> None:
-        target = self.links[shard]
-        incarnation = body["incarnation"]
-        # a new incarnation has empty state; the same one asks for a replay when it had
-        # given this front up for dead (silent too long) and forgotten its members
-        restarted = incarnation != target.incarnation or bool(body.get("replay"))
-        if restarted:
-            members = [m.to_wire() for m in self.members_for_shard(shard)]
-            replay = {"front": self.front, "incarnation": incarnation, "members": members}
-            target.channel.send([link.RESYNC, link.body(replay)])
-            if target.incarnation is not None:
-                log.info("front %d: shard %d restarted, replayed %d members",
-                         self.front, shard, len(members))
-            target.incarnation = incarnation
-        target.synced = True
-        target.answered = time.monotonic()
-        if not self.ready.done() and self.all_synced:
-            self.ready.set_result(None)
-        for entry in target.pending.values():
-            if restarted or not entry.sent:
-                entry.sent = target.channel.send(entry.frames)
+
+def _unconnected(shard: int, frames: list[bytes]) -> bool:
+    return False
+
+
+def _nothing() -> None:
+    pass
+
+
+class ZmqTransport:
+    """DEALER sockets to every shard endpoint, feeding `links`; one per front process."""
+
+    def __init__(self, links: ShardLinks, endpoints: list[str]) -> None:
+        self.context = zmq.Context()
+        self.channels: list[ZmqChannel] = []
+        self.monitors: list[ZmqChannel] = []
+        loop = links.loop
+        for index, endpoint in enumerate(endpoints):
+            sock = self.context.socket(zmq.DEALER)
+            tune(sock)
+            sock.setsockopt(zmq.IDENTITY, links.identity)
+            sock.setsockopt(zmq.RECONNECT_IVL, 50)
+            sock.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
+            monitor_sock = sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+            sock.connect(endpoint)
+            name = f"front {links.front} <- shard {index}"
+            self.channels.append(ZmqChannel(loop, sock, _bound(links.received, index), name))
+            self.monitors.append(ZmqChannel(loop, monitor_sock, self._watcher(links, index),
+                                            f"monitor {index}"))
+        links.send = self.send
+        links.close_transport = self.close
+
+    def send(self, shard: int, frames: list[bytes]) -> bool:
+        return self.channels[shard].send(frames)
+
+    def close(self) -> None:
+        for monitor, channel in zip(self.monitors, self.channels, strict=True):
+            monitor.close()
+            channel.close()
+        self.context.term()
+
+    @staticmethod
+    def _watcher(links: ShardLinks, shard: int) -> Callable[[list[bytes]], None]:
+        def watch(frames: list[bytes]) -> None:
+            event = parse_monitor_message(frames)["event"]
+            if event == zmq.EVENT_CONNECTED:
+                links.connected(shard)
+            elif event == zmq.EVENT_DISCONNECTED:
+                links.disconnected(shard)
+
+        return watch
+
+
+def _bound(received: Callable[[int, list[bytes]], None], shard: int
+           ) -> Callable[[list[bytes]], None]:
+    return lambda frames: received(shard, frames)

@@ -15,14 +15,14 @@ import logging
 import os
 import time
 
-import orjson
 from aiohttp import ClientError, web
 
-from pushy_shard import link, logs
-from pushy_shard.core import metrics
+from pushy_shard import logs
+from pushy_shard.core import link, metrics
 from pushy_shard.core.config import runtime_directory
+from pushy_shard.core.protocol import dumps, loads
+from pushy_shard.errors import LinkUnavailable, MetricsError
 from pushy_shard.front.front import Front
-from pushy_shard.front.links import LinkUnavailable
 from pushy_shard.front.relay import Relay
 from pushy_shard.front.transports import FRONT_KEY, NO_CACHE, RELAY_KEY
 from pushy_shard.front.websocket import FRONT_HEADER
@@ -55,19 +55,18 @@ def local_samples(front: Front) -> list[metrics.Sample]:
     links = front.links
     if links is not None:
         down = set(links.down(time.monotonic(), HEALTH_STALE))
-        dropped = 0
-        for target in links.links:
+        for target in links.view.shards:
             labels = (("front", str(front.index)), ("shard", str(target.index)))
             out.append(("pushy_link_pending_requests", labels, float(len(target.pending))))
             out.append(("pushy_link_up", labels, 0.0 if target.index in down else 1.0))
-            dropped += target.channel.dropped
-        out.append(("pushy_link_send_failures_total", (("role", "front"),), float(dropped)))
+        out.append(("pushy_link_send_failures_total", (("role", "front"),),
+                    float(links.send_failures)))
     return out
 
 
 async def _from_shard(front: Front, shard: int) -> list[metrics.Sample]:
     assert front.links is not None
-    request = front.links.request(shard, link.STATS, timeout=SCRAPE_TIMEOUT)
+    request = front.links.request(shard, link.Stats(), timeout=SCRAPE_TIMEOUT)
     reply = await asyncio.wait_for(request, SCRAPE_TIMEOUT)
     return metrics.from_wire(reply.get("samples"))
 
@@ -75,9 +74,9 @@ async def _from_shard(front: Front, shard: int) -> list[metrics.Sample]:
 async def _from_front(relay: Relay, index: int) -> list[metrics.Sample]:
     body = await relay.get(index, STATS_PATH, SCRAPE_TIMEOUT)
     try:
-        raw = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise metrics.MetricsError(f"front {index}: {exc}") from None
+        raw = loads(body)
+    except ValueError as exc:
+        raise MetricsError(f"front {index}: {exc}") from None
     return metrics.from_wire(raw)
 
 
@@ -90,7 +89,7 @@ def _restarts(front: Front) -> list[metrics.Sample]:
             return metrics.restart_samples(f.read(), os.getppid())
     except FileNotFoundError:
         return []
-    except (OSError, metrics.MetricsError) as exc:
+    except (OSError, MetricsError) as exc:
         log.warning("front %d: cannot read %s: %s", front.index, path, exc)
         return []
 
@@ -109,7 +108,7 @@ async def scrape(front: Front, relay: Relay | None) -> dict[metrics.Key, float]:
     for (role, index), answer in zip(names, answers, strict=True):
         if isinstance(answer, BaseException):
             if not isinstance(answer, TimeoutError | LinkUnavailable | ClientError | OSError
-                              | metrics.MetricsError):
+                              | MetricsError):
                 raise answer
             log.debug("front %d: %s %d missing from /metrics: %r", front.index, role, index,
                       answer)
@@ -152,7 +151,7 @@ async def own_stats(request: web.Request) -> web.Response:
     if relay is None or not relay.relayed(request):
         raise web.HTTPNotFound()
     samples = local_samples(request.app[FRONT_KEY])
-    return web.Response(body=orjson.dumps(metrics.to_wire(samples)),
+    return web.Response(body=dumps(metrics.to_wire(samples)),
                         content_type="application/json")
 
 

@@ -21,7 +21,8 @@ from pushy_shard.errors import AddressInUse
 from pushy_shard.front import shutdown
 from pushy_shard.front.front import Front
 from pushy_shard.front.http import build_app
-from pushy_shard.front.links import ShardLinks
+from pushy_shard.front.links import ShardLinks, ZmqTransport
+from pushy_shard.front.pushy import Pushy
 from pushy_shard.front.relay import Relay
 from pushy_shard.front.sessions import Sessions, sweep_interval
 from pushy_shard.front.websocket import ClosingSockets
@@ -72,10 +73,12 @@ def _binding(what: str) -> Iterator[None]:
 async def serve(config: Config, index: int, config_path: str | None = None) -> None:
     """Run front `index` until SIGTERM/SIGINT; SIGHUP re-reads `config_path`."""
     loop = asyncio.get_running_loop()
-    front = Front(config, index, load_registry(config.commands))
+    front = Front(config, index)
+    pushy = Pushy(front, load_registry(config.commands))
     directory = runtime_directory(config, os.environ)
     endpoints = [shard_endpoint(config, j, directory) for j in range(config.workers)]
-    links = ShardLinks(loop, index, endpoints, front.link_message, front.hub.members_for_shard)
+    links = ShardLinks(loop, index, config.workers, front, front.hub.members_for_shard)
+    ZmqTransport(links, endpoints)
     front.attach(links)
 
     sessions = Sessions(front, config.sockjs)
@@ -83,7 +86,7 @@ async def serve(config: Config, index: int, config_path: str | None = None) -> N
     # handler_cancellation: a client that drops a receiving request cancels its handler,
     # which is how a SockJS session learns its receiver went away
     closing = ClosingSockets()
-    runner = web.AppRunner(build_app(front, sessions, relay, closing), handle_signals=False,
+    runner = web.AppRunner(build_app(front, pushy, sessions, relay, closing), handle_signals=False,
                            access_log=None, shutdown_timeout=config.shutdown_timeout,
                            handler_cancellation=True)
     await runner.setup()
@@ -95,7 +98,7 @@ async def serve(config: Config, index: int, config_path: str | None = None) -> N
     # The port is ours, not a TCPSite's: WebSockets are served without aiohttp (wire.py),
     # every other connection is handed to the runner's server.
     assert runner.server is not None
-    listener = Listener(front, runner.server, closing)
+    listener = Listener(front, pushy, runner.server, closing)
     with _binding(f"{name}: port {config.host}:{config.port}"):
         server = await loop.create_server(listener, config.host, config.port,
                                           reuse_port=True, ssl=ssl_context(config),

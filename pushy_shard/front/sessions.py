@@ -23,6 +23,7 @@ from time import monotonic
 
 from pushy_shard.core.channels import MemberState
 from pushy_shard.core.config import SockJSOptions
+from pushy_shard.core.frames import Delivery, Kind, wrap_frame
 from pushy_shard.core.session import Do, Event, Session
 from pushy_shard.core.sockjs import (
     ANOTHER_CONNECTION,
@@ -35,8 +36,7 @@ from pushy_shard.core.sockjs import (
     session_close,
 )
 from pushy_shard.errors import QUEUE_FULL, SLOW_CONSUMER
-from pushy_shard.front.front import Front, new_socket_id
-from pushy_shard.front.hub import FRAME, Delivery, wrap_frame
+from pushy_shard.front.front import ClientProtocol, Front, new_socket_id
 
 QUEUE_FULL_FRAME = session_close(QUEUE_FULL)
 SLOW_CONSUMER_FRAME = session_close(SLOW_CONSUMER)
@@ -91,7 +91,7 @@ class PollingReceiver(Receiver):
 
     def deliver(self, delivery: Delivery) -> None:
         if self.callback is not None:
-            self._take(jsonp_frame(self.callback, delivery.frame(FRAME)))
+            self._take(jsonp_frame(self.callback, delivery.frame(Kind.FRAME)))
         else:
             self._take(delivery.frame(self.kind))
 
@@ -151,10 +151,10 @@ class HttpSession:
     """
 
     __slots__ = ("sid", "kind", "transport", "channels", "closed", "slow", "session_id", "core",
-                 "receiver", "registry", "address", "close_frame")
+                 "receiver", "registry", "address", "close_frame", "adapter")
 
     def __init__(self, registry: Sessions, session_id: str, transport: str, kind: int,
-                 address: str | None = None) -> None:
+                 adapter: ClientProtocol, address: str | None = None) -> None:
         self.sid = new_socket_id()
         self.kind = kind
         self.transport = transport  # the Pushy `protocol`: the transport that opened it
@@ -167,6 +167,7 @@ class HttpSession:
         self.registry = registry
         self.address = address  # the client's, as the front sees it (trusted_proxies)
         self.close_frame = GO_AWAY  # what a closed session answers: the reason it closed
+        self.adapter = adapter  # the client protocol its messages are in
 
     # -- the hub's Connection ----------------------------------------------------------------
 
@@ -222,7 +223,7 @@ class HttpSession:
             receiver.write(message_frame(self.core.take()))
         self._written(receiver)
         if do & Do.OPEN:
-            self.registry.front.opened(self, self.address)  # pushy:connect follows `o`
+            self.registry.front.opened(self, self.adapter, self.address)  # greeting after `o`
 
     def aborted(self, receiver: Receiver) -> None:
         """The receiving request's connection dropped (its handler was cancelled)."""
@@ -233,11 +234,10 @@ class HttpSession:
     def receive(self, messages: list[str]) -> None:
         """Messages from xhr_send / jsonp_send: to Pushy one by one, in order."""
         if self.core.handle(Event.CLIENT, monotonic()) & Do.DISPATCH:
-            front = self.registry.front
             for text in messages:
                 if self.closed:
                     break
-                front.client_message(self, text)
+                self.adapter.message(self, text)
 
     def close(self, frame: bytes = GO_AWAY) -> None:
         """The server ends the session: `frame` (`c[3000,"Go away!"]` unless a limit closed
@@ -256,7 +256,6 @@ class HttpSession:
         """After a write: a slow reader closes the session, a full response detaches."""
         if receiver.slow:
             self.registry.front.slow_consumer(self, getattr(receiver, "buffered", 0))
-            self.slow = True
             self.close(SLOW_CONSUMER_FRAME)
         elif receiver.full and self.receiver is receiver:
             self.receiver = None
@@ -291,13 +290,13 @@ class Sessions:
     def get(self, session_id: str) -> HttpSession | None:
         return self.by_id.get(session_id)
 
-    def open(self, session_id: str, transport: str, kind: int, address: str | None = None
-             ) -> HttpSession:
+    def open(self, session_id: str, transport: str, kind: int, adapter: ClientProtocol,
+             address: str | None = None) -> HttpSession:
         """The session `session_id`, created (not yet opened) if there is none."""
         session = self.by_id.get(session_id)
         if session is None:
             session = self.by_id[session_id] = HttpSession(self, session_id, transport, kind,
-                                                           address)
+                                                           adapter, address)
         return session
 
     def forget(self, session: HttpSession) -> None:

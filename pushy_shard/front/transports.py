@@ -20,17 +20,17 @@ from email.utils import formatdate
 
 from aiohttp import HttpVersion11, web
 
+from pushy_shard.core.frames import Kind
 from pushy_shard.core.sockjs import (
     EVENTSOURCE_PRELUDE,
     XHR_STREAMING_PRELUDE,
-    SockJSRequestError,
     callback_name,
     decode_jsonp_send,
     decode_send_payload,
     htmlfile_prelude,
 )
-from pushy_shard.front.front import Front
-from pushy_shard.front.hub import EVENTSOURCE, FRAME, HTMLFILE, XHR
+from pushy_shard.errors import BodyTooLarge, SockJSRequestError
+from pushy_shard.front.front import ClientProtocol, Front
 from pushy_shard.front.relay import Relay
 from pushy_shard.front.sessions import (
     HttpSession,
@@ -65,14 +65,14 @@ class Receiving:
 
 
 RECEIVING = {
-    "xhr": Receiving("xhr-polling", XHR, "POST", "application/javascript", streaming=False),
-    "xhr_streaming": Receiving("xhr-streaming", XHR, "POST", "application/javascript",
+    "xhr": Receiving("xhr-polling", Kind.XHR, "POST", "application/javascript", streaming=False),
+    "xhr_streaming": Receiving("xhr-streaming", Kind.XHR, "POST", "application/javascript",
                                streaming=True),
-    "eventsource": Receiving("eventsource", EVENTSOURCE, "GET", "text/event-stream",
+    "eventsource": Receiving("eventsource", Kind.EVENTSOURCE, "GET", "text/event-stream",
                              streaming=True),
-    "htmlfile": Receiving("htmlfile", HTMLFILE, "GET", "text/html", streaming=True,
+    "htmlfile": Receiving("htmlfile", Kind.HTMLFILE, "GET", "text/html", streaming=True,
                           callback=True, cors=False),
-    "jsonp": Receiving("jsonp-polling", FRAME, "GET", "application/javascript",
+    "jsonp": Receiving("jsonp-polling", Kind.FRAME, "GET", "application/javascript",
                        streaming=False, callback=True, cors=False),
 }
 
@@ -140,7 +140,7 @@ def options(methods: str) -> Handler:
 # -- receiving -------------------------------------------------------------------------------
 
 
-def receiving(spec: Receiving) -> Handler:
+def receiving(spec: Receiving, adapter: ClientProtocol) -> Handler:
     async def receive(request: web.Request) -> web.StreamResponse:
         relayed = await _relay(request, b"")
         if relayed is not None:
@@ -152,28 +152,28 @@ def receiving(spec: Receiving) -> Handler:
             except SockJSRequestError as exc:
                 return _error(request, exc, spec.cors)
         headers = _headers(request, spec.content_type, spec.cors)
-        if spec.kind == FRAME:
+        if spec.kind == Kind.FRAME:
             headers["X-Content-Type-Options"] = "nosniff"  # a jsonp answer is only a script
         if spec.streaming:
-            return await _stream(request, spec, headers, callback)
-        return await _poll(request, spec, headers, callback)
+            return await _stream(request, spec, adapter, headers, callback)
+        return await _poll(request, spec, adapter, headers, callback)
 
     return receive
 
 
-async def _poll(request: web.Request, spec: Receiving, headers: dict[str, str],
-                callback: str | None) -> web.StreamResponse:
+async def _poll(request: web.Request, spec: Receiving, adapter: ClientProtocol,
+                headers: dict[str, str], callback: str | None) -> web.StreamResponse:
     """xhr / jsonp: answer with the first frame the session has (now, or when it comes)."""
     receiver = PollingReceiver(spec.kind, asyncio.get_running_loop().create_future(), callback)
     session = _sessions(request).open(request.match_info["session"], spec.name, spec.kind,
-                                      _address(request))
+                                      adapter, _address(request))
     session.attach(receiver)
     await _until_done(session, receiver)
     return web.Response(body=receiver.body, headers=headers)
 
 
-async def _stream(request: web.Request, spec: Receiving, headers: dict[str, str],
-                  callback: str | None) -> web.StreamResponse:
+async def _stream(request: web.Request, spec: Receiving, adapter: ClientProtocol,
+                  headers: dict[str, str], callback: str | None) -> web.StreamResponse:
     """xhr_streaming / eventsource / htmlfile: headers and prelude through aiohttp, then the
     session's frames straight to the socket until the response is full or the session ends.
     HTTP/1.1 gets chunked encoding; HTTP/1.0 gets neither chunks nor a length, and the
@@ -185,9 +185,9 @@ async def _stream(request: web.Request, spec: Receiving, headers: dict[str, str]
     else:
         response.force_close()  # HTTP/1.0: the body ends when the connection does
     await response.prepare(request)
-    if spec.kind == XHR:
+    if spec.kind == Kind.XHR:
         await response.write(XHR_STREAMING_PRELUDE)
-    elif spec.kind == EVENTSOURCE:
+    elif spec.kind == Kind.EVENTSOURCE:
         await response.write(EVENTSOURCE_PRELUDE)
     else:
         assert callback is not None
@@ -200,7 +200,7 @@ async def _stream(request: web.Request, spec: Receiving, headers: dict[str, str]
                                  chunked, front.config.sockjs.response_limit,
                                  front.config.limits.slow_consumer_bytes)
     session = _sessions(request).open(request.match_info["session"], spec.name, spec.kind,
-                                      _address(request))
+                                      adapter, _address(request))
     session.attach(receiver)
     await _until_done(session, receiver)
     if not receiver.slow:
@@ -285,37 +285,45 @@ def _address(request: web.Request) -> str:
     return relayed or request.app[FRONT_KEY].request_address(request)
 
 
+async def read_bounded(request: web.Request, limit: int) -> bytes:
+    """A request body of at most `limit` bytes; past it BodyTooLarge, read no further."""
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLarge()
+    chunks = []
+    size = 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def _read_body(request: web.Request) -> bytes:
     """An xhr_send / jsonp_send body, at most limits.max_frame_bytes (like a WebSocket
     frame); past it 413, counted."""
     front = request.app[FRONT_KEY]
     limit = front.config.limits.max_frame_bytes
-    size = request.content_length or 0
-    chunks = []
-    if size <= limit:
-        size = 0
-        async for chunk in request.content.iter_chunked(64 * 1024):
-            size += len(chunk)
-            if size > limit:
-                break
-            chunks.append(chunk)
-    if size > limit:
+    try:
+        return await read_bounded(request, limit)
+    except BodyTooLarge:
         front.breach("frame_bytes", f"refused a {request.path.rsplit('/', 1)[-1]} body "
                      f"of {_address(request)}")
-        raise web.HTTPRequestEntityTooLarge(limit, size)
-    return b"".join(chunks)
+        raise web.HTTPRequestEntityTooLarge(limit, request.content_length or limit + 1
+                                            ) from None
 
 
-def routes(prefix: str) -> list[web.RouteDef]:
-    """Every session URL: `<prefix>/<server>/<session>/<transport>`. Server and session ids
-    are any non-empty path segments without dots (sockjs-protocol SessionURLs)."""
+def routes(prefix: str, adapter: ClientProtocol) -> list[web.RouteDef]:
+    """Every session URL: `<prefix>/<server>/<session>/<transport>`, its sessions speaking
+    `adapter`'s protocol. Server and session ids are any non-empty path segments without
+    dots (sockjs-protocol SessionURLs)."""
     base = prefix + "/{server:[^/.]+}/{session:[^/.]+}/"
     table: list[web.RouteDef] = []
     for name, spec in RECEIVING.items():
         if spec.method == "GET":
-            table.append(web.get(base + name, receiving(spec), allow_head=False))
+            table.append(web.get(base + name, receiving(spec, adapter), allow_head=False))
         else:  # the xhr family: cross-origin POSTs, preflighted
-            table.append(web.post(base + name, receiving(spec)))
+            table.append(web.post(base + name, receiving(spec, adapter)))
             table.append(web.options(base + name, options("OPTIONS, POST")))
     table += [
         web.post(base + "xhr_send", xhr_send),

@@ -31,6 +31,7 @@ from typing import Any, cast
 from aiohttp import web
 
 from pushy_shard.core.channels import MemberState
+from pushy_shard.core.frames import Kind
 from pushy_shard.core.handshake import switching_protocols
 from pushy_shard.core.origins import origin_allowed
 from pushy_shard.core.rfc6455 import (
@@ -48,22 +49,20 @@ from pushy_shard.core.rfc6455 import (
 from pushy_shard.core.sockjs import (
     HEARTBEAT_FRAME,
     OPEN_FRAME,
-    SockJSFrameError,
     decode_client_frame,
-    message_frame,
     session_close,
     ws_text_frame,
 )
 from pushy_shard.errors import (
     BINARY_REFUSED,
     BROKEN_FRAMING,
-    SLOW_CONSUMER,
     STOPPING,
     FrameError,
+    SockJSFrameError,
 )
 from pushy_shard.errors import Close as Closing
-from pushy_shard.front.front import Front, new_socket_id
-from pushy_shard.front.hub import RAW_WS, SOCKJS_WS, Delivery
+from pushy_shard.front.fanout import SocketConnection
+from pushy_shard.front.front import ClientProtocol, Front, new_socket_id
 
 log = logging.getLogger(__name__)
 
@@ -113,15 +112,16 @@ class ClosingSockets:
             waiter.set_result(None)
 
 
-class WebSocket(asyncio.Protocol):
-    """One WebSocket client (the hub's `Connection`). `write` is synchronous: bytes go to
-    the socket buffer now. Kept small: every idle subscriber holds one."""
+class WebSocket(SocketConnection, asyncio.Protocol):
+    """One WebSocket client (the hub's `Connection`). Writes are synchronous: bytes go to
+    the socket buffer now (fanout.SocketConnection). Kept small: every idle subscriber
+    holds one."""
 
-    __slots__ = ("sid", "kind", "transport", "channels", "closed", "slow", "front", "_socket",
-                 "_reader", "_closing", "_after")
+    __slots__ = ("sid", "kind", "transport", "channels", "closed", "slow", "front", "adapter",
+                 "_socket", "_reader", "_closing", "_after")
 
-    def __init__(self, front: Front, kind: int, socket: asyncio.Transport,
-                 closing: ClosingSockets,
+    def __init__(self, front: Front, adapter: ClientProtocol, kind: int,
+                 socket: asyncio.Transport, closing: ClosingSockets,
                  after: Callable[[Exception | None], None] | None = None) -> None:
         self.sid = new_socket_id()
         self.kind = kind
@@ -130,6 +130,7 @@ class WebSocket(asyncio.Protocol):
         self.closed = False  # we sent our close frame: nothing more is written or read
         self.slow = False  # closed because its client did not keep up (counted by the front)
         self.front = front
+        self.adapter = adapter  # the client protocol its messages are in
         self._socket = socket
         self._reader: FrameReader | None = FrameReader(front.config.limits.max_frame_bytes)
         self._closing = closing
@@ -143,9 +144,9 @@ class WebSocket(asyncio.Protocol):
         if refusal is not None:
             self.close(refusal)
             return
-        if self.kind == SOCKJS_WS:
+        if self.kind == Kind.SOCKJS_WS:
             self.write(OPEN_WS)
-        self.front.opened(self, address)
+        self.front.opened(self, self.adapter, address)
         if rest:
             self.data_received(rest)
 
@@ -184,17 +185,18 @@ class WebSocket(asyncio.Protocol):
             self.close(exc.close())
 
     def _received(self, text: str) -> Closing | None:
-        """One text message, handed to the front as Pushy messages; the close to end the
-        connection with if the SockJS framing is broken."""
-        if self.kind == RAW_WS:
-            self.front.client_message(self, text)
+        """One text message, handed to the client protocol (one message per frame, or the
+        messages of a SockJS frame); the close to end the connection with if the SockJS
+        framing is broken."""
+        if self.kind == Kind.RAW_WS:
+            self.adapter.message(self, text)
             return None
         try:
             messages = decode_client_frame(text)
         except SockJSFrameError:
             return BROKEN_FRAMING
         for message in messages:
-            self.front.client_message(self, message)
+            self.adapter.message(self, message)
         return None
 
     def _after_close(self, reader: FrameReader, data: bytes) -> None:
@@ -219,40 +221,10 @@ class WebSocket(asyncio.Protocol):
         if after is not None:
             after(exc)
 
-    # -- what we send ----------------------------------------------------------------------
-
-    def write(self, data: bytes) -> None:
-        socket = self._socket
-        if self.closed or socket.is_closing():
-            return
-        socket.write(data)
-        buffered = socket.get_write_buffer_size()
-        if buffered > self.front.config.limits.slow_consumer_bytes:  # read live (SIGHUP)
-            self.slow = True
-            self.front.slow_consumer(self, buffered)
-            self.close(SLOW_CONSUMER)  # queued behind what is buffered
-
-    def deliver(self, delivery: Delivery) -> None:
-        self.write(delivery.frame(self.kind))
-
-    def deliver_batch(self, batch: list[Delivery], shared: dict[tuple[int, ...], bytes]) -> None:
-        """SockJS: one `a[m1,m2,...]` frame (the protocol allows several messages per
-        frame); raw WebSocket: its frames in one write."""
-        key = (self.kind, *map(id, batch))
-        data = shared.get(key)
-        if data is None:
-            if self.kind == SOCKJS_WS:
-                data = ws_text_frame(message_frame([d.quoted for d in batch]))
-            else:
-                data = b"".join(d.frame(self.kind) for d in batch)
-            shared[key] = data
-        self.write(data)
-
-    def send(self, message: bytes) -> None:
-        self.write(Delivery(message).frame(self.kind))
+    # -- what we send: fanout.SocketConnection writes events and replies ---------------------
 
     def heartbeat(self) -> None:
-        if self.kind == SOCKJS_WS:  # the raw WebSocket has no SockJS framing at all
+        if self.kind == Kind.SOCKJS_WS:  # the raw WebSocket has no SockJS framing at all
             self.write(HEARTBEAT_WS)
 
     # -- closing -----------------------------------------------------------------------------
@@ -267,7 +239,7 @@ class WebSocket(asyncio.Protocol):
         socket = self._socket
         if socket.is_closing():
             return
-        if self.kind == SOCKJS_WS and why.sockjs is not None:
+        if self.kind == Kind.SOCKJS_WS and why.sockjs is not None:
             socket.write(ws_text_frame(session_close(why)))
         frame = close_frame(why.code, why.reason)
         if why.protocol_error:
@@ -340,14 +312,14 @@ def refusal(request: web.Request, front: Front) -> web.Response | None:
     return None
 
 
-async def serve(request: web.Request, front: Front, kind: int,
+async def serve(request: web.Request, front: Front, adapter: ClientProtocol, kind: int,
                 closing: ClosingSockets) -> web.StreamResponse:
     """An upgrade aiohttp received (on a kept-alive connection, or one the port left to it):
     aiohttp checks the handshake and answers a bad one as it always did; a good one is
     answered here and the socket becomes a `WebSocket`, so every WebSocket is served by
     one layer. The handler then waits until the socket is gone, so aiohttp leaves it alone
     meanwhile, and tells aiohttp's protocol when it is."""
-    if kind == SOCKJS_WS and not valid_session_path(request.match_info["server"],
+    if kind == Kind.SOCKJS_WS and not valid_session_path(request.match_info["server"],
                                                     request.match_info["session"]):
         raise web.HTTPNotFound()
     refused = refusal(request, front)
@@ -366,7 +338,7 @@ async def serve(request: web.Request, front: Front, kind: int,
             lost.set_result(None)
         handler.connection_lost(exc)  # aiohttp's bookkeeping of the connection it lent us
 
-    conn = WebSocket(front, kind, socket, closing, gone)
+    conn = WebSocket(front, adapter, kind, socket, closing, gone)
     tail = _Tail()
     handler.set_parser(cast(Any, tail))
     socket.write(switching_protocols(request.headers["Sec-WebSocket-Key"],

@@ -19,6 +19,7 @@ from typing import cast
 
 from aiohttp import web
 
+from pushy_shard.core.frames import Kind
 from pushy_shard.core.handshake import (
     Route,
     error_response,
@@ -35,8 +36,7 @@ from pushy_shard.core.http_head import (
 )
 from pushy_shard.core.origins import client_address, origin_allowed
 from pushy_shard.errors import BadRequestHead, HeadTooLarge
-from pushy_shard.front.front import Front
-from pushy_shard.front.hub import RAW_WS, SOCKJS_WS
+from pushy_shard.front.front import ClientProtocol, Front
 from pushy_shard.front.websocket import FRONT_HEADER, ClosingSockets, WebSocket
 
 log = logging.getLogger(__name__)
@@ -49,8 +49,10 @@ HEAD_SECONDS = 75.0
 class Listener:
     """The protocol factory of the front's port, and the connections still sending a head."""
 
-    def __init__(self, front: Front, web_server: web.Server, closing: ClosingSockets) -> None:
+    def __init__(self, front: Front, adapter: ClientProtocol, web_server: web.Server,
+                 closing: ClosingSockets) -> None:
         self.front = front
+        self.adapter = adapter  # the client protocol of the WebSocket routes (Pushy)
         self.web_server = web_server  # makes aiohttp's request handler for a connection
         self.closing = closing  # WebSockets we closed, both paths (websocket.py)
         self.reading: dict[HeadReader, float] = {}  # -> when it connected (monotonic)
@@ -83,8 +85,8 @@ class Listener:
     def upgrade(self, socket: asyncio.Transport, route: Route, key: str, rest: bytes,
                 address: str) -> None:
         """Answer 101; `socket` is a WebSocket from now on (`rest`: its first frames)."""
-        kind = SOCKJS_WS if route is Route.SOCKJS else RAW_WS
-        conn = WebSocket(self.front, kind, socket, self.closing)
+        kind = Kind.SOCKJS_WS if route is Route.SOCKJS else Kind.RAW_WS
+        conn = WebSocket(self.front, self.adapter, kind, socket, self.closing)
         socket.write(switching_protocols(key, self._headers))
         socket.set_protocol(conn)
         conn.start(address, rest)

@@ -14,12 +14,20 @@ from pushy_shard.commands import (
     BUILTINS,
     CommandContext,
     Forward,
+    ShardSide,
     load_registry,
     new_member_id,
     run_handler,
 )
 from pushy_shard.core.auth import channel_token
-from pushy_shard.core.channels import Broadcast, ChannelTable, Joined, Left, Reply
+from pushy_shard.core.channels import (
+    Broadcast,
+    ChannelStore,
+    ChannelTable,
+    Joined,
+    Left,
+    Reply,
+)
 from pushy_shard.errors import ClientError, ConfigError, NoChannel
 
 SECRET = "secret"
@@ -55,15 +63,18 @@ def context(
     table: ChannelTable | None = None,
     owns: bool = True,
 ) -> CommandContext:
+    shard = None
+    if table is not None:
+        store = ChannelStore(lambda app: table)
+        store.app("")  # the Pushy channels: the table of the test
+        shard = ShardSide(store, lambda key: owns, NOW)
     return CommandContext(
-        command=command,
-        data=data if data is not None else ({"channel": channel} if channel else {}),
-        channel=channel,
-        socket_id=sid,
-        front=front,
-        table=table,
-        owns=lambda key: owns,
-        now_ms=NOW,
+        command,
+        data if data is not None else ({"channel": channel} if channel else {}),
+        channel,
+        sid,
+        front,
+        shard=shard,
     )
 
 

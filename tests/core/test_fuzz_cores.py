@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from pushy_shard import link
-from pushy_shard.core import protocol, sockjs
+from pushy_shard import errors
+from pushy_shard.core import link, protocol, sockjs
 from pushy_shard.core.auth import (
     canonical_json,
     channel_token,
@@ -41,7 +41,7 @@ from pushy_shard.core.channels import (
     MemberState,
     Reply,
 )
-from pushy_shard.core.session import TABLE, Event, Session, SessionStateError, State
+from pushy_shard.core.session import TABLE, Event, Session, State
 from pushy_shard.core.trigger import Trigger, js_parse_int, verify_trigger
 from pushy_shard.errors import (
     BodyTooLarge,
@@ -54,6 +54,7 @@ from pushy_shard.errors import (
     MessageTooLarge,
     MissingParameters,
     NotSubscribed,
+    SessionStateError,
     TimestampOutOfBounds,
     UnsupportedContentType,
 )
@@ -143,7 +144,7 @@ def test_command_objects_with_any_fields(command: object, data: object, event: o
 def test_client_frame_is_a_list_of_strings_or_a_frame_error(payload: str | bytes) -> None:
     try:
         messages = sockjs.decode_client_frame(payload)
-    except sockjs.SockJSFrameError:
+    except errors.SockJSFrameError:
         return
     assert isinstance(messages, list) and all(isinstance(m, str) for m in messages)
 
@@ -158,7 +159,7 @@ def test_client_frame_of_strings_round_trips(messages: list[str]) -> None:
     assert sockjs.decode_send_payload(text) == [utf16_normal(m) for m in messages]
 
 
-SEND_ERRORS = (sockjs.PayloadExpected, sockjs.BrokenJSON)
+SEND_ERRORS = (errors.PayloadExpected, errors.BrokenJSON)
 
 
 @settings(max_examples=200, deadline=None)
@@ -186,7 +187,7 @@ def test_send_bodies_raise_only_payload_expected_or_broken_json(body: bytes | st
 def test_callback_names_are_checked(value: str | None) -> None:
     try:
         name = sockjs.callback_name(value)
-    except (sockjs.CallbackRequired, sockjs.InvalidCallback):
+    except (errors.CallbackRequired, errors.InvalidCallback):
         return
     # what is written into a script unescaped is a plain dotted name
     assert re.fullmatch(r"[A-Za-z0-9_.\-]{1,32}", name)

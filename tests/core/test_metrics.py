@@ -8,7 +8,8 @@ import pytest
 
 from pushy_shard.core import metrics
 from pushy_shard.core.channels import ChannelTable
-from pushy_shard.core.metrics import Metrics, MetricsError
+from pushy_shard.core.metrics import Metrics
+from pushy_shard.errors import MetricsError
 
 # -- counters -----------------------------------------------------------------------------------
 

@@ -17,10 +17,10 @@ from pushy_shard.core.session import (
     Do,
     Event,
     Session,
-    SessionStateError,
     State,
     owner_front,
 )
+from pushy_shard.errors import SessionStateError
 
 DELAY = 5.0
 

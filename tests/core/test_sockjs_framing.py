@@ -21,12 +21,6 @@ from pushy_shard.core.sockjs import (
     HEARTBEAT_FRAME,
     OPEN_FRAME,
     XHR_STREAMING_PRELUDE,
-    BrokenJSON,
-    CallbackRequired,
-    InvalidCallback,
-    PayloadExpected,
-    SockJSFrameError,
-    SockJSRequestError,
     callback_name,
     close_frame,
     decode_client_frame,
@@ -43,6 +37,14 @@ from pushy_shard.core.sockjs import (
     quote_bytes,
     ws_text_frame,
     xhr_frame,
+)
+from pushy_shard.errors import (
+    BrokenJSON,
+    CallbackRequired,
+    InvalidCallback,
+    PayloadExpected,
+    SockJSFrameError,
+    SockJSRequestError,
 )
 
 # sockjs-protocol-0.3.3.py, JsonEncoding: what a server must never send raw.

@@ -6,9 +6,11 @@ import json
 from types import SimpleNamespace
 from typing import Any
 
+from pushy_shard.core import link
 from pushy_shard.core.channels import MemberState
 from pushy_shard.core.config import Limits
-from pushy_shard.front.hub import RAW_WS, SOCKJS_WS, Hub
+from pushy_shard.core.frames import Kind
+from pushy_shard.front.fanout import Hub
 from pushy_shard.front.websocket import ClosingSockets, WebSocket
 
 
@@ -29,7 +31,7 @@ class FakeSocket:
 def connection(hub: Hub, kind: int, key: str = "c") -> tuple[WebSocket, FakeSocket]:
     socket = FakeSocket()
     front = SimpleNamespace(config=SimpleNamespace(limits=Limits()))
-    conn = WebSocket(front, kind, socket, ClosingSockets())  # type: ignore[arg-type]
+    conn = WebSocket(front, None, kind, socket, ClosingSockets())  # type: ignore[arg-type]
     hub.add(conn)
     assert hub.joined(MemberState(conn.sid, key, key, False, "0000abcd", None), b'{"ok":1}')
     socket.writes.clear()
@@ -51,9 +53,10 @@ def sockjs_messages(frame: bytes) -> list[Any]:
 
 async def test_one_write_per_connection_per_loop_turn() -> None:
     hub = Hub(shards=1)
-    (_, sock_a), (_, sock_b) = connection(hub, SOCKJS_WS), connection(hub, SOCKJS_WS)
+    (_, sock_a), (_, sock_b) = connection(hub, Kind.SOCKJS_WS), connection(hub, Kind.SOCKJS_WS)
     for n in range(3):
-        hub.deliver("c", None, json.dumps({"event": "e", "channel": "c", "data": n}).encode())
+        message = json.dumps({"event": "e", "channel": "c", "data": n}).encode()
+        hub.deliver(link.Deliver("c", None, message))
     assert sock_a.writes == [] and sock_b.writes == []  # nothing before the turn ends
     hub.flush()
     assert len(sock_a.writes) == 1 and len(sock_b.writes) == 1
@@ -63,8 +66,8 @@ async def test_one_write_per_connection_per_loop_turn() -> None:
 
 async def test_direct_reply_waits_for_pending_events() -> None:
     hub = Hub(shards=1)
-    conn, socket = connection(hub, SOCKJS_WS)
-    hub.deliver("c", None, b'{"event":"e","channel":"c","data":1}')
+    conn, socket = connection(hub, Kind.SOCKJS_WS)
+    hub.deliver(link.Deliver("c", None, b'{"event":"e","channel":"c","data":1}'))
     hub.left(conn.sid, "c", b'{"event":"pushy:subscription-end","data":{"channel":"c"}}')
     hub.flush()
     events = [m["event"] for frame in socket.writes for m in sockjs_messages(frame)]
@@ -73,10 +76,10 @@ async def test_direct_reply_waits_for_pending_events() -> None:
 
 async def test_excluded_member_gets_nothing_and_raw_websocket_frames_join() -> None:
     hub = Hub(shards=1)
-    raw, raw_socket = connection(hub, RAW_WS)
-    other, other_socket = connection(hub, SOCKJS_WS)
-    hub.deliver("c", other.sid, b'{"n":1}')
-    hub.deliver("c", other.sid, b'{"n":2}')
+    raw, raw_socket = connection(hub, Kind.RAW_WS)
+    other, other_socket = connection(hub, Kind.SOCKJS_WS)
+    hub.deliver(link.Deliver("c", other.sid, b'{"n":1}'))
+    hub.deliver(link.Deliver("c", other.sid, b'{"n":2}'))
     hub.flush()
     assert other_socket.writes == []
     assert raw_socket.writes == [b"\x81\x07{\"n\":1}\x81\x07{\"n\":2}"]

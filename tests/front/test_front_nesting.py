@@ -17,22 +17,22 @@ DEEP = "[" * 1000 + "]" * 1000  # parses (under orjson's and json's read limits)
 
 
 async def test_a_too_deeply_nested_command_gets_bogus_message() -> None:
-    front, links = make_front()
+    front, pushy, links = make_front()
     conn = FakeConn("a")
-    front.opened(conn)  # type: ignore[arg-type]
+    front.opened(conn, pushy)  # type: ignore[arg-type]
     deep = '{"command":"subscribe","data":{"channel":"c","data":' + DEEP + "}}"
-    front.client_message(conn, deep)  # type: ignore[arg-type]
+    pushy.message(conn, deep)  # type: ignore[arg-type]
     assert conn.codes() == ["100"]
     assert links.requests == []
-    front.client_message(conn, json.dumps({"command": "subscribe",  # type: ignore[arg-type]
+    pushy.message(conn, json.dumps({"command": "subscribe",  # type: ignore[arg-type]
                                            "data": {"channel": "c"}}))
     assert len(links.requests) == 1  # the connection still works
 
 
 async def test_a_too_deeply_nested_trigger_is_a_400() -> None:
-    front, links = make_front()
+    front, pushy, links = make_front()
     trigger = Trigger(channel="c", event="e", data=orjson.loads(DEEP), socket_id=None,
                       timestamp=int(time.time()), signature="")
     with pytest.raises(InvalidBody, match="nested too deeply"):
-        await front.trigger(trigger)
+        await pushy.trigger(trigger)
     assert links.requests == []

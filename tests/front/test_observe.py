@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pushy_shard.core import link
 from pushy_shard.core.channels import MemberState
 from pushy_shard.core.config import parse_config
+from pushy_shard.core.frames import Kind
 from pushy_shard.core.metrics import merge
 from pushy_shard.front.front import Front
-from pushy_shard.front.hub import RAW_WS, SOCKJS_WS
 from pushy_shard.front.observe import local_samples
+from pushy_shard.front.pushy import Pushy
 from pushy_shard.front.websocket import ClosingSockets, WebSocket
 
 
@@ -34,13 +36,14 @@ class FakeSocket:
 
 def make_front() -> Front:
     config = parse_config({"secretKey": "s", "demo": False}, env={}, cpu_count=1)
-    return Front(config, 0, {})
+    return Front(config, 0)
 
 
 def open_conn(front: Front, kind: int) -> tuple[WebSocket, FakeSocket]:
     socket = FakeSocket()
-    conn = WebSocket(front, kind, socket, ClosingSockets())  # type: ignore[arg-type]
-    front.opened(conn)
+    pushy = Pushy(front, {})
+    conn = WebSocket(front, pushy, kind, socket, ClosingSockets())  # type: ignore[arg-type]
+    front.opened(conn, pushy)
     return conn, socket
 
 
@@ -50,9 +53,9 @@ def values(front: Front) -> dict:
 
 def test_connections_by_transport_and_replies() -> None:
     front = make_front()
-    open_conn(front, SOCKJS_WS)
-    open_conn(front, SOCKJS_WS)
-    open_conn(front, RAW_WS)
+    open_conn(front, Kind.SOCKJS_WS)
+    open_conn(front, Kind.SOCKJS_WS)
+    open_conn(front, Kind.RAW_WS)
     got = values(front)
     assert got[("pushy_connections", (("transport", "websocket"),))] == 2
     assert got[("pushy_connections", (("transport", "raw-websocket"),))] == 1
@@ -64,11 +67,11 @@ def test_connections_by_transport_and_replies() -> None:
 
 def test_fan_out_counts_members_and_bytes_per_event() -> None:
     front = make_front()
-    conns = [open_conn(front, SOCKJS_WS)[0] for _ in range(3)]
+    conns = [open_conn(front, Kind.SOCKJS_WS)[0] for _ in range(3)]
     for conn in conns:
         front.hub.joined(MemberState(conn.sid, "c", "c", False, conn.sid[:8], None), b"{}")
     before = values(front)
-    front.hub.deliver("c", conns[0].sid, b"0123456789")  # no loop: written at once
+    front.hub.deliver(link.Deliver("c", conns[0].sid, b"0123456789"))  # no loop: at once
     got = values(front)
     out = ("pushy_messages_out_total", (("kind", "event"),))
     assert got[out] - before[out] == 2
@@ -77,7 +80,7 @@ def test_fan_out_counts_members_and_bytes_per_event() -> None:
 
 async def test_a_slow_consumer_is_counted_when_it_closes() -> None:
     front = make_front()
-    conn, socket = open_conn(front, SOCKJS_WS)
+    conn, socket = open_conn(front, Kind.SOCKJS_WS)
     socket.buffered = front.config.limits.slow_consumer_bytes + 1
     conn.write(b"x")
     assert conn.closed and conn.slow  # closed: the sweep ends TCP if the client never answers
@@ -89,8 +92,8 @@ async def test_a_slow_consumer_is_counted_when_it_closes() -> None:
 
 def test_client_messages_in() -> None:
     front = make_front()
-    conn, _ = open_conn(front, SOCKJS_WS)
-    front.client_message(conn, '{"command": "nope", "data": {"é": 1}}')
+    conn, _ = open_conn(front, Kind.SOCKJS_WS)
+    conn.adapter.message(conn, '{"command": "nope", "data": {"é": 1}}')
     got = values(front)
     assert got[("pushy_messages_in_total", ())] == 1
     assert got[("pushy_bytes_in_total", (("source", "client"),))] == len(

@@ -10,13 +10,15 @@ from typing import Any
 
 import pytest
 
+from pushy_shard.core import frames as hub_module
+from pushy_shard.core import link
 from pushy_shard.core.channels import MemberState
 from pushy_shard.core.config import Config, Limits, SockJSOptions
+from pushy_shard.core.frames import Delivery, Kind
 from pushy_shard.core.session import MAX_QUEUED_MESSAGES, State
 from pushy_shard.core.sockjs import quote_bytes
-from pushy_shard.errors import TOO_MANY_CONNECTIONS
-from pushy_shard.front import hub as hub_module
-from pushy_shard.front.hub import EVENTSOURCE, FRAME, HTMLFILE, SOCKJS_WS, XHR, Delivery, Hub
+from pushy_shard.errors import TOO_MANY_CONNECTIONS, Close
+from pushy_shard.front.fanout import Hub
 from pushy_shard.front.sessions import (
     HttpSession,
     PollingReceiver,
@@ -59,7 +61,7 @@ class FakeFront:
         self.messages: list[str] = []
         self.breaches: list[str] = []
 
-    def admit(self, address: str | None = None) -> tuple[int, str] | None:
+    def admit(self, address: str | None = None) -> Close | None:
         if len(self.hub) < self.config.limits.max_connections_per_front:
             return None
         self.breaches.append("connections_per_front")
@@ -71,15 +73,23 @@ class FakeFront:
     def slow_consumer(self, conn: Any, buffered: int) -> None:
         self.breaches.append("slow_consumer")
 
-    def opened(self, conn: Any, address: str | None = None) -> None:
+    def opened(self, conn: Any, adapter: Any, address: str | None = None) -> None:
         self.hub.add(conn)
-        conn.send(b'{"event":"pushy:connect"}')
+        adapter.greet(conn)
 
     def closed(self, conn: Any) -> None:
         self.hub.remove(conn)
         self.closed_sids.append(conn.sid)
 
-    def client_message(self, conn: Any, text: str) -> None:
+    @property
+    def adapter(self) -> FakeFront:
+        """The client protocol of the sessions: this fake, recording their messages."""
+        return self
+
+    def greet(self, conn: Any) -> None:
+        conn.send(b'{"event":"pushy:connect"}')
+
+    def message(self, conn: Any, text: str) -> None:
         self.messages.append(text)
 
 
@@ -93,7 +103,7 @@ def sessions(front: FakeFront) -> Sessions:
     return Sessions(front, SockJSOptions(disconnect_delay=5.0, response_limit=4096))  # type: ignore[arg-type]
 
 
-def streaming(kind: int = XHR, chunked: bool = True, limit: int = 4096
+def streaming(kind: int = Kind.XHR, chunked: bool = True, limit: int = 4096
               ) -> tuple[StreamingReceiver, FakeSocket]:
     socket = FakeSocket()
     future = asyncio.get_running_loop().create_future()
@@ -103,7 +113,7 @@ def streaming(kind: int = XHR, chunked: bool = True, limit: int = 4096
 
 
 def polling(callback: str | None = None) -> PollingReceiver:
-    kind = FRAME if callback else XHR
+    kind = Kind.FRAME if callback else Kind.XHR
     return PollingReceiver(kind, asyncio.get_running_loop().create_future(), callback)
 
 
@@ -129,36 +139,36 @@ async def test_delivery_builds_each_kind_once(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(hub_module, "quote_bytes", counting)
     delivery = Delivery(EVENT)
     for _ in range(3):
-        for kind in (SOCKJS_WS, XHR, EVENTSOURCE, HTMLFILE, FRAME):
+        for kind in (Kind.SOCKJS_WS, Kind.XHR, Kind.EVENTSOURCE, Kind.HTMLFILE, Kind.FRAME):
             assert delivery.frame(kind) is delivery.frame(kind)
             assert delivery.chunk(kind) is delivery.chunk(kind)
     assert len(calls) == 1  # one JSON-string encoding for every transport kind
     quoted = quote_bytes(EVENT)
     assert delivery.quoted == quoted
-    assert delivery.frame(XHR) == b"a[" + quoted + b"]\n"
-    assert delivery.frame(EVENTSOURCE) == b"data: a[" + quoted + b"]\r\n\r\n"
-    assert delivery.frame(HTMLFILE).startswith(b"<script>\np(")
-    assert unchunk(delivery.chunk(XHR)) == delivery.frame(XHR)
+    assert delivery.frame(Kind.XHR) == b"a[" + quoted + b"]\n"
+    assert delivery.frame(Kind.EVENTSOURCE) == b"data: a[" + quoted + b"]\r\n\r\n"
+    assert delivery.frame(Kind.HTMLFILE).startswith(b"<script>\np(")
+    assert unchunk(delivery.chunk(Kind.XHR)) == delivery.frame(Kind.XHR)
 
 
 async def test_fan_out_shares_one_delivery(sessions: Sessions, front: FakeFront) -> None:
     sockets = []
     for n in range(3):
-        session = sessions.open(f"s{n}", "xhr-streaming", XHR)
+        session = sessions.open(f"s{n}", "xhr-streaming", Kind.XHR, sessions.front.adapter)
         receiver, socket = streaming()
         session.attach(receiver)
         front.hub.index.setdefault("c", {})[session.sid] = session
         sockets.append(socket)
-    front.hub.deliver("c", None, EVENT)
+    front.hub.deliver(link.Deliver("c", None, EVENT))
     front.hub.flush()  # the end of the loop turn, when coalesced deliveries are written
     chunks = [bytes(s.data).split(b"\r\n", 2)[-1] for s in sockets]
     # every member got the same pre-built chunk after its own `o` and pushy:connect
-    assert all(s.data.endswith(Delivery(EVENT).chunk(XHR)) for s in sockets)
+    assert all(s.data.endswith(Delivery(EVENT).chunk(Kind.XHR)) for s in sockets)
     assert len(set(chunks)) == 1
 
 
 async def test_streaming_session_writes_frames_and_ends_at_the_limit(sessions: Sessions) -> None:
-    session = sessions.open("a", "xhr-streaming", XHR)
+    session = sessions.open("a", "xhr-streaming", Kind.XHR, sessions.front.adapter)
     receiver, socket = streaming(chunked=False, limit=300)
     session.attach(receiver)
     assert socket.data.startswith(b"o\na[")  # open, then pushy:connect
@@ -172,7 +182,7 @@ async def test_streaming_session_writes_frames_and_ends_at_the_limit(sessions: S
 
 
 async def test_polling_answers_one_frame_and_queues_the_rest(sessions: Sessions) -> None:
-    session = sessions.open("p", "xhr-polling", XHR)
+    session = sessions.open("p", "xhr-polling", Kind.XHR, sessions.front.adapter)
     first = polling()
     session.attach(first)
     assert first.body == b"o\n" and first.done.done()
@@ -183,7 +193,7 @@ async def test_polling_answers_one_frame_and_queues_the_rest(sessions: Sessions)
     session.attach(third)
     assert not third.done.done()
     session.send(EVENT)
-    assert third.body == Delivery(EVENT).frame(XHR)
+    assert third.body == Delivery(EVENT).frame(Kind.XHR)
     session.send(EVENT)
     session.send(EVENT)
     fourth = polling("cb")
@@ -192,7 +202,7 @@ async def test_polling_answers_one_frame_and_queues_the_rest(sessions: Sessions)
 
 
 async def test_second_receiver_is_refused(sessions: Sessions) -> None:
-    session = sessions.open("r", "xhr-streaming", XHR)
+    session = sessions.open("r", "xhr-streaming", Kind.XHR, sessions.front.adapter)
     first, _ = streaming()
     session.attach(first)
     second = polling()
@@ -203,8 +213,8 @@ async def test_second_receiver_is_refused(sessions: Sessions) -> None:
 
 async def test_slow_stream_reader_closes_the_session(sessions: Sessions, front: FakeFront
                                                      ) -> None:
-    session = sessions.open("slow", "eventsource", EVENTSOURCE)
-    receiver, socket = streaming(EVENTSOURCE)
+    session = sessions.open("slow", "eventsource", Kind.EVENTSOURCE, sessions.front.adapter)
+    receiver, socket = streaming(Kind.EVENTSOURCE)
     session.attach(receiver)
     socket.buffered = SLOW_CONSUMER_BYTES + 1
     session.send(EVENT)
@@ -219,12 +229,12 @@ async def test_slow_stream_reader_closes_the_session(sessions: Sessions, front: 
 
 async def test_queue_over_its_bound_closes_without_touching_the_hub_now(
         sessions: Sessions, front: FakeFront) -> None:
-    session: HttpSession = sessions.open("q", "xhr-polling", XHR)
+    session: HttpSession = sessions.open("q", "xhr-polling", Kind.XHR, sessions.front.adapter)
     session.attach(polling())  # `o`: the session now waits for its next poll
     member = MemberState(session.sid, "c", "c", False, "0000abcd", None)
     assert front.hub.joined(member, b'{"event":"pushy:subscription-success"}')
     for _ in range(MAX_QUEUED_MESSAGES):
-        front.hub.deliver("c", None, EVENT)
+        front.hub.deliver(link.Deliver("c", None, EVENT))
     front.hub.flush()  # the end of the loop turn, when coalesced deliveries are written
     assert front.hub.index["c"]  # still indexed: the fan-out loop was not disturbed
     assert session.closed and front.closed_sids == []
@@ -239,7 +249,7 @@ async def test_queue_over_its_bound_closes_without_touching_the_hub_now(
 async def test_queue_bounds_are_read_from_the_config_at_use() -> None:
     front = FakeFront(Limits(session_queue_messages=3))
     sessions = Sessions(front, SockJSOptions())  # type: ignore[arg-type]
-    session = sessions.open("q", "xhr-polling", XHR)
+    session = sessions.open("q", "xhr-polling", Kind.XHR, sessions.front.adapter)
     session.attach(polling())
     session.core.take()  # pushy:connect
     for _ in range(3):
@@ -252,7 +262,7 @@ async def test_queue_bounds_are_read_from_the_config_at_use() -> None:
 async def test_queue_bytes_bound() -> None:
     front = FakeFront(Limits(session_queue_bytes=3 * len(quote_bytes(EVENT))))
     sessions = Sessions(front, SockJSOptions())  # type: ignore[arg-type]
-    session = sessions.open("q", "xhr-polling", XHR)
+    session = sessions.open("q", "xhr-polling", Kind.XHR, sessions.front.adapter)
     session.attach(polling())
     session.core.take()  # pushy:connect
     for _ in range(3):
@@ -266,10 +276,10 @@ async def test_a_new_session_past_the_connection_limit_gets_a_close_frame() -> N
     front = FakeFront(Limits(max_connections_per_front=1))
     sessions = Sessions(front, SockJSOptions())  # type: ignore[arg-type]
     first = polling()
-    sessions.open("a", "xhr-polling", XHR).attach(first)
+    sessions.open("a", "xhr-polling", Kind.XHR, sessions.front.adapter).attach(first)
     assert first.body == b"o\n"
     refused = polling()
-    session = sessions.open("b", "xhr-polling", XHR)
+    session = sessions.open("b", "xhr-polling", Kind.XHR, sessions.front.adapter)
     session.attach(refused)
     assert refused.body == b'c[1013,"Too many connections"]\n'
     assert session.closed and len(front.hub) == 1
@@ -281,9 +291,9 @@ async def test_a_new_session_past_the_connection_limit_gets_a_close_frame() -> N
 
 async def test_sweep_expires_waiting_sessions_and_sends_heartbeats(
         sessions: Sessions, front: FakeFront) -> None:
-    waiting = sessions.open("w", "xhr-polling", XHR)
+    waiting = sessions.open("w", "xhr-polling", Kind.XHR, sessions.front.adapter)
     waiting.attach(polling())
-    streaming_session = sessions.open("s", "xhr-streaming", XHR)
+    streaming_session = sessions.open("s", "xhr-streaming", Kind.XHR, sessions.front.adapter)
     receiver, socket = streaming(chunked=False)
     streaming_session.attach(receiver)
     assert waiting.core.deadline is not None
@@ -296,7 +306,7 @@ async def test_sweep_expires_waiting_sessions_and_sends_heartbeats(
 
 async def test_client_messages_go_to_pushy_in_order(sessions: Sessions, front: FakeFront
                                                     ) -> None:
-    session = sessions.open("m", "xhr-polling", XHR)
+    session = sessions.open("m", "xhr-polling", Kind.XHR, sessions.front.adapter)
     session.attach(polling())
     session.receive(["1", "2", "3"])
     assert front.messages == ["1", "2", "3"]

@@ -18,6 +18,7 @@ from pushy_shard.core.rfc6455 import OP_BINARY, OP_CLOSE, OP_TEXT, encode_frame
 from pushy_shard.front import websocket
 from pushy_shard.front.front import Front
 from pushy_shard.front.http import build_app
+from pushy_shard.front.pushy import Pushy
 from pushy_shard.front.transports import SESSIONS_KEY
 from pushy_shard.front.websocket import CLOSE_SECONDS, ClosingSockets, WebSocket
 from pushy_shard.front.wire import HEAD_SECONDS, Listener
@@ -42,13 +43,14 @@ class Served:
 @pytest.fixture
 async def served() -> AsyncIterator[Served]:
     config = Config(secret_key="test-secret", limits=Limits(slow_consumer_bytes=64 * 1024))
-    front = Front(config, 0, {})
+    front = Front(config, 0)
+    pushy = Pushy(front, {})
     closing = ClosingSockets()
-    runner = web.AppRunner(build_app(front, closing=closing), handle_signals=False,
+    runner = web.AppRunner(build_app(front, pushy, closing=closing), handle_signals=False,
                            access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
     await runner.setup()
     assert runner.server is not None
-    listener = Listener(front, runner.server, closing)
+    listener = Listener(front, pushy, runner.server, closing)
     server = await asyncio.get_running_loop().create_server(listener, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:

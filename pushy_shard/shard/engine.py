@@ -1,0 +1,280 @@
+"""A shard without its sockets: link messages in, link messages out (ARCHITECTURE.md 2, 6).
+
+`Shard` owns its channels' state (a ChannelStore, one ChannelState per app), its view of the
+fronts (core/front_view.py), replay protection and the custom command handlers. The shell
+(worker.py) feeds it every message a front sends, with the time, and sends what `take`
+returns: one multipart message per front for everything one loop turn produced, so a
+request's effects and its Done arrive together or not at all. The in-memory pair of the
+tests drives the same object without sockets.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pushy_shard.commands import CommandContext, Forward, Handler, ShardSide, run_handler
+from pushy_shard.core import link, metrics
+from pushy_shard.core.channels import (
+    Broadcast,
+    ChannelStore,
+    ChannelTable,
+    Effect,
+    Joined,
+    Left,
+    Reply,
+)
+from pushy_shard.core.config import Config
+from pushy_shard.core.front_view import Answer, Apply, FrontsView, Restore
+from pushy_shard.core.metrics import Metrics
+from pushy_shard.core.ratelimit import BreachLog
+from pushy_shard.core.replay import ReplayCache
+from pushy_shard.core.routing import shard_for
+from pushy_shard.errors import CommandFailed, LinkError, UnknownCommand
+
+log = logging.getLogger(__name__)
+
+_OP_LABELS = {link.Command.OP: (("op", "command"),), link.Leave.OP: (("op", "leave"),),
+              link.Trigger.OP: (("op", "trigger"),)}
+_OTHER_OP = (("op", "other"),)
+_REFUSED = link.body({"error": CommandFailed().payload()})
+
+
+class Shard:
+    """Applies fronts' requests to its channels, in arrival order."""
+
+    def __init__(self, config: Config, index: int, registry: dict[str, Handler],
+                 incarnation: str | None = None,
+                 on_output: Callable[[], None] | None = None) -> None:
+        self.config = config
+        self.index = index
+        self.registry = registry
+        self.channels = ChannelStore(self._new_state)
+        self.replay = ReplayCache()
+        self.fronts = FrontsView(index, incarnation or secrets.token_hex(8), config.fronts)
+        self.metrics = Metrics()
+        self._breach_log = BreachLog()
+        self._outbox: dict[bytes, list[list[bytes]]] = {}
+        self.on_output = on_output  # told when output starts waiting (the shell flushes)
+        # counted as plain ints on the effect path, reported by `stats`
+        self.published = 0  # Broadcast effects
+        self.link_deliveries = 0  # Deliver messages: one per Broadcast per front
+        self.subscriptions = 0  # Joined effects
+        self.dropped_output = 0  # link send failures, counted by the shell
+
+    @property
+    def incarnation(self) -> str:
+        return self.fronts.incarnation
+
+    def _new_state(self, app: str) -> ChannelTable:
+        table = ChannelTable(self.config.secret_key,
+                             max_presence_bytes=self.config.limits.max_presence_data,
+                             on_channel=self._channel_changed)
+        table.on_breach = self.breach
+        return table
+
+    # -- input -------------------------------------------------------------------------------
+
+    def receive(self, identity: bytes, frames: list[bytes], now: float) -> None:
+        """One multipart message from the front with routing identity `identity`."""
+        try:
+            op = frames[0]
+            if op == link.Stats.OP:  # even from an unsynced front: a scrape must not wait
+                samples = metrics.to_wire(self.stats())
+                self._send(identity, link.Done(frames[1], link.body({"samples": samples})))
+                return
+            if op in (link.Hello.OP, link.Resync.OP):
+                message = link.decode_control(frames)
+                if isinstance(message, link.Hello):
+                    self._act(self.fronts.hello(identity))
+                elif isinstance(message, link.Resync):
+                    self._act(self.fronts.resync(identity, message, now))
+                return
+            self._act(self.fronts.message(identity, frames, now))
+        except (LinkError, ValueError, KeyError, TypeError, IndexError) as exc:
+            log.warning("shard %d: dropped malformed link message: %s", self.index, exc)
+
+    def sweep(self, now: float) -> None:
+        """Once a second: fronts silent past `timeouts.front_silence` are given up."""
+        self._act(self.fronts.expire(now, self.config.timeouts.front_silence))
+
+    def end_recovery(self) -> None:
+        """The recovery grace ended: apply what was held back."""
+        self._act(self.fronts.end_recovery())
+
+    def take(self) -> dict[bytes, list[bytes]]:
+        """What to send now: one multipart message per front identity."""
+        outbox, self._outbox = self._outbox, {}
+        return {identity: link.batch(messages) for identity, messages in outbox.items()}
+
+    def reload(self, config: Config) -> None:
+        """SIGHUP: live settings apply from the next message on (core/reload.py)."""
+        self.config = config
+        for state in self.channels.apps.values():
+            if isinstance(state, ChannelTable):
+                state.secret = config.secret_key
+
+    # -- the fronts' view, acted on -----------------------------------------------------------
+
+    def _act(self, actions: Sequence[Answer | Restore | Apply]) -> None:
+        for action in actions:
+            if isinstance(action, Apply):
+                self._apply(action)
+            elif isinstance(action, Answer):
+                self._send(action.identity, action.message)
+            else:
+                if action.reason == "silent":
+                    log.warning("shard %d: front %d silent for %gs; its members leave",
+                                self.index, action.front, self.config.timeouts.front_silence)
+                elif action.reason == "restarted":
+                    log.info("shard %d: front %d restarted; its former members leave",
+                             self.index, action.front)
+                self.perform(self.channels.restore_front(action.front, action.members,
+                                                         announce=action.announce))
+
+    def _apply(self, apply: Apply) -> None:
+        """Apply one request and always answer it (Done), so the front never waits it out.
+
+        A request is decoded and checked, and every message it causes is encoded, before the
+        channels change (ChannelTable, CommandContext.broadcast); what fails there changes
+        nothing and is answered `{"error": payload}`: the front turns it into pushy:error /
+        an HTTP error.
+        """
+        rid, request = link.decode_request(apply.frames)
+        self.metrics.inc("pushy_shard_requests_total", _OP_LABELS.get(apply.frames[0], _OTHER_OP))
+        if isinstance(request, link.Malformed):
+            self.breach_line("refused", f"refused a request of front {apply.front}: "
+                             f"{request.reason}")
+            result = _REFUSED
+        else:
+            try:
+                result = link.body(self._result(apply.front, request))
+            except (ValueError, TypeError, RecursionError):  # a bug: nothing fails this late
+                log.exception("shard %d: request %r of front %d failed", self.index,
+                              apply.frames[0], apply.front)
+                result = _REFUSED
+        self._send(apply.identity, link.Done(rid, result))
+
+    def _result(self, front: int, request: link.Request) -> dict[str, Any]:
+        if isinstance(request, link.Command):
+            return self._command(front, request)
+        if isinstance(request, link.Leave):
+            self.perform(self.channels.leave(request.sid, request.keys))
+            return {}
+        if isinstance(request, link.Trigger):
+            if self._replayed(request):
+                return {"replay": True}
+            members, effects = self.channels.trigger(request.key, request.event, request.data,
+                                                     request.exclude)
+            self.perform(effects)
+            return {"members": members}
+        raise ValueError(f"no request is applied as {type(request).__name__}")
+
+    def _command(self, front: int, request: link.Command) -> dict[str, Any]:
+        handler = self.registry.get(request.name)
+        if handler is None:  # fronts check names first; a mismatch of configs lands here
+            return {"error": UnknownCommand().payload()}
+        for state in self.channels.apps.values():  # read at use (SIGHUP)
+            state.max_presence_bytes = self.config.limits.max_presence_data
+        shard = ShardSide(self.channels, self.owns, int(time.time() * 1000))
+        ctx = CommandContext(request.name, request.data, request.channel, request.sid, front,
+                             shard=shard, address=request.address)
+        forwards = []
+        local: list[Effect] = []
+        for effect in run_handler(handler, ctx):
+            if isinstance(effect, Forward):
+                forwards.append([effect.key, effect.event, effect.data, effect.exclude])
+            else:
+                local.append(effect)
+        self.perform(local)
+        return {"forward": forwards} if forwards else {}
+
+    def _replayed(self, request: link.Trigger) -> bool:
+        """A trigger whose signature this shard already accepted inside its window (the
+        front sends `sig` only with limits.replay_protection on)."""
+        if request.sig is None or request.ts is None:
+            return False
+        limit = self.config.limits.replay_cache_entries
+        if not self.replay.seen(request.sig, request.ts, time.time(), limit):
+            return False
+        self.breach("replay", f"refused a replayed trigger on {request.key!r}")
+        return True
+
+    def owns(self, key: str) -> bool:
+        return shard_for(key, self.config.workers) == self.index
+
+    # -- effects out ---------------------------------------------------------------------
+
+    def perform(self, effects: Sequence[Effect]) -> None:
+        """Send the effects; every message is encoded first, so one that fails sends none."""
+        planned = [(effect, _messages(effect)) for effect in effects]
+        for effect, messages in planned:
+            if isinstance(effect, Broadcast):
+                self.published += 1
+                self.link_deliveries += len(effect.fronts)
+            elif isinstance(effect, Joined):
+                self.subscriptions += 1
+            for front, frames in messages:
+                identity = self.fronts.identity(front)
+                if identity is not None:
+                    self._queue(identity, frames)
+
+    def _send(self, identity: bytes, message: link.Welcome | link.Pong | link.Done) -> None:
+        self._queue(identity, message.encode())
+
+    def _queue(self, identity: bytes, frames: list[bytes]) -> None:
+        queue = self._outbox.get(identity)
+        if queue is None:
+            queue = self._outbox[identity] = []
+            if len(self._outbox) == 1 and self.on_output is not None:
+                self.on_output()
+        queue.append(frames)
+
+    # -- observability -------------------------------------------------------------------
+
+    def breach(self, limit: str, detail: str) -> None:
+        """Count a breach of config.limits.`limit` and log it (one line per limit a second)."""
+        self.metrics.inc("pushy_limit_breaches_total", (("limit", limit),))
+        self.breach_line(limit, f"limit {limit}: {detail}")
+
+    def breach_line(self, name: str, detail: str) -> None:
+        """A warning, at most one line per `name` a second (the rest are counted)."""
+        line = self._breach_log.line(name, time.monotonic(), f"shard {self.index}: {detail}")
+        if line is not None:
+            log.warning("%s", line)
+
+    def _channel_changed(self, name: str, created: bool) -> None:
+        if created:
+            self.metrics.inc("pushy_channels_created_total")
+            log.debug("shard %d: channel %s created", self.index, name)
+        else:
+            self.metrics.inc("pushy_channels_removed_total")
+            log.debug("shard %d: channel %s removed", self.index, name)
+
+    def stats(self) -> list[metrics.Sample]:
+        """This shard's part of /metrics: its counters, and gauges counted now."""
+        return [
+            *self.metrics,
+            *metrics.channel_gauges(self.channels.all()),
+            ("pushy_events_published_total", (), float(self.published)),
+            ("pushy_link_deliveries_total", (), float(self.link_deliveries)),
+            ("pushy_subscriptions_total", (), float(self.subscriptions)),
+            ("pushy_link_send_failures_total", (("role", "shard"),), float(self.dropped_output)),
+        ]
+
+
+def _messages(effect: Effect) -> list[tuple[int, list[bytes]]]:
+    """An effect as the link messages it sends: (front, frames) pairs."""
+    if isinstance(effect, Broadcast):
+        deliver = link.Deliver(effect.key, effect.exclude, effect.message).encode()
+        return [(front, deliver) for front in effect.fronts]
+    if isinstance(effect, Reply):
+        return [(effect.front, link.Reply(effect.sid, effect.message).encode())]
+    if isinstance(effect, Joined):
+        return [(effect.front, link.Joined(effect.member, effect.message).encode())]
+    if isinstance(effect, Left):
+        return [(effect.front, link.Left(effect.sid, effect.key, effect.message).encode())]
+    return []
