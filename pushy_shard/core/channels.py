@@ -78,14 +78,21 @@ class MemberState:
     presence: bool
     member_id: str
     record: dict[str, Any] | None
+    # the order the shard applied joins in: with the record's `subscribed` time it puts
+    # members replayed from several fronts back in join order (compare=False: equality
+    # is the membership, not when it happened)
+    seq: int = field(default=0, compare=False)
 
     def to_wire(self) -> list[Any]:
-        return [self.sid, self.key, self.display, self.presence, self.member_id, self.record]
+        return [self.sid, self.key, self.display, self.presence, self.member_id, self.record,
+                self.seq]
 
     @classmethod
     def from_wire(cls, item: list[Any]) -> MemberState:
-        sid, key, display, presence, member_id, record = item
-        return cls(str(sid), str(key), str(display), bool(presence), str(member_id), record)
+        sid, key, display, presence, member_id, record, *rest = item
+        seq = int(rest[0]) if rest else 0
+        return cls(str(sid), str(key), str(display), bool(presence), str(member_id), record,
+                   seq)
 
 
 @dataclass(slots=True)
@@ -228,6 +235,7 @@ class ChannelTable:
         self.secret = secret
         self.max_presence_bytes = max_presence_bytes  # config.limits.max_presence_data
         self.channels: dict[str, Channel] = {}
+        self._joins = 0  # joins applied (MemberState.seq); above every replayed one
         # called with (display name, True) when a channel is created, False when removed:
         # the shard counts and logs channel lifecycle without diffing the table
         self.on_channel = on_channel
@@ -282,7 +290,9 @@ class ChannelTable:
         while member_id in chan.member_ids:
             member_id = new_member_id()
         record = presence_record(data, member_id, now_ms) if chan.presence else None
-        state = MemberState(sid, key, chan.display, chan.presence, member_id, record)
+        self._joins += 1
+        state = MemberState(sid, key, chan.display, chan.presence, member_id, record,
+                            self._joins)
         # every message is encoded before the table changes: one that cannot be (NotEncodable)
         # leaves the table as it was, and the caller answers the sender with an error
         success: dict[str, Any] = {"channel": chan.display, "memberId": member_id}
@@ -355,6 +365,7 @@ class ChannelTable:
                 self.channels[state.key] = restored
                 if self.on_channel is not None:
                     self.on_channel(restored.display, True)
+            self._joins = max(self._joins, state.seq)
             if state.sid not in restored.members:
                 restored.add(Member(front, state))
                 touched.add(state.key)
@@ -391,7 +402,7 @@ def _failed(front: int, sid: str, channel: str, reason: str) -> Reply:
     return Reply(front, sid, protocol.event(protocol.SUBSCRIPTION_FAILED, payload))
 
 
-def _joined_at(member: Member) -> int:
+def _joined_at(member: Member) -> tuple[int, int]:
     record = member.state.record or {}
     subscribed = record.get("subscribed")
-    return subscribed if isinstance(subscribed, int) else 0
+    return (subscribed if isinstance(subscribed, int) else 0), member.state.seq

@@ -2,7 +2,12 @@
 
 Everything here is pure except `load_config`, which only reads the file: a bad setting stops the
 process before it serves anything, with a `ConfigError` naming the key by its dotted path.
-Units: ports are TCP ports, delays are seconds, `response_limit` is bytes.
+Units: ports are TCP ports, delays are seconds, sizes are bytes.
+
+Each dataclass below is the table of one config.json section: every field is one key, with its
+default, its check (range, unit) and its config.json name where that differs (`key`, in
+core.config_table, which also holds the generic checks and the routine that walks a table).
+Adding a setting is adding a field, and classifying it in core.reload.
 """
 
 from __future__ import annotations
@@ -13,12 +18,26 @@ import keyword
 import os
 import re
 import tempfile
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
-from fractions import Fraction
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, TypeVar
 
+from pushy_shard.core.config_table import (
+    Int,
+    boolean,
+    expected,
+    group,
+    key,
+    name_of,
+    optional,
+    positive,
+    read,
+    row,
+    seconds,
+    show,
+    size,
+    text,
+)
 from pushy_shard.errors import ConfigError
 
 __all__ = [
@@ -27,9 +46,11 @@ __all__ = [
     "LOG_LEVELS",
     "Config",
     "Limits",
+    "LinkEndpoints",
     "LinkOptions",
     "SockJSOptions",
     "Timeouts",
+    "link_endpoints",
     "load_config",
     "parse_config",
     "runtime_directory",
@@ -41,42 +62,149 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("plain", "json")
 
 MAX_PROCESSES = 256
-MAX_DELAY_S = 3600.0
-MAX_RESPONSE_LIMIT = 1024**3
+LINK_PORT_OFFSET = 1000  # link.tcp_port defaults to port + 1000
 TRIGGER_PATH = "/pushy/channel"  # PROTOCOL.md 1: the SockJS prefix must not shadow it
 
-_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
-_SIZE_RE = re.compile(r"(\d{1,15}(?:\.\d{1,15})?|\.\d{1,15})\s*([KMG]?)B?", re.I | re.ASCII)
-_DIGITS_RE = re.compile(r"\d{1,9}", re.ASCII)
 _PREFIX_SEGMENT_RE = re.compile(r"[^/\s?#]+")
+_PORT = Int(1, 65535)
+_PROCESSES = Int(1, MAX_PROCESSES)
 
-_T = TypeVar("_T")
+
+# -- the checks of this module's own settings -------------------------------------------------
+
+
+def _prefix(path: str, value: object) -> str:
+    """A URL path such as "/pushy/socket": SockJS routes hang below it."""
+    prefix = text(path, value)
+    if not prefix.startswith("/"):
+        raise ConfigError(path, f'expected a path starting with "/", found {show(prefix)}')
+    if prefix.endswith("/"):
+        prefix = prefix[:-1]
+    segments = prefix.split("/")[1:]
+    if not segments or not all(_PREFIX_SEGMENT_RE.fullmatch(s) for s in segments):
+        raise ConfigError(
+            path, "expected a path like /pushy/socket (no whitespace, ?, # or empty segment), "
+            f"found {show(value)}"
+        )
+    if prefix == TRIGGER_PATH or prefix.startswith(TRIGGER_PATH + "/"):
+        raise ConfigError(path, f"must not overlap the trigger API at {TRIGGER_PATH}")
+    return prefix
+
+
+def _transport(path: str, value: object) -> str:
+    transport = text(path, value)
+    if transport not in ("ipc", "tcp"):
+        raise ConfigError(path, f'expected "ipc" or "tcp", found {show(transport)}')
+    return transport
+
+
+def _pattern(path: str, value: object) -> str | None:
+    """A regular expression (Python syntax) a whole channel name must match; null: any."""
+    if value is None:
+        return None
+    pattern = text(path, value)
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ConfigError(path, f"not a valid regular expression: {exc}") from None
+    return pattern
+
+
+def _log_level(path: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise expected(path, "one of " + ", ".join(LOG_LEVELS), value)
+    if value.lower() not in LOG_LEVELS:
+        raise ConfigError(path, f"expected one of {', '.join(LOG_LEVELS)}, found {show(value)}")
+    return value.lower()
+
+
+def _log_format(path: str, value: object) -> str:
+    if not isinstance(value, str) or value.lower() not in LOG_FORMATS:
+        raise ConfigError(path, f"expected one of {', '.join(LOG_FORMATS)}, found {show(value)}")
+    return value.lower()
+
+
+def _strings(path: str, value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise expected(path, "an array of non-empty strings", value)
+    return tuple(value)
+
+
+def _origins(path: str, value: object) -> tuple[str, ...]:
+    origins = _strings(path, value)
+    if not origins:
+        raise ConfigError(path, 'expected at least one origin; ["*"] allows any')
+    return origins
+
+
+def _proxies(path: str, value: object) -> tuple[str, ...]:
+    proxies = _strings(path, value)
+    for proxy in proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(path,
+                              f"expected IP addresses or networks, found {show(proxy)}") from None
+    return proxies
+
+
+def _target(path: str, value: object) -> str:
+    """A "dotted.module:callable" import reference for a custom command (PROTOCOL.md 3.5)."""
+    what = 'a "dotted.module:callable" reference'
+    if not isinstance(value, str):
+        raise expected(path, what, value)
+    module, colon, name = value.partition(":")
+    parts = [*module.split("."), name]
+    if not colon or not all(p.isidentifier() and not keyword.iskeyword(p) for p in parts):
+        raise ConfigError(path, f"expected {what}, found {show(value)}")
+    return value
+
+
+def _commands(path: str, value: object) -> Mapping[str, str]:
+    """Command names are case-insensitive on the wire (PROTOCOL.md 2), so they are stored lower."""
+    if not isinstance(value, dict):
+        raise expected(path, "an object of name -> \"module:callable\"", value)
+    out: dict[str, str] = {}
+    for name, target in value.items():
+        if isinstance(name, str) and name.startswith("//"):
+            continue
+        named = f"{path}.{name_of(name)}"
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(named, "expected a non-empty command name")
+        lower = name.lower()
+        if lower in out:
+            raise ConfigError(named, "duplicate command name (names are case-insensitive)")
+        out[lower] = _target(named, target)
+    return MappingProxyType(out)
 
 
 def _empty_commands() -> Mapping[str, str]:
     return MappingProxyType({})
 
 
+# -- the tables: one dataclass per section, one field per key ---------------------------------
+
+
 @dataclass(frozen=True, slots=True)
 class SockJSOptions:
     """The SockJS server options under their SockJS names; delays in seconds (not ms, see 6)."""
 
-    prefix: str = "/pushy/socket"
-    sockjs_url: str = "https://cdn.jsdelivr.net/npm/sockjs-client@1/dist/sockjs.min.js"
-    websocket: bool = True
-    response_limit: int = 128 * 1024
-    jsessionid: bool = False
-    heartbeat_delay: float = 25.0
-    disconnect_delay: float = 5.0
+    prefix: str = key("/pushy/socket", _prefix)
+    sockjs_url: str = key("https://cdn.jsdelivr.net/npm/sockjs-client@1/dist/sockjs.min.js", text)
+    websocket: bool = key(True, boolean)
+    response_limit: int = key(128 * 1024, size)
+    jsessionid: bool = key(False, boolean)
+    heartbeat_delay: float = key(25.0, seconds)
+    disconnect_delay: float = key(5.0, seconds)
 
 
 @dataclass(frozen=True, slots=True)
 class LinkOptions:
-    """How fronts reach shards over ZeroMQ; None means "derive it" (see the helpers below)."""
+    """How fronts reach shards over ZeroMQ; None means "derive it" (see `link_endpoints`)."""
 
-    transport: str = "ipc"
-    directory: str | None = None
-    tcp_port: int | None = None
+    transport: str = key("ipc", _transport)
+    directory: str | None = key(None, optional(text))
+    tcp_port: int | None = key(None, optional(_PORT))
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,61 +212,77 @@ class Limits:
     """What one client, trigger or session may use (README, Limits). Sizes in bytes; each
     breach gets its documented error or close frame and is counted, nothing else changes."""
 
-    max_message_bytes: int = 64 * 1024  # one Pushy message from a client
-    max_frame_bytes: int = 1024 * 1024  # one WebSocket frame or xhr_send/jsonp_send body
-    max_trigger_body: int = 64 * 1024
-    max_presence_data: int = 2048  # presence `data` of one member, as JSON
-    max_channel_length: int = 200
-    channel_pattern: str | None = None  # a regular expression every channel name must match
-    max_channels_per_connection: int = 1000
-    max_connections_per_front: int = 100_000
-    commands_per_second: float = 50.0  # token bucket: refill rate...
-    commands_burst: int = 100  # ...and size
-    session_queue_messages: int = 1000  # messages a polling session holds between polls
-    session_queue_bytes: int = 1024 * 1024
-    slow_consumer_bytes: int = 4 * 1024 * 1024  # unsent output that closes a connection
-    replay_protection: bool = True  # refuse a trigger signature seen inside its time window
-    replay_cache_entries: int = 100_000  # signatures each shard remembers, at most
+    max_message_bytes: int = key(64 * 1024, size)  # one Pushy message from a client
+    max_frame_bytes: int = key(1024 * 1024, size)  # one WebSocket frame or xhr/jsonp_send body
+    max_trigger_body: int = key(64 * 1024, size)
+    max_presence_data: int = key(2048, size)  # presence `data` of one member, as JSON
+    max_channel_length: int = key(200, Int(1, 100_000))
+    channel_pattern: str | None = key(None, _pattern)  # a regex every channel name must match
+    max_channels_per_connection: int = key(1000, Int(1, 1_000_000))
+    max_connections_per_front: int = key(100_000, Int(1, 10_000_000))
+    commands_per_second: float = key(50.0, positive)  # token bucket: refill rate...
+    commands_burst: int = key(100, Int(1, 1_000_000))  # ...and size
+    session_queue_messages: int = key(1000, Int(1, 1_000_000))  # held between polls
+    session_queue_bytes: int = key(1024 * 1024, size)
+    slow_consumer_bytes: int = key(4 * 1024 * 1024, size)  # unsent output that closes
+    replay_protection: bool = key(True, boolean)  # refuse a trigger signature seen in its window
+    replay_cache_entries: int = key(100_000, Int(1, 10_000_000))  # signatures a shard keeps
 
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
     """How long the processes wait for each other, in seconds (README, Configuration)."""
 
-    trigger: float = 5.0  # a trigger's answer from its shard; then 503
-    command: float = 10.0  # a command's answer from its shard; then pushy:error 503
-    front_silence: float = 5.0  # a shard that hears no PING from a front this long drops
-    #                             its members (fronts PING once a second)
-    shard_recovery: float = 2.0  # a new shard holds requests this long at most, until every
-    #                              front has replayed its members
+    trigger: float = key(5.0, seconds)  # a trigger's answer from its shard; then 503
+    command: float = key(10.0, seconds)  # a command's answer from its shard; then pushy:error 503
+    front_silence: float = key(5.0, seconds)  # a shard that hears no PING from a front this
+    #                                           long drops its members (fronts PING once a second)
+    shard_recovery: float = key(2.0, seconds)  # a new shard holds requests this long at most,
+    #                                            until every front has replayed its members
+
+
+def _message_fits_frame(path: str, limits: Limits) -> Limits:
+    if limits.max_message_bytes > limits.max_frame_bytes:
+        raise ConfigError(f"{path}.max_message_bytes", f"must not exceed {path}.max_frame_bytes")
+    return limits
+
+
+def _fronts_can_ping(path: str, timeouts: Timeouts) -> Timeouts:
+    if timeouts.front_silence < 2:
+        raise ConfigError(f"{path}.front_silence",
+                          "must be at least 2 seconds (fronts PING once a second)")
+    return timeouts
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    """The whole validated configuration; every process of one deployment reads the same one."""
+    """The whole validated configuration; every process of one deployment reads the same one.
+    Fields are in config.json's order (`secret_key` is keyword-only to sit there)."""
 
-    secret_key: str = field(repr=False)
-    port: int = 8123
-    host: str = "0.0.0.0"
-    ssl: bool = False
-    ssl_cert: str | None = None
-    ssl_key: str | None = None
-    workers: int = 1
-    fronts: int = 1
-    sockjs: SockJSOptions = SockJSOptions()
+    port: int = key(8123, _PORT, env="PORT")
+    host: str = key("0.0.0.0", text)
+    secret_key: str = field(kw_only=True, repr=False, metadata=row(
+        text, name="secretKey", required="the key that signs triggers and tokens"))
+    ssl: bool = key(False, boolean)
+    ssl_cert: str | None = key(None, text, name="sslCert")
+    ssl_key: str | None = key(None, text, name="sslKey")
+    workers: int = key(1, _PROCESSES, env="PUSHY_WORKERS")  # parse_config: one per CPU
+    fronts: int = key(1, _PROCESSES, env="PUSHY_FRONTS")
+    sockjs: SockJSOptions = group(SockJSOptions)
     # command name (lower-cased, PROTOCOL.md 2) -> "module.path:callable"; read-only
-    commands: Mapping[str, str] = field(default_factory=_empty_commands, hash=False)
-    link: LinkOptions = LinkOptions()
-    demo: bool = True
-    log_level: str = "info"
-    log_format: str = "plain"
-    limits: Limits = Limits()
+    commands: Mapping[str, str] = field(default_factory=_empty_commands, hash=False,
+                                        metadata=row(_commands))
+    link: LinkOptions = group(LinkOptions)
+    demo: bool = key(True, boolean)
+    log_level: str = key("info", _log_level)
+    log_format: str = key("plain", _log_format)
+    limits: Limits = group(Limits, _message_fits_frame)
     # browser Origins allowed to connect: "*" (any), "https://app.example.com", "*.example.com"
-    allowed_origins: tuple[str, ...] = ("*",)
+    allowed_origins: tuple[str, ...] = key(("*",), _origins)
     # peers whose X-Forwarded-For is believed: addresses or networks ("10.0.0.0/8")
-    trusted_proxies: tuple[str, ...] = ()
-    shutdown_timeout: float = 10.0  # SIGTERM: the bound on a graceful stop, seconds
-    timeouts: Timeouts = Timeouts()
+    trusted_proxies: tuple[str, ...] = key((), _proxies)
+    shutdown_timeout: float = key(10.0, seconds)  # SIGTERM: the bound on a graceful stop
+    timeouts: Timeouts = group(Timeouts, _fronts_can_ping)
 
     @property
     def demo_secret(self) -> bool:
@@ -146,395 +290,27 @@ class Config:
         return self.secret_key == DEMO_SECRET
 
 
-# -- messages ---------------------------------------------------------------------------------
-
-_JSON_NAMES: dict[type, str] = {
-    dict: "object",
-    list: "array",
-    str: "string",
-    bool: "boolean",
-    int: "integer",
-    float: "number",
-    type(None): "null",
-}
-
-
-def _kind(value: object) -> str:
-    """The JSON name of a value's type, for "expected X, found Y" messages."""
-    return _JSON_NAMES.get(type(value), type(value).__name__)
-
-
-def _show(value: object) -> str:
-    """A short one-line rendering of a (non-secret) value for messages."""
-    try:
-        text = ascii(value)
-    except ValueError:  # an int too long to print (sys.get_int_max_str_digits)
-        return "a huge integer"
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _name(key: object) -> str:
-    """A key as it may appear in a one-line message."""
-    text = key if isinstance(key, str) else ascii(key)
-    if text.isprintable() and len(text) <= 64:
-        return text
-    return _show(text)
-
-
-def _expected(key: str, what: str, value: object) -> ConfigError:
-    return ConfigError(key, f"expected {what}, found {_kind(value)}")
-
-
-# -- single values ----------------------------------------------------------------------------
-
-
-def _bool(key: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise _expected(key, "true or false", value)
-    return value
-
-
-def _int(key: str, value: object, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _expected(key, f"an integer from {low} to {high}", value)
-    if not low <= value <= high:
-        raise ConfigError(key, f"expected an integer from {low} to {high}, found {_show(value)}")
-    return value
-
-
-def _port(key: str, value: object) -> int:
-    return _int(key, value, 1, 65535)
-
-
-def _processes(key: str, value: object) -> int:
-    return _int(key, value, 1, MAX_PROCESSES)
-
-
-def _str(key: str, value: object) -> str:
-    """A non-blank string."""
-    if not isinstance(value, str):
-        raise _expected(key, "a non-empty string", value)
-    if not value.strip():
-        raise ConfigError(key, "expected a non-empty string, found an empty one")
-    return value
-
-
-def _seconds(key: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _expected(key, f"a number of seconds above 0 and at most {MAX_DELAY_S:g}", value)
-    if not 0 < value <= MAX_DELAY_S:  # also refuses NaN and infinities
-        raise ConfigError(
-            key, f"expected a number of seconds above 0 and at most {MAX_DELAY_S:g}, "
-            f"found {_show(value)}"
-        )
-    return float(value)
-
-
-def _size(key: str, value: object) -> int:
-    """Bytes from an int or a string such as "128K", "1.5M", "64kb" (K=1024)."""
-    what = 'a byte count: an integer or a string such as "128K", "1M", "64kb"'
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise _expected(key, what, value)
-    if isinstance(value, int):
-        count = Fraction(value)
-    else:
-        match = _SIZE_RE.fullmatch(value.strip())
-        if match is None:
-            raise ConfigError(key, f"expected {what}, found {_show(value)}")
-        count = Fraction(match.group(1)) * _UNITS[match.group(2).upper()]
-    if count.denominator != 1:
-        raise ConfigError(key, f"expected a whole number of bytes, found {_show(value)}")
-    if not 1 <= count <= MAX_RESPONSE_LIMIT:
-        raise ConfigError(key, f"expected 1 byte to 1G, found {_show(value)}")
-    return int(count)
-
-
-def _prefix(key: str, value: object) -> str:
-    """A URL path such as "/pushy/socket": SockJS routes hang below it."""
-    text = _str(key, value)
-    if not text.startswith("/"):
-        raise ConfigError(key, f'expected a path starting with "/", found {_show(text)}')
-    if text.endswith("/"):
-        text = text[:-1]
-    segments = text.split("/")[1:]
-    if not segments or not all(_PREFIX_SEGMENT_RE.fullmatch(s) for s in segments):
-        raise ConfigError(
-            key, "expected a path like /pushy/socket (no whitespace, ?, # or empty segment), "
-            f"found {_show(value)}"
-        )
-    if text == TRIGGER_PATH or text.startswith(TRIGGER_PATH + "/"):
-        raise ConfigError(key, f"must not overlap the trigger API at {TRIGGER_PATH}")
-    return text
-
-
-def _target(key: str, value: object) -> str:
-    """A "dotted.module:callable" import reference for a custom command (PROTOCOL.md 3.5)."""
-    what = 'a "dotted.module:callable" reference'
-    if not isinstance(value, str):
-        raise _expected(key, what, value)
-    module, colon, name = value.partition(":")
-    parts = [*module.split("."), name]
-    if not colon or not all(p.isidentifier() and not keyword.iskeyword(p) for p in parts):
-        raise ConfigError(key, f"expected {what}, found {_show(value)}")
-    return value
-
-
-def _log_level(key: str, value: object) -> str:
-    if not isinstance(value, str):
-        raise _expected(key, "one of " + ", ".join(LOG_LEVELS), value)
-    if value.lower() not in LOG_LEVELS:
-        raise ConfigError(key, f"expected one of {', '.join(LOG_LEVELS)}, found {_show(value)}")
-    return value.lower()
-
-
-def _env_int(env: Mapping[str, str], var: str, low: int, high: int) -> int | None:
-    """An integer environment override, or None when the variable is unset or empty."""
-    raw = env.get(var)
-    if raw is None or not raw.strip():
-        return None
-    text = raw.strip()
-    if not _DIGITS_RE.fullmatch(text):
-        raise ConfigError(var, f"expected an integer from {low} to {high}, found {_show(raw)}")
-    return _int(var, int(text), low, high)
-
-
-# -- objects ----------------------------------------------------------------------------------
-
-
-def _object(key: str, value: object, known: tuple[str, ...]) -> dict[str, Any]:
-    """A JSON object without its "//" comment keys; unknown keys are errors (typos matter)."""
-    if not isinstance(value, dict):
-        raise _expected(key, "an object", value)
-    out: dict[str, Any] = {}
-    for k, v in value.items():
-        if isinstance(k, str) and k.startswith("//"):
-            continue
-        if k not in known:
-            path = _name(k) if key == "config" else f"{key}.{_name(k)}"
-            raise ConfigError(path, "unknown key; known keys are: " + ", ".join(known))
-        out[k] = v
-    return out
-
-
-def _get(
-    obj: Mapping[str, Any], key: str, path: str, check: Callable[[str, object], _T], default: _T
-) -> _T:
-    return check(path, obj[key]) if key in obj else default
-
-
-_TOP_KEYS = (
-    "port", "host", "secretKey", "ssl", "sslCert", "sslKey", "workers", "fronts",
-    "sockjs", "commands", "link", "demo", "log_level", "log_format", "limits",
-    "allowed_origins", "trusted_proxies", "shutdown_timeout", "timeouts",
-)
-_TIMEOUT_KEYS = tuple(f.name for f in fields(Timeouts))
-_LIMIT_KEYS = tuple(f.name for f in fields(Limits))
-_SOCKJS_KEYS = (
-    "prefix", "sockjs_url", "websocket", "response_limit", "jsessionid",
-    "heartbeat_delay", "disconnect_delay",
-)
-_LINK_KEYS = ("transport", "directory", "tcp_port")
-
-
-def _sockjs(value: object) -> SockJSOptions:
-    obj = _object("sockjs", value, _SOCKJS_KEYS)
-    d = SockJSOptions()
-    return SockJSOptions(
-        prefix=_get(obj, "prefix", "sockjs.prefix", _prefix, d.prefix),
-        sockjs_url=_get(obj, "sockjs_url", "sockjs.sockjs_url", _str, d.sockjs_url),
-        websocket=_get(obj, "websocket", "sockjs.websocket", _bool, d.websocket),
-        response_limit=_get(obj, "response_limit", "sockjs.response_limit", _size,
-                            d.response_limit),
-        jsessionid=_get(obj, "jsessionid", "sockjs.jsessionid", _bool, d.jsessionid),
-        heartbeat_delay=_get(obj, "heartbeat_delay", "sockjs.heartbeat_delay", _seconds,
-                             d.heartbeat_delay),
-        disconnect_delay=_get(obj, "disconnect_delay", "sockjs.disconnect_delay", _seconds,
-                              d.disconnect_delay),
-    )
-
-
-def _positive(key: str, value: object) -> float:
-    """A rate: a number above 0 (at most a million)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _expected(key, "a number above 0", value)
-    if not 0 < value <= 1_000_000:
-        raise ConfigError(key, f"expected a number above 0 and at most 1000000, "
-                          f"found {_show(value)}")
-    return float(value)
-
-
-def _pattern(key: str, value: object) -> str | None:
-    """A regular expression (Python syntax) a whole channel name must match; null: any."""
-    if value is None:
-        return None
-    text = _str(key, value)
-    try:
-        re.compile(text)
-    except re.error as exc:
-        raise ConfigError(key, f"not a valid regular expression: {exc}") from None
-    return text
-
-
-def _limits(value: object) -> Limits:
-    obj = _object("limits", value, _LIMIT_KEYS)
-    counts = {"max_channel_length": 100_000, "max_channels_per_connection": 1_000_000,
-              "max_connections_per_front": 10_000_000, "commands_burst": 1_000_000,
-              "session_queue_messages": 1_000_000, "replay_cache_entries": 10_000_000}
-    out: dict[str, Any] = {}
-    for name in _LIMIT_KEYS:
-        path = f"limits.{name}"
-        if name not in obj:
-            continue
-        raw = obj[name]
-        if name in counts:
-            out[name] = _int(path, raw, 1, counts[name])
-        elif name == "commands_per_second":
-            out[name] = _positive(path, raw)
-        elif name == "channel_pattern":
-            out[name] = _pattern(path, raw)
-        elif name == "replay_protection":
-            out[name] = _bool(path, raw)
-        else:
-            out[name] = _size(path, raw)
-    limits = Limits(**out)
-    if limits.max_message_bytes > limits.max_frame_bytes:
-        raise ConfigError("limits.max_message_bytes", "must not exceed limits.max_frame_bytes")
-    return limits
-
-
-def _timeouts(value: object) -> Timeouts:
-    obj = _object("timeouts", value, _TIMEOUT_KEYS)
-    timeouts = Timeouts(**{name: _seconds(f"timeouts.{name}", raw) for name, raw in obj.items()})
-    if timeouts.front_silence < 2:
-        raise ConfigError("timeouts.front_silence",
-                          "must be at least 2 seconds (fronts PING once a second)")
-    return timeouts
-
-
-def _strings(key: str, value: object) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-        raise _expected(key, "an array of non-empty strings", value)
-    return tuple(value)
-
-
-def _origins(value: object) -> tuple[str, ...]:
-    origins = _strings("allowed_origins", value)
-    if not origins:
-        raise ConfigError("allowed_origins", 'expected at least one origin; ["*"] allows any')
-    return origins
-
-
-def _proxies(value: object) -> tuple[str, ...]:
-    proxies = _strings("trusted_proxies", value)
-    for proxy in proxies:
-        try:
-            ipaddress.ip_network(proxy, strict=False)
-        except ValueError:
-            raise ConfigError("trusted_proxies",
-                              f"expected IP addresses or networks, found {_show(proxy)}") from None
-    return proxies
-
-
-def _log_format(key: str, value: object) -> str:
-    if not isinstance(value, str) or value.lower() not in LOG_FORMATS:
-        raise ConfigError(key, f"expected one of {', '.join(LOG_FORMATS)}, found {_show(value)}")
-    return value.lower()
-
-
-def _commands(value: object) -> Mapping[str, str]:
-    """Command names are case-insensitive on the wire (PROTOCOL.md 2), so they are stored lower."""
-    if not isinstance(value, dict):
-        raise _expected("commands", "an object of name -> \"module:callable\"", value)
-    out: dict[str, str] = {}
-    for name, target in value.items():
-        if isinstance(name, str) and name.startswith("//"):
-            continue
-        path = f"commands.{_name(name)}"
-        if not isinstance(name, str) or not name.strip():
-            raise ConfigError(path, "expected a non-empty command name")
-        lower = name.lower()
-        if lower in out:
-            raise ConfigError(path, "duplicate command name (names are case-insensitive)")
-        out[lower] = _target(path, target)
-    return MappingProxyType(out)
-
-
-def _link(value: object, port: int, workers: int) -> LinkOptions:
-    obj = _object("link", value, _LINK_KEYS)
-    transport = _get(obj, "transport", "link.transport", _str, "ipc")
-    if transport not in ("ipc", "tcp"):
-        raise ConfigError("link.transport", f'expected "ipc" or "tcp", found {_show(transport)}')
-    directory = obj.get("directory")
-    if directory is not None:
-        directory = _str("link.directory", directory)
-    tcp_port = obj.get("tcp_port")
-    if tcp_port is not None:
-        tcp_port = _port("link.tcp_port", tcp_port)
-    if transport == "tcp":
-        # shard J binds first + J: the whole range must be valid and miss the public port
-        key, first = ("link.tcp_port", tcp_port) if tcp_port is not None else ("port", port + 1000)
-        last = first + workers - 1
-        if last > 65535:
-            raise ConfigError(key, f"shard link ports {first}..{last} go past 65535")
-        if first <= port <= last:
-            raise ConfigError(key, f"shard link ports {first}..{last} include port {port}")
-    return LinkOptions(transport=transport, directory=directory, tcp_port=tcp_port)
+# -- parsing ----------------------------------------------------------------------------------
 
 
 def parse_config(raw: object, *, env: Mapping[str, str], cpu_count: int) -> Config:
     """Validate decoded config.json plus environment overrides; raises ConfigError on the first
     bad setting. `cpu_count` is the default for `workers`."""
-    obj = _object("config", raw, _TOP_KEYS)
-
-    if "secretKey" not in obj:
-        raise ConfigError("secretKey", "is required (the key that signs triggers and tokens)")
-    secret = _str("secretKey", obj["secretKey"])  # _str never echoes the value
-
-    port = _get(obj, "port", "port", _port, 8123)
-    default_workers = min(max(cpu_count, 1), MAX_PROCESSES)
-    workers = _get(obj, "workers", "workers", _processes, default_workers)
-    fronts = _get(obj, "fronts", "fronts", _processes, 1)
-
-    port = _env_int(env, "PORT", 1, 65535) or port
-    workers = _env_int(env, "PUSHY_WORKERS", 1, MAX_PROCESSES) or workers
-    fronts = _env_int(env, "PUSHY_FRONTS", 1, MAX_PROCESSES) or fronts
-
-    ssl = _get(obj, "ssl", "ssl", _bool, False)
-    ssl_cert = _get(obj, "sslCert", "sslCert", _str, None)
-    ssl_key = _get(obj, "sslKey", "sslKey", _str, None)
-    if ssl and ssl_cert is None:
+    config = read(Config, "config", raw, env, workers=min(max(cpu_count, 1), MAX_PROCESSES))
+    if config.ssl and config.ssl_cert is None:
         raise ConfigError("sslCert", "is required when ssl is true (path to the PEM certificate)")
-    if ssl and ssl_key is None:
+    if config.ssl and config.ssl_key is None:
         raise ConfigError("sslKey", "is required when ssl is true (path to the PEM private key)")
-
-    return Config(
-        secret_key=secret,
-        port=port,
-        host=_get(obj, "host", "host", _str, "0.0.0.0"),
-        ssl=ssl,
-        ssl_cert=ssl_cert,
-        ssl_key=ssl_key,
-        workers=workers,
-        fronts=fronts,
-        sockjs=_sockjs(obj["sockjs"]) if "sockjs" in obj else SockJSOptions(),
-        commands=_commands(obj["commands"]) if "commands" in obj else _empty_commands(),
-        link=_link(obj.get("link", {}), port, workers),
-        demo=_get(obj, "demo", "demo", _bool, True),
-        log_level=_get(obj, "log_level", "log_level", _log_level, "info"),
-        log_format=_get(obj, "log_format", "log_format", _log_format, "plain"),
-        limits=_limits(obj["limits"]) if "limits" in obj else Limits(),
-        allowed_origins=_origins(obj["allowed_origins"]) if "allowed_origins" in obj else ("*",),
-        trusted_proxies=_proxies(obj["trusted_proxies"]) if "trusted_proxies" in obj else (),
-        shutdown_timeout=_get(obj, "shutdown_timeout", "shutdown_timeout", _seconds, 10.0),
-        timeouts=_timeouts(obj["timeouts"]) if "timeouts" in obj else Timeouts(),
-    )
+    if config.link.transport == "tcp":
+        _check_link_ports(config)
+    return config
 
 
 def load_config(path: str, *, env: Mapping[str, str] | None = None) -> Config:
     """Read and parse config.json; the one function here that touches the outside world."""
     try:
         with open(path, encoding="utf-8-sig") as f:
-            text = f.read()
+            raw_text = f.read()
     except FileNotFoundError:
         raise ConfigError(path, "file not found") from None
     except UnicodeDecodeError as exc:
@@ -542,7 +318,7 @@ def load_config(path: str, *, env: Mapping[str, str] | None = None) -> Config:
     except OSError as exc:
         raise ConfigError(path, f"cannot read: {exc.strerror or exc}") from None
     try:
-        raw = json.loads(text)
+        raw = json.loads(raw_text)
     except json.JSONDecodeError as exc:
         raise ConfigError(
             path, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
@@ -559,6 +335,51 @@ def load_config(path: str, *, env: Mapping[str, str] | None = None) -> Config:
 # -- derived link endpoints (ARCHITECTURE.md 3) -----------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class LinkEndpoints:
+    """Every private address of one deployment, computed from its config alone."""
+
+    shards: tuple[str, ...]  # the ZeroMQ endpoint shard j binds and every front connects to
+    # where front i takes relayed requests: a unix socket path, or ("127.0.0.1", port)
+    relays: tuple[str | tuple[str, int], ...]
+
+
+def _first_link_port(config: Config) -> tuple[str, int]:
+    """With tcp: the port of shard 0, and the key that sets it (for messages)."""
+    if config.link.tcp_port is not None:
+        return "link.tcp_port", config.link.tcp_port
+    return "port", config.port + LINK_PORT_OFFSET
+
+
+def _check_link_ports(config: Config) -> None:
+    """The tcp link uses first.. for the shards, then one relay port per front: every one
+    must be a port and miss the public one, known before any process starts."""
+    name, first = _first_link_port(config)
+    relays = first + config.workers
+    for what, low, high in (("shard link", first, relays - 1),
+                            ("front relay", relays, relays + config.fronts - 1)):
+        if high > 65535:
+            raise ConfigError(name, f"{what} ports {low}..{high} go past 65535")
+        if low <= config.port <= high:
+            raise ConfigError(name, f"{what} ports {low}..{high} include port {config.port}")
+
+
+def link_endpoints(config: Config, directory: str) -> LinkEndpoints:
+    """The shard and front relay endpoints: sockets in `directory` (see `runtime_directory`),
+    or with `link.transport` tcp loopback ports, the shards' first, then one per front."""
+    if config.link.transport == "tcp":
+        _, first = _first_link_port(config)
+        relays = first + config.workers
+        return LinkEndpoints(
+            shards=tuple(f"tcp://127.0.0.1:{first + j}" for j in range(config.workers)),
+            relays=tuple(("127.0.0.1", relays + i) for i in range(config.fronts)),
+        )
+    return LinkEndpoints(
+        shards=tuple(f"ipc://{directory}/shard-{j}.sock" for j in range(config.workers)),
+        relays=tuple(f"{directory}/front-{i}.sock" for i in range(config.fronts)),
+    )
+
+
 def runtime_directory(config: Config, env: Mapping[str, str]) -> str:
     """Where ipc sockets live; per port, so two deployments on one host never share sockets."""
     if config.link.directory is not None:
@@ -571,7 +392,4 @@ def shard_endpoint(config: Config, index: int, directory: str) -> str:
     """The ZeroMQ endpoint shard `index` binds and every front connects to."""
     if not 0 <= index < config.workers:
         raise ValueError(f"shard index {index} out of range 0..{config.workers - 1}")
-    if config.link.transport == "tcp":
-        first = config.link.tcp_port if config.link.tcp_port is not None else config.port + 1000
-        return f"tcp://127.0.0.1:{first + index}"
-    return f"ipc://{directory}/shard-{index}.sock"
+    return link_endpoints(config, directory).shards[index]

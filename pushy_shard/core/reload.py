@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields, replace
 from enum import Enum
 from typing import Any
 
-from pushy_shard.core.config import Config, LinkOptions, SockJSOptions, Timeouts
+from pushy_shard.core.config import Config
 
 __all__ = ["RELOAD_TABLE", "Change", "ReloadPlan", "plan_reload"]
 
@@ -64,8 +64,8 @@ RELOAD_TABLE: dict[str, tuple[str, Change]] = {
     "timeouts.shard_recovery": ("timeouts.shard_recovery", LIVE),
 }
 
-_GROUPS: dict[str, type[Any]] = {"sockjs": SockJSOptions, "link": LinkOptions,
-                                  "timeouts": Timeouts}
+# the sections classified field by field ("limits" is one key, reported field by field)
+_GROUPS = frozenset(key.partition(".")[0] for key in RELOAD_TABLE if "." in key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,12 +78,12 @@ class ReloadPlan:
 
 
 def _leaves(config: Config) -> dict[str, Any]:
-    """Config as table keys -> values (sockjs and link field by field)."""
+    """Config as table keys -> values (the _GROUPS field by field)."""
     out: dict[str, Any] = {}
     for f in fields(Config):
         value = getattr(config, f.name)
         if f.name in _GROUPS:
-            for g in fields(_GROUPS[f.name]):
+            for g in fields(value):
                 out[f"{f.name}.{g.name}"] = getattr(value, g.name)
         else:
             out[f.name] = value

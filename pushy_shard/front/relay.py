@@ -21,9 +21,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from pushy_shard.core.config import Config
+from pushy_shard.core.config import Config, link_endpoints
 from pushy_shard.core.session import owner_front
-from pushy_shard.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +38,9 @@ _HOP_BY_HOP = frozenset({
 
 def private_endpoint(config: Config, index: int, directory: str) -> str | tuple[str, int]:
     """Where front `index` takes relayed requests: `front-<index>.sock` beside the shard
-    sockets, or with `link.transport` tcp the loopback port right after the shard ports."""
-    if config.link.transport == "tcp":
-        first = config.link.tcp_port if config.link.tcp_port is not None else config.port + 1000
-        port = first + config.workers + index
-        if port > 65535:
-            raise ConfigError("link.tcp_port", f"front relay port {port} goes past 65535")
-        return ("127.0.0.1", port)
-    return f"{directory}/front-{index}.sock"
+    sockets, or with `link.transport` tcp the loopback port right after the shard ports
+    (parse_config already checked the whole range)."""
+    return link_endpoints(config, directory).relays[index]
 
 
 def _end_to_end(headers: Mapping[str, str]) -> CIMultiDict[str]:
@@ -62,7 +56,7 @@ class Relay:
     def __init__(self, config: Config, index: int, directory: str) -> None:
         self.index = index
         self.fronts = config.fronts
-        self.endpoints = [private_endpoint(config, i, directory) for i in range(config.fronts)]
+        self.endpoints = list(link_endpoints(config, directory).relays)
         self._clients: dict[int, aiohttp.ClientSession] = {}
         self._site: web.BaseSite | None = None
 

@@ -15,14 +15,17 @@ from hypothesis import strategies as st
 from pushy_shard.core.config import (
     DEMO_SECRET,
     Config,
+    LinkEndpoints,
     LinkOptions,
     SockJSOptions,
     Timeouts,
+    link_endpoints,
     load_config,
     parse_config,
     runtime_directory,
     shard_endpoint,
 )
+from pushy_shard.core.config_table import Int, key, read, text
 from pushy_shard.errors import ConfigError
 
 SECRET = "s3cret-value-never-printed"
@@ -475,6 +478,109 @@ def test_tcp_link_ports_must_fit_and_miss_the_public_port(raw: dict[str, Any], n
     assert error(raw).key == named
 
 
+def tcp(**keys: Any) -> dict[str, Any]:
+    return with_secret(link={"transport": "tcp", **keys.pop("link", {})}, **keys)
+
+
+@pytest.mark.parametrize(
+    ("raw", "env", "named", "message"),
+    [
+        (tcp(workers=4, link={"tcp_port": 65534}), {}, "link.tcp_port",
+         "shard link ports 65534..65537 go past 65535"),
+        (tcp(port=8001, workers=4, link={"tcp_port": 8000}), {}, "link.tcp_port",
+         "shard link ports 8000..8003 include port 8001"),
+        # the relays come right after the shards: one port per front
+        (tcp(workers=2, fronts=3, link={"tcp_port": 65532}), {}, "link.tcp_port",
+         "front relay ports 65534..65536 go past 65535"),
+        (tcp(port=64534, workers=1, fronts=2), {}, "port",
+         "front relay ports 65535..65536 go past 65535"),
+        (tcp(port=8003, workers=2, fronts=2, link={"tcp_port": 8000}), {}, "link.tcp_port",
+         "front relay ports 8002..8003 include port 8003"),
+        # checked on the values after the environment overrides
+        (tcp(workers=2, link={"tcp_port": 65530}), {"PUSHY_FRONTS": "5"}, "link.tcp_port",
+         "front relay ports 65532..65536 go past 65535"),
+        (tcp(workers=2, link={"tcp_port": 9000}), {"PORT": "9002"}, "link.tcp_port",
+         "front relay ports 9002..9002 include port 9002"),
+    ],
+)
+def test_tcp_link_and_relay_ranges_are_checked_at_parse_time(
+    raw: dict[str, Any], env: dict[str, str], named: str, message: str
+) -> None:
+    err = error(raw, env)
+    assert (err.key, err.message) == (named, message)
+
+
+def test_tcp_ranges_may_end_at_the_last_port() -> None:
+    config = parse(tcp(workers=2, fronts=2, link={"tcp_port": 65532}))
+    assert link_endpoints(config, "/unused").relays[-1] == ("127.0.0.1", 65535)
+    # with ipc the tcp port is unused, so its range is not checked
+    parse(with_secret(workers=4, fronts=4, link={"tcp_port": 65535}))
+
+
+def test_link_endpoints_ipc() -> None:
+    config = parse(with_secret(workers=2, fronts=3))
+    assert link_endpoints(config, "/run/p") == LinkEndpoints(
+        shards=("ipc:///run/p/shard-0.sock", "ipc:///run/p/shard-1.sock"),
+        relays=("/run/p/front-0.sock", "/run/p/front-1.sock", "/run/p/front-2.sock"),
+    )
+
+
+def test_link_endpoints_tcp() -> None:
+    config = parse(tcp(port=8234, workers=3, fronts=2))
+    assert link_endpoints(config, "/unused") == LinkEndpoints(
+        shards=("tcp://127.0.0.1:9234", "tcp://127.0.0.1:9235", "tcp://127.0.0.1:9236"),
+        relays=(("127.0.0.1", 9237), ("127.0.0.1", 9238)),
+    )
+    config = parse(tcp(workers=1, fronts=2, link={"tcp_port": 7000}))
+    assert link_endpoints(config, "/unused") == LinkEndpoints(
+        shards=("tcp://127.0.0.1:7000",), relays=(("127.0.0.1", 7001), ("127.0.0.1", 7002)),
+    )
+
+
+@pytest.mark.parametrize("transport", ["ipc", "tcp"])
+def test_shard_endpoint_is_one_of_the_link_endpoints(transport: str) -> None:
+    config = parse(with_secret(workers=3, link={"transport": transport}))
+    endpoints = link_endpoints(config, "/run/p")
+    assert [shard_endpoint(config, j, "/run/p") for j in range(3)] == list(endpoints.shards)
+
+
+@settings(max_examples=300, deadline=None)
+@given(port=st.integers(1, 65535), tcp_port=st.none() | st.integers(1, 65535),
+       workers=st.integers(1, 256), fronts=st.integers(1, 256))
+def test_accepted_tcp_links_use_distinct_valid_ports(
+    port: int, tcp_port: int | None, workers: int, fronts: int
+) -> None:
+    raw = tcp(port=port, workers=workers, fronts=fronts, link={"tcp_port": tcp_port})
+    try:
+        config = parse(raw)
+    except ConfigError as err:
+        assert err.key == ("port" if tcp_port is None else "link.tcp_port")
+        return
+    endpoints = link_endpoints(config, "/unused")
+    ports = [int(e.rpartition(":")[2]) for e in endpoints.shards]
+    ports += [relay[1] for relay in endpoints.relays if isinstance(relay, tuple)]
+    assert len(ports) == len(set(ports)) == workers + fronts
+    assert port not in ports and all(1 <= p <= 65535 for p in ports)
+
+
+def test_unknown_key_lists_the_keys_in_config_json_order() -> None:
+    assert error(with_secret(bogus=1)).message == (
+        "unknown key; known keys are: port, host, secretKey, ssl, sslCert, sslKey, workers, "
+        "fronts, sockjs, commands, link, demo, log_level, log_format, limits, allowed_origins, "
+        "trusted_proxies, shutdown_timeout, timeouts"
+    )
+    assert error(with_secret(link={"port": 1})).message == (
+        "unknown key; known keys are: transport, directory, tcp_port"
+    )
+
+
+def test_environment_override_messages() -> None:
+    err = error(with_secret(), {"PORT": "http"})
+    assert err.message == "expected an integer from 1 to 65535, found 'http'"
+    err = error(with_secret(), {"PUSHY_WORKERS": "300"})
+    assert err.message == "expected an integer from 1 to 256, found 300"
+
+
 def test_null_link_fields_mean_default() -> None:
     config = parse(with_secret(link={"directory": None, "tcp_port": None}))
     assert config.link == LinkOptions()
@@ -564,6 +670,7 @@ def test_arbitrary_input_only_raises_config_error(
         assert 1 <= config.sockjs.response_limit <= 1024**3
         for j in range(config.workers):
             shard_endpoint(config, j, runtime_directory(config, env))
+        assert len(link_endpoints(config, "/d").relays) == config.fronts
 
 
 @settings(max_examples=200, deadline=None)
@@ -573,3 +680,19 @@ def test_arbitrary_sockjs_section_only_raises_config_error(sockjs: dict[str, Any
         parse(with_secret(sockjs=sockjs))
     except ConfigError as err:
         assert err.key.startswith("sockjs")
+
+
+# -- the table machinery (core.config_table) --------------------------------------------------
+
+
+def test_a_setting_is_one_field_of_its_table() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Section:
+        size: int = key(10, Int(1, 99), env="SIZE")
+        label: str = key("x", text, name="labelText")
+
+    assert read(Section, "section", {"//": "c", "labelText": "y"}, {}) == Section(10, "y")
+    assert read(Section, "section", {"size": 5}, {"SIZE": "7"}) == Section(7, "x")
+    err = pytest.raises(ConfigError, read, Section, "section", {"label": "y"}, {}).value
+    assert (err.key, err.message) == (
+        "section.label", "unknown key; known keys are: size, labelText")
