@@ -239,6 +239,10 @@ SLOW_CONSUMER = Close(1008, "Slow consumer",  # limits.slow_consumer_bytes: the 
                       (1008, "Slow consumer"))  # reading
 QUEUE_FULL = Close(1008, "Session queue full",  # limits.session_queue_*: HTTP sessions only
                    (1008, "Session queue full"))
+SESSION_CLOSED = Close(3000, "Go away!",  # what a closed SockJS HTTP session answers
+                       (3000, "Go away!"))
+ANOTHER_CONNECTION = Close(2010, "Another connection still open",  # a second receiving
+                           (2010, "Another connection still open"))  # request of a session
 BROKEN_FRAMING = Close(1002, "Broken framing.", protocol_error=True)  # not a SockJS frame
 BINARY_REFUSED = Close(1003, "Text frames only")  # the protocols here are text
 

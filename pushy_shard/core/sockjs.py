@@ -16,9 +16,11 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from pushy_shard import errors
 from pushy_shard.core.protocol import loads
 from pushy_shard.core.rfc6455 import OP_TEXT, encode_frame
 from pushy_shard.errors import (
+    SESSION_CLOSED,
     STOPPING,
     BrokenJSON,
     CallbackRequired,
@@ -75,11 +77,11 @@ def session_close(why: Close) -> bytes:
     return close_frame(*why.sockjs)
 
 
-GO_AWAY = close_frame(3000, "Go away!")
+GO_AWAY = session_close(SESSION_CLOSED)
 # the server is stopping (SIGTERM): the session ends here, the client should open a new one,
 # which the kernel gives to a front still serving (README, Operations)
 SHUTTING_DOWN = session_close(STOPPING)
-ANOTHER_CONNECTION = close_frame(2010, "Another connection still open")
+ANOTHER_CONNECTION = session_close(errors.ANOTHER_CONNECTION)
 
 
 def decode_client_frame(payload: str | bytes) -> list[str]:

@@ -1,6 +1,7 @@
-"""The HTTP session shell (front/sessions.py) and the fan-out bytes (front/hub.py), with fake
-sockets: what each transport writes on the fast path, that each kind's bytes are built once
-per event, and the slow-reader and queue bounds. No processes, no HTTP.
+"""The HTTP session shell (front/sessions.py) and the fan-out bytes (core/frames.py,
+front/fanout.py), with fake sockets: what each transport writes on the fast path, that each
+kind's bytes are built once per event, and the slow-reader and queue bounds. No processes,
+no HTTP.
 """
 
 from __future__ import annotations
