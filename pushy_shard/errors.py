@@ -214,6 +214,50 @@ class TriggerUnavailable(TriggerError):
     message = "Service temporarily unavailable"
 
 
+# -- the Pusher protocol (PUSHER.md) ----------------------------------------------------------
+
+
+class PusherError(PushyError):
+    """Base of the Pusher protocol's refusals."""
+
+
+class InvalidPusherMessage(PusherError):
+    """A client frame that is not a JSON object with an `event` (PUSHER.md 2): answered
+    `pusher:error` with code null and this message; the connection stays."""
+
+    def __init__(self, message: str = "Invalid message") -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class SubscriptionRefused(PusherError):
+    """A subscription the server refuses (PUSHER.md 7): `pusher:subscription_error` with
+    `type` (BadRequest, AuthError, LimitReached), `status` and `message`; nothing joins."""
+
+    def __init__(self, kind: str, status: int, message: str) -> None:
+        super().__init__(f"{kind} {status}: {message}")
+        self.kind = kind
+        self.status = status
+        self.message = message
+
+
+class BadChannelName(SubscriptionRefused):
+    def __init__(self, message: str = "Invalid channel name") -> None:
+        super().__init__("BadRequest", 400, message)
+
+
+class ApiError(PusherError):
+    """An HTTP API request refused (PUSHER.md 8): `status` and `{"error": message}`."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status} {message}")
+        self.status = status
+        self.message = message
+
+    def body(self) -> dict[str, str]:
+        return {"error": self.message}
+
+
 # -- closes (README, Errors): every reason the server ends a client connection, one row each --
 
 

@@ -171,11 +171,16 @@ class ChannelState(Protocol):
 
     def leave(self, sid: str, keys: Iterable[str]) -> list[Effect]: ...
 
-    def trigger(self, key: str, event: str, data: object,
-                exclude: str | None) -> tuple[bool, list[Effect]]: ...
+    def trigger(self, key: str, event: str, data: object, exclude: str | None, *,
+                now_ms: int = 0, user_id: object = None,
+                client: bool = False) -> tuple[bool, list[Effect]]: ...
 
     def restore_front(self, front: int, members: Iterable[MemberState], *,
                       announce: bool = False) -> list[Effect]: ...
+
+    def tick(self, now_ms: int) -> list[Effect]:
+        """Once a second: what is due now (throttled notices)."""
+        ...
 
 
 class ChannelStore:
@@ -210,9 +215,17 @@ class ChannelStore:
             effects += self.for_key(key).leave(sid, (key,))
         return effects
 
-    def trigger(self, key: str, event: str, data: object,
-                exclude: str | None) -> tuple[bool, list[Effect]]:
-        return self.for_key(key).trigger(key, event, data, exclude)
+    def trigger(self, key: str, event: str, data: object, exclude: str | None, *,
+                now_ms: int = 0, user_id: object = None,
+                client: bool = False) -> tuple[bool, list[Effect]]:
+        return self.for_key(key).trigger(key, event, data, exclude, now_ms=now_ms,
+                                         user_id=user_id, client=client)
+
+    def tick(self, now_ms: int) -> list[Effect]:
+        effects: list[Effect] = []
+        for state in self.apps.values():
+            effects += state.tick(now_ms)
+        return effects
 
     def restore_front(self, front: int, members: Iterable[MemberState], *,
                       announce: bool = False) -> list[Effect]:
@@ -332,7 +345,8 @@ class ChannelTable:
         return effects
 
     def trigger(
-        self, key: str, event: str, data: object, exclude: str | None
+        self, key: str, event: str, data: object, exclude: str | None, *,
+        now_ms: int = 0, user_id: object = None, client: bool = False,
     ) -> tuple[bool, list[Effect]]:
         """PROTOCOL.md 4.2: (whether the channel has members, the broadcast to perform)."""
         chan = self.channels.get(key)
@@ -380,6 +394,9 @@ class ChannelTable:
                 ordered = sorted(chan.members.values(), key=_joined_at)
                 chan.members = {m.state.sid: m for m in ordered}
         return effects
+
+    def tick(self, now_ms: int) -> list[Effect]:
+        return []  # nothing of the Pushy protocol waits
 
     def _remove(self, chan: Channel, sid: str, reply: bytes | None) -> list[Effect]:
         record = chan.members[sid].state.record

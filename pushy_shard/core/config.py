@@ -38,10 +38,13 @@ from pushy_shard.core.config_table import (
     size,
     text,
 )
+from pushy_shard.core.config_table import key as setting
 from pushy_shard.errors import ConfigError
 
 __all__ = [
     "DEMO_SECRET",
+    "App",
+    "Webhook",
     "LOG_FORMATS",
     "LOG_LEVELS",
     "Config",
@@ -241,6 +244,102 @@ class Timeouts:
     #                                            until every front has replayed its members
 
 
+WEBHOOK_EVENTS = ("channel_occupied", "channel_vacated", "member_added", "member_removed",
+                  "client_event", "cache_miss", "subscription_count")  # PUSHER.md 9
+_APP_TEXT_RE = re.compile(r"[A-Za-z0-9_.\-]{1,100}", re.ASCII)
+_URL_RE = re.compile(r"https?://[^\s/?#]+[^\s]*", re.ASCII)
+
+
+def _app_text(path: str, value: object) -> str:
+    """An app id or key: it appears in URLs, so 1-100 of [A-Za-z0-9_.-]."""
+    name = text(path, value)
+    if not _APP_TEXT_RE.fullmatch(name):
+        raise ConfigError(path, f"expected 1-100 of A-Z a-z 0-9 _ . -, found {show(name)}")
+    return name
+
+
+def _events(path: str, value: object) -> tuple[str, ...]:
+    names = _strings(path, value)
+    unknown = [n for n in names if n not in WEBHOOK_EVENTS]
+    if not names or unknown:
+        raise ConfigError(path, "expected a non-empty list of " + ", ".join(WEBHOOK_EVENTS)
+                          + (f"; unknown: {show(unknown[0])}" if unknown else ""))
+    return names
+
+
+def _url(path: str, value: object) -> str:
+    url = text(path, value)
+    if not _URL_RE.fullmatch(url):
+        raise ConfigError(path, f"expected an http:// or https:// URL, found {show(url)}")
+    return url
+
+
+def _headers(path: str, value: object) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and k and isinstance(v, str) for k, v in value.items()):
+        raise expected(path, "an object of header name -> string value", value)
+    return tuple(value.items())
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """Where an app's webhooks go (PUSHER.md 9): `events` it wants, optionally only for
+    channels whose name starts with `channel_prefix`, with extra request `headers`."""
+
+    url: str = field(kw_only=True, metadata=row(_url, required="where the posts go"))
+    events: tuple[str, ...] = field(kw_only=True, metadata=row(
+        _events, required="which events: " + ", ".join(WEBHOOK_EVENTS)))
+    channel_prefix: str | None = key(None, optional(text))
+    headers: tuple[tuple[str, str], ...] = key((), _headers)
+
+
+def _webhooks(path: str, value: object) -> tuple[Webhook, ...]:
+    if not isinstance(value, list):
+        raise expected(path, "an array of webhook objects", value)
+    return tuple(read(Webhook, f"{path}[{i}]", item, {}) for i, item in enumerate(value))
+
+
+@dataclass(frozen=True, slots=True)
+class App:
+    """One Pusher app (PUSHER.md 1): a channel namespace of its own, with its credentials.
+    (`setting` is config_table.key: this table has a field named `key`.)"""
+
+    id: str = field(kw_only=True, metadata=row(_app_text, required="the app id, as in URLs"))
+    key: str = field(kw_only=True, metadata=row(_app_text, required="what clients connect with"))
+    secret: str = field(kw_only=True, repr=False, metadata=row(
+        text, required="signs this app's requests, tokens and webhooks"))
+    client_events: bool = setting(False, boolean)  # clients may send client-* events
+    user_authentication: bool = setting(False, boolean)  # connections must sign in within 30 s
+    max_connections: int | None = setting(None, optional(Int(1, 10_000_000)))
+    max_presence_members: int = setting(100, Int(1, 1_000_000))  # users per presence channel
+    activity_timeout: int = setting(120, Int(1, 3600))  # seconds of silence before a ping
+    subscription_count: bool = setting(False, boolean)  # push pusher_internal:subscription_count
+    webhooks: tuple[Webhook, ...] = setting((), _webhooks)
+
+
+def _apps(path: str, value: object) -> tuple[App, ...]:
+    """The Pusher apps; ids and keys must be unique (they name the app in URLs)."""
+    if not isinstance(value, list):
+        raise expected(path, "an array of app objects", value)
+    apps = tuple(read(App, f"{path}[{i}]", item, {}) for i, item in enumerate(value))
+    for attribute in ("id", "key"):
+        seen: set[str] = set()
+        for i, app in enumerate(apps):
+            name = getattr(app, attribute)
+            if name in seen:
+                raise ConfigError(f"{path}[{i}].{attribute}", f"duplicate app {attribute} "
+                                  f"{show(name)}")
+            seen.add(name)
+    return apps
+
+
+def _path_prefix(path: str, value: object) -> str:
+    """"" (none), or a path like "/realtime" that a proxy keeps in front of every route."""
+    if value == "":
+        return ""
+    return _prefix(path, value)
+
+
 def _message_fits_frame(path: str, limits: Limits) -> Limits:
     if limits.max_message_bytes > limits.max_frame_bytes:
         raise ConfigError(f"{path}.max_message_bytes", f"must not exceed {path}.max_frame_bytes")
@@ -283,6 +382,10 @@ class Config:
     trusted_proxies: tuple[str, ...] = key((), _proxies)
     shutdown_timeout: float = key(10.0, seconds)  # SIGTERM: the bound on a graceful stop
     timeouts: Timeouts = group(Timeouts, _fronts_can_ping)
+    apps: tuple[App, ...] = key((), _apps)  # Pusher apps (README, Pusher protocol)
+    # a prefix a proxy keeps before the Pusher routes (/app, /pusher, /apps, /users); it is
+    # stripped before a request's signature is checked
+    pusher_path_prefix: str = key("", _path_prefix)
 
     @property
     def demo_secret(self) -> bool:

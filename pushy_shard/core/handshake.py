@@ -18,15 +18,29 @@ _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 1.3
 
 
 class Route(Enum):
-    """The two WebSocket transports (PROTOCOL.md 1)."""
+    """The WebSocket transports (PROTOCOL.md 1, PUSHER.md 1)."""
 
     SOCKJS = "sockjs"  # <prefix>/<server>/<session>/websocket, SockJS framing
     RAW = "raw"  # <prefix>/websocket, one message per text frame
+    PUSHER = "pusher"  # <pusher prefix>/app/<key>, one Pusher message per text frame
 
 
-def websocket_route(target: str, prefix: str) -> Route | None:
+def pusher_app_key(target: str, pusher_prefix: str) -> str | None:
+    """The app key of a Pusher WebSocket URL (`/app/<key>?protocol=7...`), or None."""
+    path = target.partition("?")[0]
+    start = pusher_prefix + "/app/"
+    if "%" in path or not path.startswith(start):
+        return None
+    key = path[len(start):]
+    return key if key and "/" not in key else None
+
+
+def websocket_route(target: str, prefix: str, pusher_prefix: str | None = None
+                    ) -> Route | None:
     """The transport a request target names, or None. Percent-escapes, dots and odd shapes
     are left to aiohttp's router (it decodes them and answers 404 where it must)."""
+    if pusher_prefix is not None and pusher_app_key(target, pusher_prefix) is not None:
+        return Route.PUSHER
     path = target.partition("?")[0]
     if "%" in path or not path.startswith(prefix + "/"):
         return None
@@ -40,11 +54,17 @@ def websocket_route(target: str, prefix: str) -> Route | None:
     return None
 
 
-def fast_path_candidate(line: RequestLine, prefix: str) -> Route | None:
-    """From the request line alone: could this be an upgrade the fast path takes?"""
+def fast_path_candidate(line: RequestLine, prefix: str | None,
+                        pusher_prefix: str | None = None) -> Route | None:
+    """From the request line alone: could this be an upgrade the fast path takes? A None
+    `prefix` leaves the SockJS routes out (`sockjs.websocket` false)."""
     if line.method != "GET" or line.version != "HTTP/1.1":
         return None
-    return websocket_route(line.target, prefix)
+    if prefix is None:
+        if pusher_prefix is not None and pusher_app_key(line.target, pusher_prefix):
+            return Route.PUSHER
+        return None
+    return websocket_route(line.target, prefix, pusher_prefix)
 
 
 def _tokens(value: str | None) -> set[str]:

@@ -11,6 +11,7 @@ small control bodies are orjson. Per pair everything arrives in send order.
       Command rid, {sid, name, data, channel}     Reply   sid, message
       Leave   rid, {sid, keys}                    Joined  member, message
       Trigger rid, {key, event, data, exclude}    Left    sid, key, message
+      Join    rid, {sid, key, channel, member}
       Stats   rid                                 Deliver key, exclude, message
                                                   Batch   [sizes], the frames of several
 
@@ -136,18 +137,22 @@ class Leave:
 
 @dataclass(frozen=True, slots=True)
 class Trigger:
-    """An event to every member of a channel; `sig`/`ts` for replay protection."""
+    """An event to every member of a channel; `sig`/`ts` for replay protection; a Pusher
+    client event is marked `client` and carries its sender's `user_id` on presence
+    channels (PUSHER.md 5)."""
 
     OP: ClassVar[bytes] = b"T"
     FIELDS: ClassVar[_Fields] = {"key": str, "event": str, "data": None,
                                  "exclude": _TEXT_OR_NONE, "sig": _TEXT_OR_NONE,
-                                 "ts": (int, type(None))}
+                                 "ts": (int, type(None)), "user_id": None, "client": bool}
     key: str
     event: str
     data: Any
     exclude: str | None = None
     sig: str | None = None
     ts: int | None = None
+    user_id: Any = None
+    client: bool = False
 
     def encode(self, rid: bytes) -> list[bytes]:
         fields: dict[str, Any] = {"key": self.key, "event": self.event, "data": self.data,
@@ -155,7 +160,29 @@ class Trigger:
         if self.sig is not None:
             fields["sig"] = self.sig
             fields["ts"] = self.ts
+        if self.client:
+            fields["client"] = True
+            fields["user_id"] = self.user_id
         return [self.OP, rid, body(fields)]
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """A subscription the front has admitted (a Pusher client's, its signature checked
+    there): the shard adds `sid` to the channel, with its presence `member` (user_id as
+    written, user_key its text, user_info) on presence channels."""
+
+    OP: ClassVar[bytes] = b"J"
+    FIELDS: ClassVar[_Fields] = {"sid": str, "key": str, "channel": str,
+                                 "member": (dict, type(None))}
+    sid: str
+    key: str
+    channel: str
+    member: dict[str, Any] | None = None
+
+    def encode(self, rid: bytes) -> list[bytes]:
+        return [self.OP, rid, body({"sid": self.sid, "key": self.key, "channel": self.channel,
+                                    "member": self.member})]
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,12 +202,12 @@ class Malformed:
     reason: str
 
 
-Request = Command | Leave | Trigger | Stats
+Request = Command | Leave | Trigger | Join | Stats
 FrontMessage = Hello | Ping | Resync
-_OPTIONAL = frozenset({"address", "sig", "ts"})
+_OPTIONAL = frozenset({"address", "sig", "ts", "user_id", "client", "member"})
 _FRAME_TEXT = frozenset({"sid", "key", "channel", "keys", "exclude"})  # travel on as frames
-_REQUESTS: dict[bytes, type[Command | Leave | Trigger]] = {
-    Command.OP: Command, Leave.OP: Leave, Trigger.OP: Trigger}
+_REQUESTS: dict[bytes, type[Command | Leave | Trigger | Join]] = {
+    Command.OP: Command, Leave.OP: Leave, Trigger.OP: Trigger, Join.OP: Join}
 
 
 def decode_request(frames: list[bytes]) -> tuple[bytes, Request | Malformed]:
@@ -254,7 +281,7 @@ def is_request(frames: list[bytes]) -> bool:
     return frames[0] in _REQUEST_OPS
 
 
-_REQUEST_OPS = frozenset({Command.OP, Leave.OP, Trigger.OP, Stats.OP})
+_REQUEST_OPS = frozenset({Command.OP, Leave.OP, Trigger.OP, Join.OP, Stats.OP})
 
 
 # -- shard -> front ---------------------------------------------------------------------------
@@ -390,7 +417,7 @@ def decode_shard(frames: list[bytes]) -> Iterator[ShardMessage]:
 
 
 __all__ = [
-    "BATCH", "NONE", "Command", "Deliver", "Done", "FrontMessage", "Hello", "Joined",
+    "BATCH", "NONE", "Command", "Deliver", "Done", "FrontMessage", "Hello", "Join", "Joined",
     "Leave", "Left", "Malformed", "NotEncodable", "Ping", "Pong", "Reply", "Request",
     "Resync", "ShardMessage", "Stats", "Trigger", "Welcome", "batch", "body",
     "decode_control", "decode_request", "decode_shard", "front_identity", "is_request",

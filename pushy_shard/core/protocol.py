@@ -89,8 +89,9 @@ def parse_client_message(
 
 def loads(data: bytes | str) -> Any:
     """JSON as clients and our processes write it: orjson, or the stdlib for what orjson
-    refuses but JavaScript and `dumps` write (lone surrogates, integers past 64 bits).
-    NaN and Infinity are not JSON. Raises ValueError (nesting too deep included)."""
+    refuses but JavaScript and `dumps` write (lone surrogates). Integers past 64 bits
+    become floats, as JavaScript reads them. NaN and Infinity are not JSON. Raises
+    ValueError (nesting too deep included)."""
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:

@@ -62,6 +62,10 @@ RELOAD_TABLE: dict[str, tuple[str, Change]] = {
     "timeouts.command": ("timeouts.command", LIVE),
     "timeouts.front_silence": ("timeouts.front_silence", LIVE),
     "timeouts.shard_recovery": ("timeouts.shard_recovery", LIVE),
+    # read at use: a new connection, request or webhook uses the reloaded app (its open
+    # connections keep the app they opened with until they reconnect)
+    "apps": ("apps", LIVE),
+    "pusher_path_prefix": ("pusher_path_prefix", FIXED),  # routes are built at start
 }
 
 # the sections classified field by field ("limits" is one key, reported field by field)

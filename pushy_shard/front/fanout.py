@@ -57,6 +57,9 @@ class Connection(Protocol):
     def heartbeat(self) -> None:
         """The heartbeat tick: SockJS transports write `h` to a waiting receiver."""
 
+    def close(self, why: Close) -> None:
+        """End the connection for `why` (errors.Close), the transport's way."""
+
 
 def transport_name(conn: Connection) -> str:
     """The transport label of a connection in /metrics: its `protocol` name, except that

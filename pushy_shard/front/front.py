@@ -49,11 +49,29 @@ class PeerRequest(Protocol):
 
 class ClientProtocol(Protocol):
     """A client protocol on this front's connections (ARCHITECTURE.md 6): it greets a new
-    connection and handles each of its messages; the transports carry the bytes."""
+    connection, handles each of its messages and says goodbye in its own words; the
+    transports carry the bytes."""
 
-    def greet(self, conn: Connection) -> None: ...
+    def greet(self, conn: Connection) -> None:
+        """The connection is open (registered with the front): the protocol's first words."""
 
-    def message(self, conn: Connection, text: str) -> None: ...
+    def message(self, conn: Connection, text: str) -> None:
+        """One client message, as the transport framed it."""
+
+    def activity(self, conn: Connection) -> None:
+        """The client showed it is alive without a message (a WebSocket ping or pong, an
+        HTTP send of no messages)."""
+
+    def closed(self, conn: Connection) -> None:
+        """The connection is gone (after the front let it leave its channels)."""
+
+    def refusal(self, conn: Connection, why: Close) -> Close:
+        """The front refuses a new connection for `why` (admission): the close to use,
+        after anything the protocol sends first."""
+
+    def goodbye(self, conn: Connection) -> Close:
+        """The server is stopping: the close to end `conn` with, after anything the
+        protocol sends first."""
 
 
 class Front:
@@ -130,6 +148,9 @@ class Front:
         if self.hub.connections.get(conn.sid) is not conn:
             return
         self.budgets.pop(conn.sid, None)
+        adapter = getattr(conn, "adapter", None)
+        if adapter is not None:
+            adapter.closed(conn)
         if conn.slow:
             self.metrics.inc("pushy_slow_consumer_disconnects_total",
                              (("transport", transport_name(conn)),))

@@ -21,8 +21,9 @@ from pushy_shard.core.frames import Kind
 from pushy_shard.core.origins import origin_allowed
 from pushy_shard.core.trigger import verify_trigger
 from pushy_shard.errors import BodyTooLarge, TriggerError
-from pushy_shard.front import observe, transports, websocket
-from pushy_shard.front.front import ClientProtocol, Front
+from pushy_shard.front import observe, pusher_http, transports, websocket
+from pushy_shard.front.front import Front
+from pushy_shard.front.pusher import Pusher
 from pushy_shard.front.pushy import Pushy
 from pushy_shard.front.relay import Relay
 from pushy_shard.front.sessions import Sessions
@@ -99,19 +100,6 @@ def iframe_handler(config: Config) -> Callable[[web.Request], Awaitable[web.Resp
     return iframe
 
 
-def websocket_handler(kind: int, adapter: ClientProtocol
-                      ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """An upgrade aiohttp received, handed to the front's WebSocket layer."""
-
-    async def upgrade(request: web.Request) -> web.StreamResponse:
-        front: Front = request.app[FRONT_KEY]
-        if not front.config.sockjs.websocket:
-            raise web.HTTPNotFound()
-        return await websocket.serve(request, front, adapter, kind, request.app[CLOSING_KEY])
-
-    return upgrade
-
-
 def trigger_handler(pushy: Pushy) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def trigger(request: web.Request) -> web.Response:
         """POST /pushy/channel/<channel>/trigger (PROTOCOL.md 4.2, 4.3), within
@@ -176,16 +164,18 @@ def bare_405(prefix: str) -> Callable[..., Awaitable[web.StreamResponse]]:
     return middleware
 
 
-def check_origin(front: Front, prefix: str) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """Under the SockJS prefix (every transport, /info, iframe.html, both WebSocket paths) a
-    browser Origin outside `allowed_origins` gets 403; same-origin requests (the page the
-    server itself serves, the iframe transports) always pass. Counted as limit `origin`."""
+def check_origin(front: Front, prefixes: tuple[str, ...]
+                 ) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Under the SockJS prefix (every transport, /info, iframe.html, both WebSocket paths)
+    and the Pusher client routes, a browser Origin outside `allowed_origins` gets 403;
+    same-origin requests (the page the server itself serves, the iframe transports) always
+    pass. Counted as limit `origin`."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[
             web.StreamResponse]]) -> web.StreamResponse:
         origin = request.headers.get("Origin")
-        if (origin is not None and request.path.startswith(prefix)
+        if (origin is not None and request.path.startswith(prefixes)
                 and not origin_allowed(origin, front.config.allowed_origins)
                 and not _same_origin(origin, request.host)):
             front.breach("origin", f"refused Origin {origin[:100]!r} from "
@@ -203,20 +193,23 @@ def _same_origin(origin: str, host: str) -> bool:
     return bool(sep) and rest.rstrip("/") == host.lower()
 
 
-def build_app(front: Front, pushy: Pushy, sessions: Sessions | None = None,
-              relay: Relay | None = None, closing: websocket.ClosingSockets | None = None
-              ) -> web.Application:
-    """The front's routes; `pushy` is the client protocol of the SockJS service and the
-    trigger API. `relay` (several fronts) sends session requests to their owner; `closing`
-    is the port's registry of closing WebSockets (the Listener's)."""
+def build_app(front: Front, pushy: Pushy, pusher: Pusher | None = None,
+              sessions: Sessions | None = None, relay: Relay | None = None,
+              closing: websocket.ClosingSockets | None = None) -> web.Application:
+    """The front's routes: the SockJS service and the trigger API speak `pushy`, the Pusher
+    routes `pusher`'s apps. `relay` (several fronts) sends session requests to their
+    owner; `closing` is the port's registry of closing WebSockets (the Listener's)."""
     prefix = front.config.sockjs.prefix
+    pusher = pusher if pusher is not None else Pusher(front)
+    pusher_prefix = front.config.pusher_path_prefix
+    browsers = (prefix, f"{pusher_prefix}/app/", f"{pusher_prefix}/pusher/")
     # bodies are read through request.content with the configured limits; this only bounds
     # aiohttp's own readers
     app = web.Application(client_max_size=front.config.limits.max_trigger_body + 1,
-                          middlewares=[bare_405(prefix), check_origin(front, prefix)])
+                          middlewares=[bare_405(prefix), check_origin(front, browsers)])
     app[FRONT_KEY] = front
     app[SESSIONS_KEY] = sessions if sessions is not None else Sessions(front, front.config.sockjs)
-    app[CLOSING_KEY] = closing if closing is not None else websocket.ClosingSockets()
+    closing = app[CLOSING_KEY] = closing if closing is not None else websocket.ClosingSockets()
     if relay is not None:
         app[RELAY_KEY] = relay
     iframe = iframe_handler(front.config)
@@ -226,11 +219,13 @@ def build_app(front: Front, pushy: Pushy, sessions: Sessions | None = None,
         web.get(prefix + "/info", info),
         web.options(prefix + "/info", transports.options("OPTIONS, GET")),
         web.get(prefix + "/iframe{version:[-0-9a-z_.]*}.html", iframe),
-        web.get(prefix + "/websocket", websocket_handler(Kind.RAW_WS, pushy)),
+        web.get(prefix + "/websocket",
+                websocket.handler(front, Kind.RAW_WS, lambda _: pushy, closing)),
         web.get(prefix + "/{server}/{session}/websocket",
-                websocket_handler(Kind.SOCKJS_WS, pushy)),
-        *transports.routes(prefix, pushy),
+                websocket.handler(front, Kind.SOCKJS_WS, lambda _: pushy, closing)),
+        *transports.routes(prefix, lambda _: pushy),
         web.post("/pushy/channel/{channel}/trigger", trigger_handler(pushy)),
+        *pusher_http.routes(pusher, pusher_prefix, closing),
         *observe.routes(),  # /metrics, /health (README, Observability)
     ]
     if front.config.demo:

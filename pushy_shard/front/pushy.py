@@ -23,9 +23,11 @@ from pushy_shard.core.protocol import ClientCommand
 from pushy_shard.core.routing import channel_key, shard_for
 from pushy_shard.core.trigger import Trigger
 from pushy_shard.errors import (
+    STOPPING,
     BogusMessage,
     ChannelNameRefused,
     ClientError,
+    Close,
     InvalidBody,
     InvalidTriggerChannel,
     LinkUnavailable,
@@ -59,6 +61,18 @@ class Pushy:
         connect = protocol.event(protocol.CONNECT, {"socketId": conn.sid,
                                                     "protocol": conn.transport})
         self.front.hub.send(conn, connect)
+
+    def activity(self, conn: Connection) -> None:
+        pass  # the Pushy protocol has no activity timeout (SockJS keeps sessions alive)
+
+    def closed(self, conn: Connection) -> None:
+        pass
+
+    def refusal(self, conn: Connection, why: Close) -> Close:
+        return why  # the close says it: 1013 Too many connections, 1001 while stopping
+
+    def goodbye(self, conn: Connection) -> Close:
+        return STOPPING  # c[3000,"Server shutting down, please reconnect"], then 1001
 
     # -- client messages -----------------------------------------------------------------------
 

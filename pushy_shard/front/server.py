@@ -22,6 +22,7 @@ from pushy_shard.front import shutdown
 from pushy_shard.front.front import Front
 from pushy_shard.front.http import build_app
 from pushy_shard.front.links import ShardLinks, ZmqTransport
+from pushy_shard.front.pusher import Pusher
 from pushy_shard.front.pushy import Pushy
 from pushy_shard.front.relay import Relay
 from pushy_shard.front.sessions import Sessions, sweep_interval
@@ -43,7 +44,8 @@ def ssl_context(config: Config) -> ssl.SSLContext | None:
     return context
 
 
-async def _sweep(front: Front, sessions: Sessions, listener: Listener) -> None:
+async def _sweep(front: Front, pusher: Pusher, sessions: Sessions, listener: Listener
+                 ) -> None:
     """The front's one periodic task: link liveness and slow request heads once a second,
     SockJS heartbeats and session expiry as often as the configured delays need
     (ARCHITECTURE.md 4)."""
@@ -56,6 +58,7 @@ async def _sweep(front: Front, sessions: Sessions, listener: Listener) -> None:
             next_link_tick = now + SWEEP_SECONDS - interval / 2
             front.sweep()
             listener.sweep(now)
+            pusher.sweep(now)
         sessions.sweep(now)
 
 
@@ -75,6 +78,7 @@ async def serve(config: Config, index: int, config_path: str | None = None) -> N
     loop = asyncio.get_running_loop()
     front = Front(config, index)
     pushy = Pushy(front, load_registry(config.commands))
+    pusher = Pusher(front)
     directory = runtime_directory(config, os.environ)
     endpoints = [shard_endpoint(config, j, directory) for j in range(config.workers)]
     links = ShardLinks(loop, index, config.workers, front, front.hub.members_for_shard)
@@ -86,7 +90,8 @@ async def serve(config: Config, index: int, config_path: str | None = None) -> N
     # handler_cancellation: a client that drops a receiving request cancels its handler,
     # which is how a SockJS session learns its receiver went away
     closing = ClosingSockets()
-    runner = web.AppRunner(build_app(front, pushy, sessions, relay, closing), handle_signals=False,
+    runner = web.AppRunner(build_app(front, pushy, pusher, sessions, relay, closing),
+                           handle_signals=False,
                            access_log=None, shutdown_timeout=config.shutdown_timeout,
                            handler_cancellation=True)
     await runner.setup()
@@ -98,12 +103,12 @@ async def serve(config: Config, index: int, config_path: str | None = None) -> N
     # The port is ours, not a TCPSite's: WebSockets are served without aiohttp (wire.py),
     # every other connection is handed to the runner's server.
     assert runner.server is not None
-    listener = Listener(front, pushy, runner.server, closing)
+    listener = Listener(front, pushy, pusher, runner.server, closing)
     with _binding(f"{name}: port {config.host}:{config.port}"):
         server = await loop.create_server(listener, config.host, config.port,
                                           reuse_port=True, ssl=ssl_context(config),
                                           backlog=BACKLOG)
-    sweeping = asyncio.ensure_future(_sweep(front, sessions, listener))
+    sweeping = asyncio.ensure_future(_sweep(front, pusher, sessions, listener))
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)

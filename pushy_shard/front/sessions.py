@@ -35,11 +35,8 @@ from pushy_shard.core.sockjs import (
     message_frame,
     session_close,
 )
-from pushy_shard.errors import QUEUE_FULL, SLOW_CONSUMER
+from pushy_shard.errors import QUEUE_FULL, SESSION_CLOSED, SLOW_CONSUMER, Close
 from pushy_shard.front.front import ClientProtocol, Front, new_socket_id
-
-QUEUE_FULL_FRAME = session_close(QUEUE_FULL)
-SLOW_CONSUMER_FRAME = session_close(SLOW_CONSUMER)
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +184,7 @@ class HttpSession:
                     f"{limits.session_queue_messages} messages or "
                     f"{limits.session_queue_bytes} bytes queued")
                 self.slow = True
-                self.close(QUEUE_FULL_FRAME)
+                self.close(QUEUE_FULL)
 
     def deliver_batch(self, batch: list[Delivery], shared: dict[tuple[int, ...], bytes]) -> None:
         for delivery in batch:
@@ -216,7 +213,7 @@ class HttpSession:
         if do & Do.OPEN:
             refusal = self.registry.front.admit(self.address)  # stopping, or too many
             if refusal is not None:
-                self.close(session_close(refusal))
+                self.close(self.adapter.refusal(self, refusal))
                 return
             receiver.write(OPEN_FRAME)
         elif do & Do.FLUSH and self.core.queue:
@@ -232,18 +229,21 @@ class HttpSession:
             self._perform(self.core.handle(Event.ABORT, monotonic()))
 
     def receive(self, messages: list[str]) -> None:
-        """Messages from xhr_send / jsonp_send: to Pushy one by one, in order."""
+        """Messages from xhr_send / jsonp_send: to the client protocol one by one, in order
+        (a send, even of none, is activity)."""
         if self.core.handle(Event.CLIENT, monotonic()) & Do.DISPATCH:
+            self.adapter.activity(self)
             for text in messages:
                 if self.closed:
                     break
                 self.adapter.message(self, text)
 
-    def close(self, frame: bytes = GO_AWAY) -> None:
-        """The server ends the session: `frame` (`c[3000,"Go away!"]` unless a limit closed
-        it) now or to the next receiver."""
+    def close(self, why: Close = SESSION_CLOSED) -> None:
+        """The server ends the session for `why` (errors.Close): its `c[...]` frame now or
+        to the next receiver (`c[3000,"Go away!"]` unless a limit or the protocol closed
+        it)."""
         if self.core.open:
-            self.close_frame = frame
+            self.close_frame = session_close(why)
         self._perform(self.core.handle(Event.CLOSE, monotonic()))
 
     def expire(self, now: float) -> None:
@@ -256,7 +256,7 @@ class HttpSession:
         """After a write: a slow reader closes the session, a full response detaches."""
         if receiver.slow:
             self.registry.front.slow_consumer(self, getattr(receiver, "buffered", 0))
-            self.close(SLOW_CONSUMER_FRAME)
+            self.close(SLOW_CONSUMER)
         elif receiver.full and self.receiver is receiver:
             self.receiver = None
             receiver.end()
@@ -318,11 +318,12 @@ class Sessions:
         for session in list(self.by_id.values()):
             session.expire(now)
 
-    def close_all(self, frame: bytes = GO_AWAY) -> None:
-        """Server stopping: every session with a receiver gets `frame` now, the others
-        `c[3000,"Go away!"]` if they poll again; their requests end, they leave channels."""
+    def close_all(self) -> None:
+        """Server stopping: every session gets its protocol's goodbye (the SockJS close
+        frame: now with a receiver, or to its next poll); requests end, they leave
+        channels."""
         for session in list(self.by_id.values()):
-            session.close(frame)
+            session.close(session.adapter.goodbye(session))
 
 
 def sweep_interval(options: SockJSOptions, longest: float = 1.0) -> float:

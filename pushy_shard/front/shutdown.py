@@ -4,8 +4,9 @@ Stop, in order, within `shutdown_timeout` (core/stopping.py):
 
 1. stop accepting: the listening socket closes first, so the kernel's SO_REUSEPORT group
    gives new connections to the other fronts;
-2. tell every client to reconnect: `c[3000,"Server shutting down, please reconnect"]` on
-   SockJS sessions (WebSocket and HTTP), then WebSocket close 1001;
+2. tell every client to reconnect, each in its protocol's words (`ClientProtocol.goodbye`):
+   Pushy's `c[3000,"Server shutting down, please reconnect"]` on SockJS sessions (WebSocket
+   and HTTP), then WebSocket close 1001; Pusher's `pusher:error` and close 4200;
 3. every connection leaves its channels now (LEAVE to the shards), so members on other
    fronts get `pushy:presence-quit` at once instead of after the shards' liveness timeout;
 4. wait until every request sent to a shard is answered (triggers in flight get their HTTP
@@ -21,9 +22,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pushy_shard.core.sockjs import SHUTTING_DOWN
 from pushy_shard.core.stopping import stop_plan
-from pushy_shard.errors import STOPPING
 from pushy_shard.front import websocket
 from pushy_shard.front.front import Front
 from pushy_shard.front.links import ShardLinks
@@ -45,8 +44,8 @@ async def stop(front: Front, sessions: Sessions, links: ShardLinks, *,
     front.stopping = True  # connections still arriving (relayed, kept-alive) are refused
     await stop_accepting()
     clients = len(front.hub)
-    sessions.close_all(SHUTTING_DOWN)
-    closing = websocket.go_away(front, STOPPING)
+    sessions.close_all()
+    closing = websocket.go_away(front)
     for conn in front.hub:
         front.closed(conn)
     log.info("%s: told %d clients to reconnect; %d requests in flight", name, clients,

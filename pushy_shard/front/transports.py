@@ -140,7 +140,10 @@ def options(methods: str) -> Handler:
 # -- receiving -------------------------------------------------------------------------------
 
 
-def receiving(spec: Receiving, adapter: ClientProtocol) -> Handler:
+AdapterFor = Callable[[web.Request], ClientProtocol]
+
+
+def receiving(spec: Receiving, adapter_for: AdapterFor) -> Handler:
     async def receive(request: web.Request) -> web.StreamResponse:
         relayed = await _relay(request, b"")
         if relayed is not None:
@@ -154,6 +157,7 @@ def receiving(spec: Receiving, adapter: ClientProtocol) -> Handler:
         headers = _headers(request, spec.content_type, spec.cors)
         if spec.kind == Kind.FRAME:
             headers["X-Content-Type-Options"] = "nosniff"  # a jsonp answer is only a script
+        adapter = adapter_for(request)
         if spec.streaming:
             return await _stream(request, spec, adapter, headers, callback)
         return await _poll(request, spec, adapter, headers, callback)
@@ -313,21 +317,26 @@ async def _read_body(request: web.Request) -> bytes:
                                             ) from None
 
 
-def routes(prefix: str, adapter: ClientProtocol) -> list[web.RouteDef]:
-    """Every session URL: `<prefix>/<server>/<session>/<transport>`, its sessions speaking
-    `adapter`'s protocol. Server and session ids are any non-empty path segments without
-    dots (sockjs-protocol SessionURLs)."""
+def routes(prefix: str, adapter_for: AdapterFor,
+           transports: tuple[str, ...] = tuple(RECEIVING)) -> list[web.RouteDef]:
+    """The session URLs `<prefix>/<server>/<session>/<transport>` of `transports` (and
+    their sends), each new session speaking the protocol `adapter_for` gives for its
+    first request. Server and session ids are any non-empty path segments without dots
+    (sockjs-protocol SessionURLs)."""
     base = prefix + "/{server:[^/.]+}/{session:[^/.]+}/"
     table: list[web.RouteDef] = []
     for name, spec in RECEIVING.items():
+        if name not in transports:
+            continue
         if spec.method == "GET":
-            table.append(web.get(base + name, receiving(spec, adapter), allow_head=False))
+            table.append(web.get(base + name, receiving(spec, adapter_for), allow_head=False))
         else:  # the xhr family: cross-origin POSTs, preflighted
-            table.append(web.post(base + name, receiving(spec, adapter)))
+            table.append(web.post(base + name, receiving(spec, adapter_for)))
             table.append(web.options(base + name, options("OPTIONS, POST")))
     table += [
         web.post(base + "xhr_send", xhr_send),
         web.options(base + "xhr_send", options("OPTIONS, POST")),
-        web.post(base + "jsonp_send", jsonp_send),
     ]
+    if "jsonp" in transports:
+        table.append(web.post(base + "jsonp_send", jsonp_send))
     return table

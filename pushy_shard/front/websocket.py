@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from aiohttp import web
@@ -56,7 +56,6 @@ from pushy_shard.core.sockjs import (
 from pushy_shard.errors import (
     BINARY_REFUSED,
     BROKEN_FRAMING,
-    STOPPING,
     FrameError,
     SockJSFrameError,
 )
@@ -142,7 +141,7 @@ class WebSocket(SocketConnection, asyncio.Protocol):
         front refuses it (`Front.admit`) it is closed with that reason instead."""
         refusal = self.front.admit(address)
         if refusal is not None:
-            self.close(refusal)
+            self.close(self.adapter.refusal(self, refusal))
             return
         if self.kind == Kind.SOCKJS_WS:
             self.write(OPEN_WS)
@@ -166,13 +165,15 @@ class WebSocket(SocketConnection, asyncio.Protocol):
                     failure = self._received(cast(Text, event).text)
                 elif kind is Ping:
                     self.write(encode_frame(OP_PONG, cast(Ping, event).data))
+                    self.adapter.activity(self)
                     continue
                 elif kind is Close:
                     self._end(close_reply(cast(Close, event)))
                     return
                 elif kind is Binary:
                     failure = BINARY_REFUSED
-                else:  # a Pong: nothing to do
+                else:  # a Pong: the client is alive
+                    self.adapter.activity(self)
                     continue
                 if failure is not None:
                     self.close(failure)
@@ -349,11 +350,26 @@ async def serve(request: web.Request, front: Front, adapter: ClientProtocol, kin
     return web.Response()  # never sent: the connection is closed
 
 
-def go_away(front: Front, why: Closing = STOPPING) -> asyncio.Future[list[Any]]:
-    """Server stopping: every WebSocket closes with `why` now (SockJS sessions get its
-    `c[...]` frame first); the future resolves when their TCP connections are gone (the
-    caller bounds the wait)."""
+def handler(front: Front, kind: int, adapter_for: Callable[[web.Request], ClientProtocol],
+            closing: ClosingSockets, sockjs: bool = True
+            ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """The aiohttp route of a WebSocket URL: the upgrade is handed to this layer (`serve`)
+    with the client protocol `adapter_for` gives; `sockjs`: `sockjs.websocket` false turns
+    the route off (404)."""
+
+    async def upgrade(request: web.Request) -> web.StreamResponse:
+        if sockjs and not front.config.sockjs.websocket:
+            raise web.HTTPNotFound()
+        return await serve(request, front, adapter_for(request), kind, closing)
+
+    return upgrade
+
+
+def go_away(front: Front) -> asyncio.Future[list[Any]]:
+    """Server stopping: every WebSocket closes now with its protocol's goodbye (Pushy: the
+    SockJS `c[...]` frame on SockJS sessions, then 1001); the future resolves when their
+    TCP connections are gone (the caller bounds the wait)."""
     sockets = [conn for conn in front.hub if isinstance(conn, WebSocket)]
     for conn in sockets:
-        conn.close(why)
+        conn.close(conn.adapter.goodbye(conn))
     return asyncio.gather(*(conn.gone() for conn in sockets), return_exceptions=True)

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 from typing import cast
+from urllib.parse import parse_qs
 
 from aiohttp import web
 
@@ -24,6 +25,7 @@ from pushy_shard.core.handshake import (
     Route,
     error_response,
     fast_path_candidate,
+    pusher_app_key,
     switching_protocols,
     upgrade_key,
 )
@@ -37,6 +39,7 @@ from pushy_shard.core.http_head import (
 from pushy_shard.core.origins import client_address, origin_allowed
 from pushy_shard.errors import BadRequestHead, HeadTooLarge
 from pushy_shard.front.front import ClientProtocol, Front
+from pushy_shard.front.pusher import Pusher
 from pushy_shard.front.websocket import FRONT_HEADER, ClosingSockets, WebSocket
 
 log = logging.getLogger(__name__)
@@ -49,10 +52,11 @@ HEAD_SECONDS = 75.0
 class Listener:
     """The protocol factory of the front's port, and the connections still sending a head."""
 
-    def __init__(self, front: Front, adapter: ClientProtocol, web_server: web.Server,
-                 closing: ClosingSockets) -> None:
+    def __init__(self, front: Front, adapter: ClientProtocol, pusher: Pusher,
+                 web_server: web.Server, closing: ClosingSockets) -> None:
         self.front = front
-        self.adapter = adapter  # the client protocol of the WebSocket routes (Pushy)
+        self.adapter = adapter  # the client protocol of the SockJS WebSocket routes (Pushy)
+        self.pusher = pusher  # the Pusher apps of `<pusher prefix>/app/<key>`
         self.web_server = web_server  # makes aiohttp's request handler for a connection
         self.closing = closing  # WebSockets we closed, both paths (websocket.py)
         self.reading: dict[HeadReader, float] = {}  # -> when it connected (monotonic)
@@ -82,11 +86,16 @@ class Listener:
         if data:
             handler.data_received(data)
 
-    def upgrade(self, socket: asyncio.Transport, route: Route, key: str, rest: bytes,
-                address: str) -> None:
+    def upgrade(self, socket: asyncio.Transport, route: Route, target: str, key: str,
+                rest: bytes, address: str) -> None:
         """Answer 101; `socket` is a WebSocket from now on (`rest`: its first frames)."""
         kind = Kind.SOCKJS_WS if route is Route.SOCKJS else Kind.RAW_WS
-        conn = WebSocket(self.front, self.adapter, kind, socket, self.closing)
+        adapter = self.adapter
+        if route is Route.PUSHER:
+            app_key = pusher_app_key(target, self.front.config.pusher_path_prefix) or ""
+            query = parse_qs(target.partition("?")[2])
+            adapter = self.pusher.adapter_for(app_key, query.get("protocol", [None])[0])
+        conn = WebSocket(self.front, adapter, kind, socket, self.closing)
         socket.write(switching_protocols(key, self._headers))
         socket.set_protocol(conn)
         conn.start(address, rest)
@@ -95,13 +104,14 @@ class Listener:
 class HeadReader(asyncio.Protocol):
     """A new connection until its first request head says who serves it."""
 
-    __slots__ = ("_listener", "_socket", "_buffer", "_route")
+    __slots__ = ("_listener", "_socket", "_buffer", "_route", "_target")
 
     def __init__(self, listener: Listener) -> None:
         self._listener = listener
         self._socket: asyncio.Transport | None = None
         self._buffer = b""
         self._route: Route | None = None  # set once the request line names a WebSocket URL
+        self._target = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._socket = cast(asyncio.Transport, transport)
@@ -122,12 +132,14 @@ class HeadReader(asyncio.Protocol):
                     check_size(buffer, line_complete=False)
                     return
                 line = parse_request_line(buffer[:end])
-                route = (fast_path_candidate(line, config.sockjs.prefix)
-                         if config.sockjs.websocket else None)
+                route = fast_path_candidate(
+                    line, config.sockjs.prefix if config.sockjs.websocket else None,
+                    config.pusher_path_prefix)
                 if route is None:
                     self._finish(None)
                     return
                 self._route = route
+                self._target = line.target
             end = head_end(buffer)
             if end < 0:
                 check_size(buffer, line_complete=True)
@@ -171,4 +183,4 @@ class HeadReader(asyncio.Protocol):
         else:
             assert self._route is not None
             key, end, address = upgrade
-            listener.upgrade(socket, self._route, key, buffer[end:], address)
+            listener.upgrade(socket, self._route, self._target, key, buffer[end:], address)

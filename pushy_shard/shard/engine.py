@@ -16,10 +16,18 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pushy_shard.commands import CommandContext, Forward, Handler, ShardSide, run_handler
+from pushy_shard.commands import (
+    CommandContext,
+    Forward,
+    Handler,
+    ShardSide,
+    new_member_id,
+    run_handler,
+)
 from pushy_shard.core import link, metrics
 from pushy_shard.core.channels import (
     Broadcast,
+    ChannelState,
     ChannelStore,
     ChannelTable,
     Effect,
@@ -27,18 +35,19 @@ from pushy_shard.core.channels import (
     Left,
     Reply,
 )
-from pushy_shard.core.config import Config
+from pushy_shard.core.config import App, Config
 from pushy_shard.core.front_view import Answer, Apply, FrontsView, Restore
 from pushy_shard.core.metrics import Metrics
+from pushy_shard.core.pusher_channels import PusherChannels
 from pushy_shard.core.ratelimit import BreachLog
 from pushy_shard.core.replay import ReplayCache
-from pushy_shard.core.routing import shard_for
+from pushy_shard.core.routing import PUSHY_APP, shard_for
 from pushy_shard.errors import CommandFailed, LinkError, UnknownCommand
 
 log = logging.getLogger(__name__)
 
 _OP_LABELS = {link.Command.OP: (("op", "command"),), link.Leave.OP: (("op", "leave"),),
-              link.Trigger.OP: (("op", "trigger"),)}
+              link.Trigger.OP: (("op", "trigger"),), link.Join.OP: (("op", "join"),)}
 _OTHER_OP = (("op", "other"),)
 _REFUSED = link.body({"error": CommandFailed().payload()})
 
@@ -69,12 +78,19 @@ class Shard:
     def incarnation(self) -> str:
         return self.fronts.incarnation
 
-    def _new_state(self, app: str) -> ChannelTable:
+    def _new_state(self, app: str) -> ChannelState:
+        """The Pushy channels are a ChannelTable; each Pusher app's, PusherChannels."""
+        if app != PUSHY_APP:
+            return PusherChannels(lambda: self._app(app), on_channel=self._channel_changed)
         table = ChannelTable(self.config.secret_key,
                              max_presence_bytes=self.config.limits.max_presence_data,
                              on_channel=self._channel_changed)
         table.on_breach = self.breach
         return table
+
+    def _app(self, app_id: str) -> App | None:
+        """The Pusher app's settings now (SIGHUP may change them)."""
+        return next((app for app in self.config.apps if app.id == app_id), None)
 
     # -- input -------------------------------------------------------------------------------
 
@@ -98,8 +114,10 @@ class Shard:
             log.warning("shard %d: dropped malformed link message: %s", self.index, exc)
 
     def sweep(self, now: float) -> None:
-        """Once a second: fronts silent past `timeouts.front_silence` are given up."""
+        """Once a second: fronts silent past `timeouts.front_silence` are given up, and the
+        channels send what waited (throttled counts)."""
         self._act(self.fronts.expire(now, self.config.timeouts.front_silence))
+        self.perform(self.channels.tick(int(time.time() * 1000)))
 
     def end_recovery(self) -> None:
         """The recovery grace ended: apply what was held back."""
@@ -167,10 +185,21 @@ class Shard:
         if isinstance(request, link.Trigger):
             if self._replayed(request):
                 return {"replay": True}
-            members, effects = self.channels.trigger(request.key, request.event, request.data,
-                                                     request.exclude)
+            state = self.channels.for_key(request.key)
+            members, effects = state.trigger(request.key, request.event, request.data,
+                                             request.exclude, now_ms=int(time.time() * 1000),
+                                             user_id=request.user_id, client=request.client)
             self.perform(effects)
+            if isinstance(state, PusherChannels):  # the HTTP API's `info` may ask for these
+                return {"members": members, **state.info(request.key)}
             return {"members": members}
+        if isinstance(request, link.Join):
+            state = self.channels.for_key(request.key)
+            self.perform(state.subscribe(
+                front=front, sid=request.sid, channel=request.channel,
+                request={"key": request.key, "member": request.member},
+                now_ms=int(time.time() * 1000), new_member_id=new_member_id))
+            return {}
         raise ValueError(f"no request is applied as {type(request).__name__}")
 
     def _command(self, front: int, request: link.Command) -> dict[str, Any]:

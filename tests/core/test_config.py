@@ -567,7 +567,7 @@ def test_unknown_key_lists_the_keys_in_config_json_order() -> None:
     assert error(with_secret(bogus=1)).message == (
         "unknown key; known keys are: port, host, secretKey, ssl, sslCert, sslKey, workers, "
         "fronts, sockjs, commands, link, demo, log_level, log_format, limits, allowed_origins, "
-        "trusted_proxies, shutdown_timeout, timeouts"
+        "trusted_proxies, shutdown_timeout, timeouts, apps, pusher_path_prefix"
     )
     assert error(with_secret(link={"port": 1})).message == (
         "unknown key; known keys are: transport, directory, tcp_port"
@@ -696,3 +696,61 @@ def test_a_setting_is_one_field_of_its_table() -> None:
     err = pytest.raises(ConfigError, read, Section, "section", {"label": "y"}, {}).value
     assert (err.key, err.message) == (
         "section.label", "unknown key; known keys are: size, labelText")
+
+
+# -- Pusher apps (PUSHER.md 1) ------------------------------------------------------------------
+
+
+def app(**fields: Any) -> dict[str, Any]:
+    return {"id": "1", "key": "app-key", "secret": "app-secret", **fields}
+
+
+def test_apps_with_their_defaults() -> None:
+    (only,) = parse(with_secret(apps=[app()])).apps
+    assert (only.id, only.key, only.secret) == ("1", "app-key", "app-secret")
+    assert (only.client_events, only.user_authentication, only.max_connections,
+            only.max_presence_members, only.activity_timeout, only.subscription_count,
+            only.webhooks) == (False, False, None, 100, 120, False, ())
+    assert "app-secret" not in repr(only)
+
+
+def test_an_app_with_every_setting() -> None:
+    hook = {"url": "https://example.com/hooks", "events": ["channel_occupied", "member_added"],
+            "channel_prefix": "presence-", "headers": {"X-Token": "t"}}
+    (only,) = parse(with_secret(apps=[app(client_events=True, user_authentication=True,
+                                          max_connections=50, max_presence_members=2,
+                                          activity_timeout=30, subscription_count=True,
+                                          webhooks=[hook])])).apps
+    assert only.max_connections == 50 and only.activity_timeout == 30
+    (webhook,) = only.webhooks
+    assert webhook.events == ("channel_occupied", "member_added")
+    assert webhook.channel_prefix == "presence-" and webhook.headers == (("X-Token", "t"),)
+
+
+@pytest.mark.parametrize(("apps", "named", "says"), [
+    ("x", "apps", "expected an array of app objects"),
+    ([app(id="1"), app(id="1", key="other")], "apps[1].id", "duplicate app id"),
+    ([app(), app(id="2")], "apps[1].key", "duplicate app key"),
+    ([{"id": "1", "key": "k"}], "apps[0].secret", "is required"),
+    ([app(key="has space")], "apps[0].key", "expected 1-100 of"),
+    ([app(activity_timeout=0)], "apps[0].activity_timeout", "from 1 to 3600"),
+    ([app(max_connections=0)], "apps[0].max_connections", "from 1 to"),
+    ([app(client_events="yes")], "apps[0].client_events", "true or false"),
+    ([app(webhooks=[{"url": "ftp://x", "events": ["cache_miss"]}])],
+     "apps[0].webhooks[0].url", "http:// or https://"),
+    ([app(webhooks=[{"url": "http://x", "events": ["nope"]}])],
+     "apps[0].webhooks[0].events", "unknown: 'nope'"),
+    ([app(webhooks=[{"url": "http://x", "events": []}])],
+     "apps[0].webhooks[0].events", "non-empty"),
+    ([app(bogus=1)], "apps[0].bogus", "unknown key"),
+])
+def test_bad_apps_are_named(apps: object, named: str, says: str) -> None:
+    err = error(with_secret(apps=apps))
+    assert err.key == named and says in err.message, err
+    assert "app-secret" not in str(err)
+
+
+def test_pusher_path_prefix() -> None:
+    assert parse(with_secret()).pusher_path_prefix == ""
+    assert parse(with_secret(pusher_path_prefix="/realtime/")).pusher_path_prefix == "/realtime"
+    assert error(with_secret(pusher_path_prefix="realtime")).key == "pusher_path_prefix"

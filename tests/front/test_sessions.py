@@ -18,7 +18,7 @@ from pushy_shard.core.config import Config, Limits, SockJSOptions
 from pushy_shard.core.frames import Delivery, Kind
 from pushy_shard.core.session import MAX_QUEUED_MESSAGES, State
 from pushy_shard.core.sockjs import quote_bytes
-from pushy_shard.errors import TOO_MANY_CONNECTIONS, Close
+from pushy_shard.errors import STOPPING, TOO_MANY_CONNECTIONS, Close
 from pushy_shard.front.fanout import Hub
 from pushy_shard.front.sessions import (
     HttpSession,
@@ -92,6 +92,15 @@ class FakeFront:
 
     def message(self, conn: Any, text: str) -> None:
         self.messages.append(text)
+
+    def activity(self, conn: Any) -> None:
+        pass
+
+    def refusal(self, conn: Any, why: Close) -> Close:
+        return why
+
+    def goodbye(self, conn: Any) -> Close:
+        return STOPPING
 
 
 @pytest.fixture

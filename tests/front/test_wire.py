@@ -18,6 +18,7 @@ from pushy_shard.core.rfc6455 import OP_BINARY, OP_CLOSE, OP_TEXT, encode_frame
 from pushy_shard.front import websocket
 from pushy_shard.front.front import Front
 from pushy_shard.front.http import build_app
+from pushy_shard.front.pusher import Pusher
 from pushy_shard.front.pushy import Pushy
 from pushy_shard.front.transports import SESSIONS_KEY
 from pushy_shard.front.websocket import CLOSE_SECONDS, ClosingSockets, WebSocket
@@ -50,7 +51,7 @@ async def served() -> AsyncIterator[Served]:
                            access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
     await runner.setup()
     assert runner.server is not None
-    listener = Listener(front, pushy, runner.server, closing)
+    listener = Listener(front, pushy, Pusher(front), runner.server, closing)
     server = await asyncio.get_running_loop().create_server(listener, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:

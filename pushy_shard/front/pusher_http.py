@@ -1,0 +1,142 @@
+"""The Pusher routes of the front (PUSHER.md 1, 8): the client WebSocket and HTTP fallbacks,
+and the HTTP API an app server signs (triggering here; the query API beside it).
+
+Every route hangs below `pusher_path_prefix` (a proxy's prefix, "" without one), which is
+stripped before a request's signature is checked, as the SDK signed the path without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from pushy_shard.core import link
+from pushy_shard.core import pusher_api as api
+from pushy_shard.core.config import App
+from pushy_shard.core.frames import Kind
+from pushy_shard.core.pusher_auth import SignedRequest, check_path_app, verify
+from pushy_shard.core.pusher_names import Kind as ChannelKind
+from pushy_shard.core.pusher_names import parse_channel
+from pushy_shard.core.routing import app_key
+from pushy_shard.errors import ApiError, BodyTooLarge, LinkUnavailable, NotEncodable
+from pushy_shard.front import transports, websocket
+from pushy_shard.front.front import Front, shard_error
+from pushy_shard.front.pusher import Pusher
+from pushy_shard.front.transports import FRONT_KEY
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_STATUS = "pushy_pusher_api_requests_total"
+
+
+def routes(pusher: Pusher, prefix: str, closing: websocket.ClosingSockets
+           ) -> list[web.RouteDef]:
+    """The Pusher client routes (kept-alive WebSocket upgrades; the xhr_streaming and
+    xhr_polling fallbacks of pusher-js under /pusher/app/<key>) and the HTTP API."""
+
+    def adapter_for(request: web.Request) -> Any:
+        return pusher.adapter_for(request.match_info["key"], request.query.get("protocol"))
+
+    return [
+        web.get(prefix + "/app/{key}", websocket.handler(pusher.front, Kind.RAW_WS, adapter_for,
+                                                         closing, sockjs=False)),
+        *transports.routes(prefix + "/pusher/app/{key}", adapter_for,
+                           ("xhr", "xhr_streaming")),
+        web.post(prefix + "/apps/{app_id}/events", api_handler(pusher, prefix, _events)),
+        web.post(prefix + "/apps/{app_id}/batch_events", api_handler(pusher, prefix, _batch)),
+    ]
+
+
+Answer = Callable[[Pusher, App, web.Request, bytes], Awaitable[dict[str, Any]]]
+
+
+def api_handler(pusher: Pusher, prefix: str, answer: Answer) -> Handler:
+    """A signed HTTP API request (PUSHER.md 8): the body (at most 256 KB), the signature
+    of the app named by `auth_key` (and by the path's `{app_id}`), then `answer`'s JSON.
+    Any refusal is `{"error": message}` with its status; nothing happened."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        front: Front = request.app[FRONT_KEY]
+        try:
+            try:
+                body = await transports.read_bounded(request, api.MAX_BODY)
+            except BodyTooLarge:
+                front.breach("trigger_body", "refused a Pusher API body from "
+                             f"{front.request_address(request)}")
+                raise ApiError(413, "Request body too large") from None
+            app = _verified(pusher, prefix, request, body)
+            result = await answer(pusher, app, request, body)
+        except ApiError as exc:
+            front.metrics.inc(_STATUS, (("status", str(exc.status)),))
+            return web.json_response(exc.body(), status=exc.status)
+        front.metrics.inc(_STATUS, (("status", "200"),))
+        return web.json_response(result)
+
+    return handle
+
+
+def _verified(pusher: Pusher, prefix: str, request: web.Request, body: bytes) -> App:
+    path = request.path[len(prefix):] if prefix else request.path
+    signed = SignedRequest(request.method, path, tuple(request.query.items()), body)
+    apps = {app.key: app for app in pusher.front.config.apps}
+    app = verify(signed, apps, time.time())
+    if "app_id" in request.match_info:
+        check_path_app(app, request.match_info["app_id"])
+    assert isinstance(app, App)
+    return app
+
+
+# -- triggering ---------------------------------------------------------------------------------
+
+
+async def _events(pusher: Pusher, app: App, request: web.Request, body: bytes
+                  ) -> dict[str, Any]:
+    """POST /apps/{id}/events: `{}`, or with `info` the attributes of each channel."""
+    event = api.parse_events(body)
+    infos = await _trigger(pusher.front, app, event)
+    if not event.info:
+        return {}
+    return {"channels": {name: info for name, info in zip(event.channels, infos, strict=True)}}
+
+
+async def _batch(pusher: Pusher, app: App, request: web.Request, body: bytes
+                 ) -> dict[str, Any]:
+    """POST /apps/{id}/batch_events: `{}`, or with `info` on any event `{"batch": [...]}`
+    by index. The batch was checked whole before any event of it went out."""
+    events = api.parse_batch(body)
+    results = await asyncio.gather(*(_trigger(pusher.front, app, event) for event in events))
+    if not any(event.info for event in events):
+        return {}
+    return {"batch": [infos[0] if event.info else {}
+                      for event, infos in zip(events, results, strict=True)]}
+
+
+async def _trigger(front: Front, app: App, event: api.Event) -> list[dict[str, int]]:
+    """The event to each of its channels' shards; the `info` attributes that apply to each
+    channel (user_count on presence channels) from the shards' answers. 503 when a shard
+    does not answer in time."""
+    futures = []
+    for name in event.channels:
+        key = app_key(app.id, name)
+        request = link.Trigger(key, event.name, event.data, event.socket_id)
+        try:
+            futures.append(front.request(key, request, front.config.timeouts.trigger))
+        except NotEncodable:  # the data is a string: cannot happen, but never half-send
+            raise ApiError(400, "Invalid event") from None
+    try:
+        results = await asyncio.gather(*futures)
+    except LinkUnavailable:
+        raise ApiError(503, "Service temporarily unavailable") from None
+    infos = []
+    for name, result in zip(event.channels, results, strict=True):
+        if shard_error(result) is not None:
+            raise ApiError(500, "Trigger failed")
+        wanted = set(event.info)
+        if parse_channel(name).kind is not ChannelKind.PRESENCE:
+            wanted.discard("user_count")
+        infos.append({attr: int(result.get(attr, 0)) for attr in sorted(wanted)
+                      if attr in api.TRIGGER_INFO})
+    return infos
