@@ -18,7 +18,7 @@ import sys
 from setproctitle import setproctitle
 
 from pushy_shard import logs
-from pushy_shard.core.config import load_config
+from pushy_shard.core.config import Config, load_config
 from pushy_shard.errors import EXIT_ADDRESS_IN_USE, AddressInUse, ConfigError
 
 log = logging.getLogger("pushy_shard")
@@ -27,6 +27,18 @@ DEMO_WARNING = (
     "WARNING: config.json uses the DEMO secretKey shipped with pushy-shard. Anyone can sign "
     "triggers and private-channel tokens. Set your own secretKey before exposing this server."
 )
+DEMO_APP_WARNING = (
+    "WARNING: config.json's Pusher app(s) {ids} use the DEMO secret shipped with pushy-shard. "
+    "Anyone can trigger events and sign private and presence subscriptions. Set your own "
+    "secret (and key) before exposing this server."
+)
+
+
+def _warn_demo(config: Config) -> None:
+    if config.demo_secret:
+        log.warning(DEMO_WARNING)
+    if config.demo_apps:
+        log.warning(DEMO_APP_WARNING.format(ids=", ".join(config.demo_apps)))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -80,8 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         _event_loop()
         try:
             if args.role == "front":
-                if config.demo_secret:
-                    log.warning(DEMO_WARNING)
+                _warn_demo(config)
                 from pushy_shard.front.server import serve as serve_front
 
                 asyncio.run(serve_front(config, index, os.path.abspath(args.config)))
@@ -94,8 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_ADDRESS_IN_USE
         return 0
     logs.setup("supervisor", None, level=config.log_level, fmt=config.log_format)
-    if config.demo_secret:
-        log.warning(DEMO_WARNING)
+    _warn_demo(config)
     from pushy_shard.supervisor.process import Supervisor
 
     setproctitle("pushy-shard: supervisor")

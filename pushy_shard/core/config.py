@@ -42,6 +42,7 @@ from pushy_shard.core.config_table import key as setting
 from pushy_shard.errors import ConfigError
 
 __all__ = [
+    "DEMO_APP_SECRET",
     "DEMO_SECRET",
     "App",
     "Webhook",
@@ -61,6 +62,7 @@ __all__ = [
 ]
 
 DEMO_SECRET = "pushy-shard-demo-secret-change-me"
+DEMO_APP_SECRET = "pushy-shard-demo-app-secret-change-me"  # the shipped Pusher demo app's
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("plain", "json")
 
@@ -242,6 +244,8 @@ class Timeouts:
     #                                           long drops its members (fronts PING once a second)
     shard_recovery: float = key(2.0, seconds)  # a new shard holds requests this long at most,
     #                                            until every front has replayed its members
+    pusher_pong: float = key(30.0, seconds)  # after our pusher:ping, silence before 4201
+    pusher_signin: float = key(30.0, seconds)  # user_authentication: sign in by then, or 4009
 
 
 WEBHOOK_EVENTS = ("channel_occupied", "channel_vacated", "member_added", "member_removed",
@@ -391,6 +395,11 @@ class Config:
     def demo_secret(self) -> bool:
         """True while the shipped demo secret is in use: callers should warn loudly."""
         return self.secret_key == DEMO_SECRET
+
+    @property
+    def demo_apps(self) -> tuple[str, ...]:
+        """The ids of Pusher apps still on the shipped demo secret: warn loudly."""
+        return tuple(app.id for app in self.apps if app.secret == DEMO_APP_SECRET)
 
 
 # -- parsing ----------------------------------------------------------------------------------

@@ -44,8 +44,10 @@ class Family:
 # tests/integration/test_observability.py fails on one.
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     # fronts
-    Family("pushy_connections", GAUGE, "Open client connections, by transport."),
-    Family("pushy_connections_opened_total", COUNTER, "Client connections opened, by transport."),
+    Family("pushy_connections", GAUGE,
+           "Open client connections, by transport, protocol and (Pusher) app."),
+    Family("pushy_connections_opened_total", COUNTER,
+           "Client connections opened, by transport, protocol and (Pusher) app."),
     Family("pushy_messages_in_total", COUNTER, "Pushy messages received from clients."),
     Family("pushy_messages_out_total", COUNTER,
            "Pushy messages written to clients: kind=event is fan-out, kind=reply is to one "
@@ -55,6 +57,8 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("pushy_bytes_out_total", COUNTER,
            "Bytes of Pushy messages written to clients, before SockJS/WebSocket framing."),
     Family("pushy_triggers_total", COUNTER, "Trigger API requests, by HTTP status."),
+    Family("pushy_pusher_api_requests_total", COUNTER,
+           "Pusher HTTP API requests (events, batch_events, queries), by HTTP status."),
     Family("pushy_slow_consumer_disconnects_total", COUNTER,
            "Connections closed because their unsent output or queue passed its limit."),
     Family("pushy_limit_breaches_total", COUNTER, "Requests refused by a configured limit."),

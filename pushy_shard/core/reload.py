@@ -62,6 +62,8 @@ RELOAD_TABLE: dict[str, tuple[str, Change]] = {
     "timeouts.command": ("timeouts.command", LIVE),
     "timeouts.front_silence": ("timeouts.front_silence", LIVE),
     "timeouts.shard_recovery": ("timeouts.shard_recovery", LIVE),
+    "timeouts.pusher_pong": ("timeouts.pusher_pong", LIVE),
+    "timeouts.pusher_signin": ("timeouts.pusher_signin", LIVE),  # connections from now on
     # read at use: a new connection, request or webhook uses the reloaded app (its open
     # connections keep the app they opened with until they reconnect)
     "apps": ("apps", LIVE),

@@ -62,9 +62,18 @@ class Connection(Protocol):
 
 
 def transport_name(conn: Connection) -> str:
-    """The transport label of a connection in /metrics: its `protocol` name, except that
-    the raw WebSocket (also `websocket` to clients) is told apart from SockJS's."""
+    """The transport label of a Pushy connection in /metrics: its `protocol` name, except
+    that the raw WebSocket (also `websocket` to clients) is told apart from SockJS's."""
     return "raw-websocket" if conn.kind == Kind.RAW_WS else conn.transport
+
+
+def labels(conn: Connection) -> tuple[tuple[str, str], ...]:
+    """A connection's labels in /metrics: its transport, protocol and app, as its client
+    protocol names them."""
+    adapter = getattr(conn, "adapter", None)
+    if adapter is None:
+        return (("transport", transport_name(conn)),)
+    return adapter.labels(conn)  # type: ignore[no-any-return]
 
 
 class Hub:
@@ -155,13 +164,13 @@ class Hub:
 
     # -- connections and memberships --------------------------------------------------------
 
-    def by_transport(self) -> dict[str, int]:
-        """Open connections per transport name (the raw WebSocket as `raw-websocket`), for
-        /metrics: counted on demand, never maintained on the connection paths."""
-        counts: dict[str, int] = {}
+    def by_labels(self) -> dict[tuple[tuple[str, str], ...], int]:
+        """Open connections per label set (`labels`), for /metrics: counted on demand,
+        never maintained on the connection paths."""
+        counts: dict[tuple[tuple[str, str], ...], int] = {}
         for conn in self.connections.values():
-            name = transport_name(conn)
-            counts[name] = counts.get(name, 0) + 1
+            key = labels(conn)
+            counts[key] = counts.get(key, 0) + 1
         return counts
 
     def add(self, conn: Connection) -> None:

@@ -23,7 +23,7 @@ from pushy_shard.core.origins import client_address
 from pushy_shard.core.ratelimit import BreachLog
 from pushy_shard.core.routing import shard_for
 from pushy_shard.errors import TOO_MANY_CONNECTIONS, Close, CommandFailed
-from pushy_shard.front.fanout import Connection, Hub, transport_name
+from pushy_shard.front.fanout import Connection, Hub, labels
 from pushy_shard.front.links import ShardLinks
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,13 @@ class ClientProtocol(Protocol):
     connection, handles each of its messages and says goodbye in its own words; the
     transports carry the bytes."""
 
+    def new_socket_id(self) -> str:
+        """The id of a new connection, in the form the protocol's clients expect."""
+
+    def admit(self, conn: Connection) -> Close | None:
+        """The protocol's own admission of a new connection (the front admitted it): None,
+        or the close to refuse it with, after anything the protocol sends first."""
+
     def greet(self, conn: Connection) -> None:
         """The connection is open (registered with the front): the protocol's first words."""
 
@@ -72,6 +79,9 @@ class ClientProtocol(Protocol):
     def goodbye(self, conn: Connection) -> Close:
         """The server is stopping: the close to end `conn` with, after anything the
         protocol sends first."""
+
+    def labels(self, conn: Connection) -> tuple[tuple[str, str], ...]:
+        """`conn`'s labels in /metrics: transport, protocol, app."""
 
 
 class Front:
@@ -121,11 +131,21 @@ class Front:
                         f"{self.config.limits.max_connections_per_front} open")
         return refusal
 
+    def admit_to(self, conn: Connection, adapter: ClientProtocol,
+                 address: str | None = None) -> Close | None:
+        """`admit`, then the client protocol's own admission (an app's quota, an unknown
+        app): None, or the close the transport ends `conn` with (the protocol has sent
+        what comes before it)."""
+        refusal = self.admit(address)
+        if refusal is not None:
+            return adapter.refusal(conn, refusal)
+        return adapter.admit(conn)
+
     def opened(self, conn: Connection, adapter: ClientProtocol,
                address: str | None = None) -> None:
         """Register `conn`; its protocol greets it."""
         self.hub.add(conn)
-        self.metrics.inc("pushy_connections_opened_total", (("transport", transport_name(conn)),))
+        self.metrics.inc("pushy_connections_opened_total", labels(conn))
         self.budgets[conn.sid] = admission.Budget(self.config.limits, time.monotonic(), address)
         adapter.greet(conn)
 
@@ -152,8 +172,7 @@ class Front:
         if adapter is not None:
             adapter.closed(conn)
         if conn.slow:
-            self.metrics.inc("pushy_slow_consumer_disconnects_total",
-                             (("transport", transport_name(conn)),))
+            self.metrics.inc("pushy_slow_consumer_disconnects_total", labels(conn))
         for shard, keys in self.hub.remove(conn).items():
             self._leave(shard, conn.sid, keys)
 

@@ -42,9 +42,10 @@ def local_samples(front: Front) -> list[metrics.Sample]:
     """This front's part of /metrics: its counters and the gauges of this moment."""
     hub = front.hub
     out: list[metrics.Sample] = list(front.metrics)
-    counts = dict.fromkeys(TRANSPORTS, 0)
-    counts.update(hub.by_transport())
-    out += [("pushy_connections", (("transport", name),), float(n)) for name, n in counts.items()]
+    counts: dict[tuple[tuple[str, str], ...], int] = {
+        (("transport", name), ("protocol", "pushy")): 0 for name in TRANSPORTS}
+    counts.update(hub.by_labels())
+    out += [("pushy_connections", key, float(n)) for key, n in counts.items()]
     out += [("pushy_bad_requests_total", (("kind", kind),), float(n))
             for kind, n in logs.CLIENT_NOISE.counts.items()]
     out += [

@@ -38,8 +38,6 @@ from pushy_shard.front.front import Front, ignore_result, shard_error
 
 log = logging.getLogger(__name__)
 
-PONG_WAIT = 30.0  # after our pusher:ping, seconds of silence before 4201 (PUSHER.md 2)
-SIGNIN_WAIT = 30.0  # with user_authentication, seconds to sign in before 4009 (PUSHER.md 6)
 CLIENT_EVENTS_PER_SECOND = 10.0  # per connection (PUSHER.md 5, rule 5)
 CLIENT_EVENT_BURST = 10
 
@@ -66,7 +64,8 @@ class Session:
         self.user_id: str | None = None  # signed in as (pusher:signin)
         self.last_active = now
         self.pinged: float | None = None  # when we sent pusher:ping, still unanswered
-        self.signin_by = now + SIGNIN_WAIT if app.settings.user_authentication else None
+        wait = app.front.config.timeouts.pusher_signin  # 30 s (PUSHER.md 6)
+        self.signin_by = now + wait if app.settings.user_authentication else None
         self.client_events = TokenBucket(CLIENT_EVENT_BURST, now)
 
 
@@ -107,13 +106,15 @@ class Pusher:
 
     def sweep(self, now: float) -> None:
         """Once a second: a ping after `activity_timeout` of silence, 4201 when that
-        ping goes unanswered for PONG_WAIT, 4009 past the sign-in deadline."""
+        ping goes unanswered for `timeouts.pusher_pong` (30 s, PUSHER.md 2), 4009 past
+        the sign-in deadline."""
+        pong_wait = self.front.config.timeouts.pusher_pong
         for session in list(self.sessions.values()):
             app = session.app
             if session.signin_by is not None and now >= session.signin_by:
                 app.fail(session.conn, wire.UNAUTHORIZED, "Sign in required")
             elif session.pinged is not None:
-                if now - session.pinged >= PONG_WAIT:
+                if now - session.pinged >= pong_wait:
                     app.fail(session.conn, wire.PONG_TIMEOUT, "Pong reply not received in time")
             elif now - session.last_active >= app.settings.activity_timeout:
                 session.pinged = now
@@ -128,9 +129,16 @@ class Refuse:
         self.code = code
         self.text = text
 
+    @staticmethod
+    def new_socket_id() -> str:
+        return wire.new_socket_id()
+
+    def admit(self, conn: Connection) -> Close | None:
+        conn.send(wire.error(self.code, self.text))
+        return closing(self.code, self.text)
+
     def greet(self, conn: Connection) -> None:
-        self.pusher.front.hub.send(conn, wire.error(self.code, self.text))
-        conn.close(closing(self.code, self.text))
+        pass  # never admitted
 
     def message(self, conn: Connection, text: str) -> None:
         pass
@@ -146,6 +154,9 @@ class Refuse:
 
     def goodbye(self, conn: Connection) -> Close:
         return SHUTTING_DOWN
+
+    def labels(self, conn: Connection) -> tuple[tuple[str, str], ...]:
+        return (("transport", conn.transport), ("protocol", "pusher"), ("app", ""))
 
 
 def _refusal(conn: Connection, why: Close) -> Close:
@@ -176,21 +187,29 @@ class PusherApp:
 
     # -- the connection ------------------------------------------------------------------------
 
-    def greet(self, conn: Connection) -> None:
-        """connection_established, or 4004 past the app's connection quota (each front
-        holds its share: max_connections / fronts, rounded up)."""
-        front = self.front
+    @staticmethod
+    def new_socket_id() -> str:
+        return wire.new_socket_id()  # "123.456": the SDKs check the form (PUSHER.md 2)
+
+    def admit(self, conn: Connection) -> Close | None:
+        """4004 past the app's connection quota (each front holds its share:
+        max_connections / fronts, rounded up)."""
         app = self.settings
-        if app.max_connections is not None:
-            share = math.ceil(app.max_connections / front.config.fronts)
-            if self.pusher.connections_of(self.app_id) >= share:
-                front.breach("app_connections", f"refused a connection of app {app.id}: "
-                             f"{share} open on this front")
-                front.hub.send(conn, wire.error(wire.OVER_QUOTA, "Over connection quota"))
-                conn.close(closing(wire.OVER_QUOTA, "Over connection quota"))
-                return
+        if app.max_connections is None:
+            return None
+        share = math.ceil(app.max_connections / self.front.config.fronts)
+        if self.pusher.connections_of(self.app_id) < share:
+            return None
+        self.front.breach("app_connections", f"refused a connection of app {app.id}: "
+                          f"{share} open on this front")
+        conn.send(wire.error(wire.OVER_QUOTA, "Over connection quota"))
+        return closing(wire.OVER_QUOTA, "Over connection quota")
+
+    def greet(self, conn: Connection) -> None:
+        """connection_established (PUSHER.md 2)."""
+        app = self.settings
         self.pusher.sessions[conn.sid] = Session(conn, self, time.monotonic())
-        front.hub.send(conn, wire.connection_established(conn.sid, app.activity_timeout))
+        self.front.hub.send(conn, wire.connection_established(conn.sid, app.activity_timeout))
 
     def activity(self, conn: Connection) -> None:
         session = self.pusher.sessions.get(conn.sid)
@@ -207,6 +226,9 @@ class PusherApp:
     def goodbye(self, conn: Connection) -> Close:
         conn.send(wire.error(wire.SHUTTING_DOWN, "Server shutting down"))
         return SHUTTING_DOWN
+
+    def labels(self, conn: Connection) -> tuple[tuple[str, str], ...]:
+        return (("transport", conn.transport), ("protocol", "pusher"), ("app", self.app_id))
 
     def fail(self, conn: Connection, code: int, message: str) -> None:
         """A fatal error (PUSHER.md 7): pusher:error with the code, then the close."""

@@ -41,8 +41,8 @@ from pushy_shard.errors import (
     TriggerUnavailable,
     UnknownCommand,
 )
-from pushy_shard.front.fanout import Connection
-from pushy_shard.front.front import Front, ignore_result, shard_error
+from pushy_shard.front.fanout import Connection, transport_name
+from pushy_shard.front.front import Front, ignore_result, new_socket_id, shard_error
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +56,18 @@ class Pushy:
         self.front = front
         self.registry = registry
 
+    @staticmethod
+    def new_socket_id() -> str:
+        return new_socket_id()  # a UUID (PROTOCOL.md 2)
+
     def greet(self, conn: Connection) -> None:
         """pushy:connect (PROTOCOL.md 2), right after the transport's open frame."""
         connect = protocol.event(protocol.CONNECT, {"socketId": conn.sid,
                                                     "protocol": conn.transport})
         self.front.hub.send(conn, connect)
+
+    def admit(self, conn: Connection) -> Close | None:
+        return None  # nothing beyond the front's own admission
 
     def activity(self, conn: Connection) -> None:
         pass  # the Pushy protocol has no activity timeout (SockJS keeps sessions alive)
@@ -73,6 +80,9 @@ class Pushy:
 
     def goodbye(self, conn: Connection) -> Close:
         return STOPPING  # c[3000,"Server shutting down, please reconnect"], then 1001
+
+    def labels(self, conn: Connection) -> tuple[tuple[str, str], ...]:
+        return (("transport", transport_name(conn)), ("protocol", "pushy"))
 
     # -- client messages -----------------------------------------------------------------------
 

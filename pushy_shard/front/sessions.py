@@ -36,7 +36,7 @@ from pushy_shard.core.sockjs import (
     session_close,
 )
 from pushy_shard.errors import QUEUE_FULL, SESSION_CLOSED, SLOW_CONSUMER, Close
-from pushy_shard.front.front import ClientProtocol, Front, new_socket_id
+from pushy_shard.front.front import ClientProtocol, Front
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ class HttpSession:
 
     def __init__(self, registry: Sessions, session_id: str, transport: str, kind: int,
                  adapter: ClientProtocol, address: str | None = None) -> None:
-        self.sid = new_socket_id()
+        self.sid = adapter.new_socket_id()
         self.kind = kind
         self.transport = transport  # the Pushy `protocol`: the transport that opened it
         self.channels: dict[str, MemberState] = {}
@@ -211,9 +211,9 @@ class HttpSession:
             return
         self.receiver = receiver
         if do & Do.OPEN:
-            refusal = self.registry.front.admit(self.address)  # stopping, or too many
+            refusal = self.registry.front.admit_to(self, self.adapter, self.address)
             if refusal is not None:
-                self.close(self.adapter.refusal(self, refusal))
+                self.close(refusal)
                 return
             receiver.write(OPEN_FRAME)
         elif do & Do.FLUSH and self.core.queue:

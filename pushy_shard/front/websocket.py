@@ -61,7 +61,7 @@ from pushy_shard.errors import (
 )
 from pushy_shard.errors import Close as Closing
 from pushy_shard.front.fanout import SocketConnection
-from pushy_shard.front.front import ClientProtocol, Front, new_socket_id
+from pushy_shard.front.front import ClientProtocol, Front
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class WebSocket(SocketConnection, asyncio.Protocol):
     def __init__(self, front: Front, adapter: ClientProtocol, kind: int,
                  socket: asyncio.Transport, closing: ClosingSockets,
                  after: Callable[[Exception | None], None] | None = None) -> None:
-        self.sid = new_socket_id()
+        self.sid = adapter.new_socket_id()
         self.kind = kind
         self.transport = "websocket"
         self.channels: dict[str, MemberState] = {}
@@ -139,9 +139,9 @@ class WebSocket(SocketConnection, asyncio.Protocol):
         """The 101 is sent and this is the socket's protocol: SockJS `o`, then the hub
         greets it with pushy:connect; `rest` holds frames that came with the head. When the
         front refuses it (`Front.admit`) it is closed with that reason instead."""
-        refusal = self.front.admit(address)
+        refusal = self.front.admit_to(self, self.adapter, address)
         if refusal is not None:
-            self.close(self.adapter.refusal(self, refusal))
+            self.close(refusal)
             return
         if self.kind == Kind.SOCKJS_WS:
             self.write(OPEN_WS)

@@ -11,6 +11,7 @@ from pushy_shard.core.channels import MemberState
 from pushy_shard.core.config import Limits
 from pushy_shard.core.frames import Kind
 from pushy_shard.front.fanout import Hub
+from pushy_shard.front.pushy import Pushy
 from pushy_shard.front.websocket import ClosingSockets, WebSocket
 
 
@@ -31,7 +32,8 @@ class FakeSocket:
 def connection(hub: Hub, kind: int, key: str = "c") -> tuple[WebSocket, FakeSocket]:
     socket = FakeSocket()
     front = SimpleNamespace(config=SimpleNamespace(limits=Limits()))
-    conn = WebSocket(front, None, kind, socket, ClosingSockets())  # type: ignore[arg-type]
+    conn = WebSocket(front, Pushy(front, {}), kind, socket,  # type: ignore[arg-type]
+                     ClosingSockets())
     hub.add(conn)
     assert hub.joined(MemberState(conn.sid, key, key, False, "0000abcd", None), b'{"ok":1}')
     socket.writes.clear()

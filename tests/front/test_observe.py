@@ -34,6 +34,11 @@ class FakeSocket:
         self.aborted = True
 
 
+PUSHY_WS = (("transport", "websocket"), ("protocol", "pushy"))
+PUSHY_RAW = (("transport", "raw-websocket"), ("protocol", "pushy"))
+PUSHY_XHR = (("transport", "xhr-polling"), ("protocol", "pushy"))
+
+
 def make_front() -> Front:
     config = parse_config({"secretKey": "s", "demo": False}, env={}, cpu_count=1)
     return Front(config, 0)
@@ -57,10 +62,10 @@ def test_connections_by_transport_and_replies() -> None:
     open_conn(front, Kind.SOCKJS_WS)
     open_conn(front, Kind.RAW_WS)
     got = values(front)
-    assert got[("pushy_connections", (("transport", "websocket"),))] == 2
-    assert got[("pushy_connections", (("transport", "raw-websocket"),))] == 1
-    assert got[("pushy_connections", (("transport", "xhr-polling"),))] == 0
-    assert got[("pushy_connections_opened_total", (("transport", "websocket"),))] == 2
+    assert got[("pushy_connections", PUSHY_WS)] == 2
+    assert got[("pushy_connections", PUSHY_RAW)] == 1
+    assert got[("pushy_connections", PUSHY_XHR)] == 0
+    assert got[("pushy_connections_opened_total", PUSHY_WS)] == 2
     assert got[("pushy_messages_out_total", (("kind", "reply"),))] == 3  # pushy:connect
     assert got[("pushy_bytes_out_total", ())] > 0
 
@@ -86,8 +91,8 @@ async def test_a_slow_consumer_is_counted_when_it_closes() -> None:
     assert conn.closed and conn.slow  # closed: the sweep ends TCP if the client never answers
     front.closed(conn)
     got = values(front)
-    assert got[("pushy_slow_consumer_disconnects_total", (("transport", "websocket"),))] == 1
-    assert got[("pushy_connections", (("transport", "websocket"),))] == 0
+    assert got[("pushy_slow_consumer_disconnects_total", PUSHY_WS)] == 1
+    assert got[("pushy_connections", PUSHY_WS)] == 0
 
 
 def test_client_messages_in() -> None:

@@ -20,6 +20,7 @@ from pushy_shard.core.session import MAX_QUEUED_MESSAGES, State
 from pushy_shard.core.sockjs import quote_bytes
 from pushy_shard.errors import STOPPING, TOO_MANY_CONNECTIONS, Close
 from pushy_shard.front.fanout import Hub
+from pushy_shard.front.front import new_socket_id
 from pushy_shard.front.sessions import (
     HttpSession,
     PollingReceiver,
@@ -87,6 +88,10 @@ class FakeFront:
         """The client protocol of the sessions: this fake, recording their messages."""
         return self
 
+    @staticmethod
+    def new_socket_id() -> str:
+        return new_socket_id()
+
     def greet(self, conn: Any) -> None:
         conn.send(b'{"event":"pushy:connect"}')
 
@@ -95,6 +100,9 @@ class FakeFront:
 
     def activity(self, conn: Any) -> None:
         pass
+
+    def admit_to(self, conn: Any, adapter: Any, address: str | None = None) -> Close | None:
+        return self.admit(address)
 
     def refusal(self, conn: Any, why: Close) -> Close:
         return why

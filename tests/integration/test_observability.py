@@ -88,8 +88,10 @@ async def test_metrics_sum_real_activity_over_every_process(json_cluster: Cluste
         for front in (0, 1):
             while True:  # connections the client helper closed may still be leaving
                 after = await scrape(cluster, front)
-                opened = value(after, "pushy_connections", transport="websocket")
-                if opened == value(before, "pushy_connections", transport="websocket") + 3:
+                opened = value(after, "pushy_connections", transport="websocket",
+                               protocol="pushy")
+                if opened == value(before, "pushy_connections", transport="websocket",
+                                   protocol="pushy") + 3:
                     break
                 assert time.monotonic() < deadline, f"connections gauge stuck at {opened}"
 
@@ -109,7 +111,8 @@ async def test_metrics_sum_real_activity_over_every_process(json_cluster: Cluste
             assert delta("pushy_messages_in_total") == 3
             assert delta("pushy_messages_out_total", kind="event") == 2
             assert delta("pushy_messages_out_total", kind="reply") >= 6  # connect + success
-            assert delta("pushy_connections_opened_total", transport="websocket") >= 3
+            assert delta("pushy_connections_opened_total", transport="websocket",
+                         protocol="pushy") >= 3
             assert delta("pushy_bytes_out_total") > 0
             assert delta("pushy_bytes_in_total", source="trigger") == len('{"n":1}{"n":2}')
             assert delta("pushy_bytes_in_total", source="client") > 0
