@@ -72,6 +72,10 @@ def _options() -> argparse.ArgumentParser:
                         help="with --url: comma-separated pids to measure CPU/RSS of")
     server.add_argument("--server-pattern",
                         help="with --url: regex over /proc/PID/cmdline of the server's processes")
+    server.add_argument("--protocol", choices=("pushy", "pusher", "both"),
+                        help="the client protocol to drive: each scenario once per protocol, "
+                        "on a fresh server each (default: both for a started server, pushy "
+                        "with --url; (f) scaling is Pushy's only)")
     load = common.add_argument_group("load generator")
     load.add_argument("--clients", type=int, default=2, help="subscriber processes (default 2)")
     load.add_argument("--pub-conns", type=int, default=32,
@@ -158,6 +162,8 @@ def _scaling(settings: Settings, args: argparse.Namespace) -> list[Result]:
 def _run(args: argparse.Namespace, settings: Settings) -> list[Result]:
     chosen = {v: k for k, v in SCENARIOS.items()}.get(args.scenario, args.scenario)
     names = list(SCENARIOS) if chosen == "all" else [chosen]
+    protocol = args.protocol or ("pushy" if args.url else "both")
+    protocols = ["pushy", "pusher"] if protocol == "both" else [protocol]
     runners = _runners(args)
     results: list[Result] = []
     for name in names:
@@ -168,18 +174,24 @@ def _run(args: argparse.Namespace, settings: Settings) -> list[Result]:
                 continue
             results.extend(_scaling(settings, args))
             continue
-        print(f"-- ({SCENARIOS[name]}) {name}", file=sys.stderr, flush=True)
-        if args.url:
-            server = target.external(args.url, args.secret, args.prefix, args.server_pids,
-                                     args.server_pattern, args.label)
-        else:
-            server = target.local(args.workers, args.fronts, args.secret, args.prefix)
-            if args.label:
-                server.label = args.label
-        try:
-            results.extend(runners[name](settings, server))
-        finally:
-            server.stop()
+        for proto in protocols:
+            print(f"-- ({SCENARIOS[name]}) {name}, {proto}", file=sys.stderr, flush=True)
+            if args.url:
+                server = target.external(args.url, args.secret, args.prefix, args.server_pids,
+                                         args.server_pattern, args.label)
+                server.protocol = proto
+            else:
+                server = target.local(args.workers, args.fronts, args.secret, args.prefix,
+                                      proto)
+                if args.label:
+                    server.label = args.label + (" pusher" if proto == "pusher" else "")
+            try:
+                runs = runners[name](settings, server)
+            finally:
+                server.stop()
+            for result in runs:
+                result.params["protocol"] = proto
+            results.extend(runs)
     return results
 
 

@@ -31,7 +31,7 @@ def burst(settings: Settings, target: Target, subscribers: int, events: int,
     subs = open_subscribers(settings, target, subscribers)
     try:
         result.connections_per_front = subs.connect().fronts
-        subs.subscribe([f"1\t{wire.subscribe(channel)}"] * subscribers)
+        subs.subscribe([f"1\t{wire.subscribe(target, channel)}"] * subscribers)
         records = wire.triggers(target, [(channel, {"msg": "burst", "n": k})
                                          for k in range(events)])
         run = fan_out(settings, target, subs, [events] * subscribers, records, events)
@@ -42,9 +42,10 @@ def burst(settings: Settings, target: Target, subscribers: int, events: int,
     return result
 
 
-def _channel_subscriptions(prefix: str, channels: int, per_channel: int) -> list[str]:
+def _channel_subscriptions(target: Target, prefix: str, channels: int, per_channel: int
+                           ) -> list[str]:
     """Connection i joins channel i % channels: each channel's members span every process."""
-    return [f"1\t{wire.subscribe(f'{prefix}-{i % channels}')}"
+    return [f"1\t{wire.subscribe(target, f'{prefix}-{i % channels}')}"
             for i in range(channels * per_channel)]
 
 
@@ -59,7 +60,7 @@ def channels(settings: Settings, target: Target, channels: int, per_channel: int
     subs = open_subscribers(settings, target, n)
     try:
         result.connections_per_front = subs.connect().fronts
-        subs.subscribe(_channel_subscriptions(prefix, channels, per_channel))
+        subs.subscribe(_channel_subscriptions(target, prefix, channels, per_channel))
         records = wire.triggers(target, [(f"{prefix}-{k % channels}", {"msg": "many", "n": k})
                                          for k in range(triggers)])
         per_channel_count = _split(triggers, channels)
@@ -82,7 +83,7 @@ def latency(settings: Settings, target: Target, rates: list[float], duration: fl
     subs = open_subscribers(settings, target, n)
     try:
         fronts = subs.connect().fronts
-        subs.subscribe(_channel_subscriptions(prefix, channels, per_channel))
+        subs.subscribe(_channel_subscriptions(target, prefix, channels, per_channel))
         for rate in rates:
             mark = log_mark(target)
             count = max(1, int(rate * duration))

@@ -7,6 +7,11 @@
  *   loadclient sub HOST PORT PREFIX NCONN CONCURRENCY TIMEOUT_MS NAP_US
  *       Opens NCONN SockJS websocket sessions (<PREFIX>/<server>/<session>/websocket, client
  *       frames masked), at most CONCURRENCY handshakes in flight, and reports their socket ids.
+ *       A PREFIX "pusher:<path>" speaks the Pusher protocol instead: a WebSocket to
+ *       <path>?protocol=7, one Pusher message per text frame; a plan payload's messages are
+ *       separated by \x1f, each sent as a frame of its own, and a churner's leave is its
+ *       unsubscribe followed by a pusher:ping, done when the pong comes (Pusher answers an
+ *       unsubscribe with nothing).
  *       NAP_US > 0: while counting deliveries with no latency measured, pause that long after
  *       each busy epoll_wait so the next one returns many sockets at once (fewer wakeups: less
  *       CPU taken from the server on a small box; delivery times are read up to NAP_US late).
@@ -268,6 +273,7 @@ typedef struct {
 static conn_t *conns;
 static int nconn, concurrency, epfd;
 static const char *prefix;
+static int pusher; /* the Pusher protocol, not SockJS + Pushy */
 static struct sockaddr_storage addr;
 static socklen_t addrlen;
 static char hostport[300];
@@ -411,14 +417,17 @@ static void start_connect(int i) {
 static void send_handshake(int i) {
     conn_t *c = &conns[i];
     char req[1024];
-    int n = snprintf(req, sizeof req,
-                     "GET %s/%03d/%x%xs%d/websocket HTTP/1.1\r\n"
-                     "Host: %s\r\n"
-                     "Upgrade: websocket\r\n"
-                     "Connection: Upgrade\r\n"
-                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                     "Sec-WebSocket-Version: 13\r\n\r\n",
-                     prefix, i % 1000, (unsigned)getpid(), (unsigned)rand(), i, hostport);
+    static const char *rest = "Upgrade: websocket\r\n"
+                              "Connection: Upgrade\r\n"
+                              "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                              "Sec-WebSocket-Version: 13\r\n\r\n";
+    int n = pusher ? snprintf(req, sizeof req,
+                              "GET %s?protocol=7&client=bench HTTP/1.1\r\nHost: %s\r\n%s",
+                              prefix, hostport, rest)
+                   : snprintf(req, sizeof req,
+                              "GET %s/%03d/%x%xs%d/websocket HTTP/1.1\r\nHost: %s\r\n%s",
+                              prefix, i % 1000, (unsigned)getpid(), (unsigned)rand(), i,
+                              hostport, rest);
     c->state = C_HANDSHAKE;
     buf_append(&c->out, req, (size_t)n);
     conn_flush(i);
@@ -467,8 +476,8 @@ static void deliver(int i, const char *m, size_t n, int64_t t) {
     if (!first_ns) first_ns = t;
     last_ns = t;
     if (base_ns) {
-        size_t rest;
-        const char *v = json_value(m, n, "\"bt\"", &rest);
+        size_t rest; /* Pusher's data is a JSON string: its keys are escaped */
+        const char *v = json_value(m, n, pusher ? "\\\"bt\\\"" : "\"bt\"", &rest);
         if (v && rest) {
             int64_t bt = strtoll(v, NULL, 10);
             hist_add(&latency, (t - base_ns) / 1000 - bt);
@@ -538,6 +547,62 @@ static void on_message(int i, const char *m, size_t n, int64_t t) {
                is_event(ev, evlen, "pushy:presence-quit")) {
         deliver(i, m, n, t);
     } else { /* subscription-failed, subscription-needauth, error */
+        record_failure(m, n);
+        if (c->churner && c->churn_state != CH_DONE && c->churn_state != CH_NONE) {
+            c->churn_state = CH_DONE;
+            churn_failed++;
+            n_churn_done++;
+        } else {
+            c->subs_failed++;
+            sub_done_one(i);
+        }
+    }
+}
+
+/* One Pusher message (a text frame of its own, PUSHER.md 2). */
+static void on_pusher(int i, const char *m, size_t n, int64_t t) {
+    conn_t *c = &conns[i];
+    size_t rest;
+    const char *ev = json_value(m, n, "\"event\"", &rest);
+    if (!ev) {
+        record_failure(m, n);
+        return;
+    }
+    const char *end = memchr(ev, '"', rest);
+    size_t evlen = end ? (size_t)(end - ev) : rest;
+    int internal = evlen >= 7 && memcmp(ev, "pusher:", 7) == 0;
+    internal |= evlen >= 16 && memcmp(ev, "pusher_internal:", 16) == 0;
+    if (!internal) {
+        deliver(i, m, n, t);
+    } else if (is_event(ev, evlen, "pusher:connection_established")) {
+        const char *sid = find(m, n, "socket_id\\\":\\\"", &rest);
+        const char *q = sid ? memchr(sid, '\\', rest) : NULL;
+        if (q && (size_t)(q - sid) < sizeof c->sid) {
+            memcpy(c->sid, sid, (size_t)(q - sid));
+            c->sid[q - sid] = 0;
+        }
+        if (c->state == C_WAIT_CONNECT) {
+            c->state = C_READY;
+            in_progress--;
+            n_ready++;
+        }
+    } else if (is_event(ev, evlen, "pusher_internal:subscription_succeeded")) {
+        if (c->churner) churn_step(i, 1);
+        else {
+            c->subs_ok++;
+            sub_done_one(i);
+        }
+    } else if (is_event(ev, evlen, "pusher:pong")) {
+        if (c->churner) churn_step(i, 0);
+    } else if (is_event(ev, evlen, "pusher:ping")) {
+        static const char pong[] = "{\"event\":\"pusher:pong\",\"data\":{}}";
+        conn_send_frame(i, pong, sizeof pong - 1);
+    } else if (is_event(ev, evlen, "pusher_internal:member_added") ||
+               is_event(ev, evlen, "pusher_internal:member_removed")) {
+        deliver(i, m, n, t);
+    } else if (is_event(ev, evlen, "pusher_internal:subscription_count")) {
+        /* not counted */
+    } else { /* pusher:error, pusher:subscription_error */
         record_failure(m, n);
         if (c->churner && c->churn_state != CH_DONE && c->churn_state != CH_NONE) {
             c->churn_state = CH_DONE;
@@ -671,13 +736,15 @@ static size_t on_frames(int i, char *p, size_t n, int64_t t) {
         } else if (op == 0x8) {
             conn_lost(i, -2);
         } else if (op == 0x1 || op == 0x2 || op == 0x0) {
+            void (*on_text)(int, const char *, size_t, int64_t) = pusher ? on_pusher
+                                                                          : on_sockjs;
             if (op != 0 && fin) {
-                on_sockjs(i, payload, (size_t)len, t);
+                on_text(i, payload, (size_t)len, t);
             } else {
                 if (op != 0) c->frag.len = 0;
                 buf_append(&c->frag, payload, (size_t)len);
                 if (fin) {
-                    on_sockjs(i, c->frag.p, c->frag.len, t);
+                    on_text(i, c->frag.p, c->frag.len, t);
                     buf_consume(&c->frag, c->frag.len);
                 }
             }
@@ -707,7 +774,7 @@ static size_t on_bytes(int i, char *p, size_t n, int64_t t) {
         const char *fh = find(p, hl, "\r\nX-Pushy-Front: ", &rest);
         if (!fh) fh = find(p, hl, "\r\nx-pushy-front: ", &rest);
         c->front = fh ? atoi(fh) : -1;
-        c->state = C_WAIT_OPEN;
+        c->state = pusher ? C_WAIT_CONNECT : C_WAIT_OPEN; /* Pusher: no SockJS `o` */
         used = hl;
     }
     return used + on_frames(i, p + used, n - used, t);
@@ -879,6 +946,21 @@ static void check_progress(void) {
 
 /* ---- commands on stdin */
 
+/* A plan payload as client frames: one frame (SockJS: a JSON array of messages), or with
+ * Pusher one frame per message, the messages separated by \x1f. */
+static void encode_messages(buf_t *b, char *payload) {
+    if (!pusher) {
+        ws_encode(b, 0x1, payload, strlen(payload));
+        return;
+    }
+    for (char *p = payload;;) {
+        char *sep = strchr(p, '\x1f');
+        ws_encode(b, 0x1, p, sep ? (size_t)(sep - p) : strlen(p));
+        if (!sep) break;
+        p = sep + 1;
+    }
+}
+
 static void plan_line(char *line) {
     int i = plan_lines++;
     if (i >= nconn) return;
@@ -890,8 +972,8 @@ static void plan_line(char *line) {
         *tab2 = 0;
         c->churner = 1;
         n_churners++;
-        ws_encode(&c->csub, 0x1, tab + 1, strlen(tab + 1));
-        ws_encode(&c->cunsub, 0x1, tab2 + 1, strlen(tab2 + 1));
+        encode_messages(&c->csub, tab + 1);
+        encode_messages(&c->cunsub, tab2 + 1);
         c->subs_done = 1;
         n_subs_done++;
         return;
@@ -902,7 +984,8 @@ static void plan_line(char *line) {
         n_subs_done++;
         return;
     }
-    conn_send_frame(i, tab + 1, strlen(tab + 1));
+    encode_messages(&c->out, tab + 1);
+    conn_flush(i);
 }
 
 static void command(char *line) {
@@ -1000,6 +1083,10 @@ static int sub_main(int argc, char **argv) {
     }
     const char *host = argv[2], *port = argv[3];
     prefix = argv[4];
+    if (strncmp(prefix, "pusher:", 7) == 0) {
+        pusher = 1;
+        prefix += 7;
+    }
     nconn = atoi(argv[5]);
     concurrency = atoi(argv[6]);
     if (concurrency < 1) concurrency = 1;

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 from pushy_shard.bench import procstat, wire
@@ -48,7 +47,8 @@ def idle(settings: Settings, target: Target, connections: int, settle: float) ->
     subs = open_subscribers(settings, target, connections)
     try:
         result.connections_per_front = subs.connect().fronts
-        subs.subscribe([f"1\t{wire.subscribe(f'{prefix}-{i}')}" for i in range(connections)])
+        subs.subscribe([f"1\t{wire.subscribe(target, f'{prefix}-{i}')}"
+                        for i in range(connections)])
         time.sleep(settle)
         after = procstat.memory(target.pids()) if target.measurable else None
         records = wire.triggers(target, [(f"{prefix}-{i}", {"msg": "still there?"})
@@ -76,7 +76,7 @@ def presence(settings: Settings, target: Target, channels: int, members: int,
     result = new_result("e presence", target, {"channels": channels, "members": members,
                                                "cycles": cycles})
     mark = log_mark(target)
-    prefix = f"private-bench-e-{settings.run_id}"
+    prefix = wire.presence_channel(target, f"bench-e-{settings.run_id}")
     group = members + 1  # slot `members` of each group is the churner
     n = channels * group
     subs = open_subscribers(settings, target, n)
@@ -86,11 +86,11 @@ def presence(settings: Settings, target: Target, channels: int, members: int,
         plan = []
         for i, sid in enumerate(connected.socket_ids):
             channel, slot = f"{prefix}-{i // group}", i % group
-            data = json.dumps({"name": f"member-{slot}"})
-            token = wire.channel_token(sid, channel, data, target.secret)
-            join = wire.subscribe(channel, auth=token, presence=data)
+            data = wire.presence_member(target, f"member-{slot}")
+            token = wire.channel_token(target, sid, channel, data)
+            join = wire.subscribe(target, channel, auth=token, presence=data)
             if slot == members:
-                plan.append(f"C\t{join}\t{wire.unsubscribe(channel)}")
+                plan.append(f"C\t{join}\t{wire.unsubscribe(target, channel)}")
             else:
                 plan.append(f"1\t{join}")
         subs.subscribe(plan)

@@ -25,6 +25,7 @@ from pushy_shard.bench.errors import BenchError
 from pushy_shard.bench.ports import PORT_ATTEMPTS, PORT_TAKEN, free_port
 
 READY = re.compile(r"front \d+/\d+ ready")
+PUSHER_APP = ("1", "bench-key")  # the Pusher app a started server serves: its id and key
 PROBLEM = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b|Traceback")
 
 
@@ -57,6 +58,9 @@ class LocalServer:
             "log_level": "info",
             "sockjs": {"prefix": prefix, "heartbeat_delay": 25, "disconnect_delay": 5},
             "link": {"transport": "ipc", "directory": str(self.folder / "l")},
+            # the Pusher path: one app, signing with the same secret
+            "apps": [{"id": PUSHER_APP[0], "key": PUSHER_APP[1], "secret": secret,
+                      "max_presence_members": 1_000_000}],
             # (e) drives one connection at thousands of joins+leaves a second: the per-client
             # command rate limit (a production policy) would refuse it, so it is lifted here
             "limits": {"commands_per_second": 1_000_000, "commands_burst": 1_000_000},
@@ -132,9 +136,14 @@ class Target:
     server: LocalServer | None = None
     pid_list: list[int] = field(default_factory=list)
     pid_pattern: str | None = None
+    protocol: str = "pushy"  # or "pusher": the app PUSHER_APP, signed with `secret`
 
     @property
     def sockjs_path(self) -> str:
+        """What the load client connects to: the SockJS prefix, or "pusher:" and the
+        Pusher app's WebSocket path."""
+        if self.protocol == "pusher":
+            return f"pusher:{self.base_path}/app/{PUSHER_APP[1]}"
         return self.base_path + self.prefix
 
     def pids(self) -> list[int]:
@@ -157,10 +166,12 @@ class Target:
             self.server.stop()
 
 
-def local(workers: int, fronts: int, secret: str, prefix: str) -> Target:
+def local(workers: int, fronts: int, secret: str, prefix: str,
+          protocol: str = "pushy") -> Target:
     server = LocalServer(workers, fronts, secret, prefix)
-    return Target("127.0.0.1", server.port, "", prefix, secret,
-                  f"pushy-shard w{workers} f{fronts}", server=server)
+    label = f"pushy-shard w{workers} f{fronts}" + (" pusher" if protocol == "pusher" else "")
+    return Target("127.0.0.1", server.port, "", prefix, secret, label, server=server,
+                  protocol=protocol)
 
 
 def external(url: str, secret: str, prefix: str, pids: list[int], pattern: str | None,

@@ -66,7 +66,7 @@ class Session:
         self.pinged: float | None = None  # when we sent pusher:ping, still unanswered
         wait = app.front.config.timeouts.pusher_signin  # 30 s (PUSHER.md 6)
         self.signin_by = now + wait if app.settings.user_authentication else None
-        self.client_events = TokenBucket(CLIENT_EVENT_BURST, now)
+        self.client_events: TokenBucket | None = None  # made at the first client event
 
 
 class Pusher:
@@ -369,7 +369,7 @@ class PusherApp:
             problem = "Not subscribed to this channel"
         elif wire.client_event_too_large(message):
             problem = "Client event too large"
-        elif not session.client_events.take(now, CLIENT_EVENTS_PER_SECOND, CLIENT_EVENT_BURST):
+        elif not _bucket(session, now).take(now, CLIENT_EVENTS_PER_SECOND, CLIENT_EVENT_BURST):
             self.front.breach("client_events", f"dropped a client event of {self.front.who(conn)}")
             hub.send(conn, wire.error(wire.CLIENT_EVENT_RATE,
                                       "Client event rejected due to rate limit"))
@@ -406,6 +406,13 @@ class PusherApp:
         session.user_id = user_id
         session.signin_by = None
         self.front.hub.send(conn, wire.signin_success(message.user_data))
+
+
+def _bucket(session: Session, now: float) -> TokenBucket:
+    """The connection's client-event bucket (an idle connection holds none)."""
+    if session.client_events is None:
+        session.client_events = TokenBucket(CLIENT_EVENT_BURST, now)
+    return session.client_events
 
 
 def _subscribed(budget: Any) -> None:

@@ -35,23 +35,35 @@ def test_burst_delivers_everything_and_reports_rates(tmp_path: Path) -> None:
     assert record["all_ok"] is True
     assert record["machine"]["nproc"] >= 1
     assert record["machine"]["python"]
-    (result,) = record["results"]
-    assert result["scenario"] == "a burst"
-    assert result["params"] == {"subscribers": 100, "events": 200}
-    assert result["ok"] is True and result["check"].startswith("ok")
-    assert result["delivered"] == result["expected"] == 100 * 200
-    assert result["deliveries_per_s"] > 0 and result["triggers_per_s"] > 0
-    assert result["server_cpu_s"] > 0 and result["cpu_us_per_delivery"] > 0
-    assert sum(result["connections_per_front"].values()) == 100
+    assert [r["params"]["protocol"] for r in record["results"]] == ["pushy", "pusher"]
+    for result in record["results"]:  # the same run over both protocols
+        assert result["scenario"] == "a burst"
+        assert result["params"] == {"subscribers": 100, "events": 200,
+                                    "protocol": result["params"]["protocol"]}
+        assert result["ok"] is True and result["check"].startswith("ok")
+        assert result["delivered"] == result["expected"] == 100 * 200
+        assert result["deliveries_per_s"] > 0 and result["triggers_per_s"] > 0
+        assert result["server_cpu_s"] > 0 and result["cpu_us_per_delivery"] > 0
+        assert sum(result["connections_per_front"].values()) == 100
 
 
 def test_idle_connections_report_memory_and_stay_live(tmp_path: Path) -> None:
-    record = run(tmp_path, "idle", "--connections", "50", "--settle", "0.2")
+    record = run(tmp_path, "idle", "--connections", "50", "--settle", "0.2",
+                 "--protocol", "pusher")
     (result,) = record["results"]
-    assert result["scenario"] == "d idle"
+    assert result["scenario"] == "d idle" and result["params"]["protocol"] == "pusher"
     assert result["ok"] is True
     assert result["delivered"] == result["expected"] == 50
     memory = result["memory"]
     assert memory["rss_after"] > 0 and memory["rss_empty"] > 0
     assert memory["pss_after"] > 0
     assert "rss_per_conn" in memory and "pss_per_conn" in memory
+
+
+def test_presence_churn_on_both_protocols(tmp_path: Path) -> None:
+    record = run(tmp_path, "presence", "--presence-channels", "3", "--members", "4",
+                 "--cycles", "10")
+    for result in record["results"]:
+        assert result["ok"] is True, result["check"]
+        assert result["ops_per_s"] > 0
+        assert result["delivered"] == result["expected"] == 3 * 4 * 2 * 10
