@@ -387,7 +387,7 @@ class Config:
     shutdown_timeout: float = key(10.0, seconds)  # SIGTERM: the bound on a graceful stop
     timeouts: Timeouts = group(Timeouts, _fronts_can_ping)
     apps: tuple[App, ...] = key((), _apps)  # Pusher apps (README, Pusher protocol)
-    # a prefix a proxy keeps before the Pusher routes (/app, /pusher, /apps, /users); it is
+    # a prefix a proxy keeps before the Pusher routes (/app, /pusher, /apps); it is
     # stripped before a request's signature is checked
     pusher_path_prefix: str = key("", _path_prefix)
 

@@ -48,17 +48,18 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            "Open client connections, by transport, protocol and (Pusher) app."),
     Family("pushy_connections_opened_total", COUNTER,
            "Client connections opened, by transport, protocol and (Pusher) app."),
-    Family("pushy_messages_in_total", COUNTER, "Pushy messages received from clients."),
+    Family("pushy_messages_in_total", COUNTER, "Messages received from clients (Pushy and Pusher)."),
     Family("pushy_messages_out_total", COUNTER,
-           "Pushy messages written to clients: kind=event is fan-out, kind=reply is to one "
+           "Messages written to clients: kind=event is fan-out, kind=reply is to one "
            "connection."),
     Family("pushy_bytes_in_total", COUNTER,
-           "Bytes received: source=client is Pushy messages, source=trigger is trigger bodies."),
+           "Bytes received: source=client is client messages, source=trigger is the bodies of "
+           "accepted triggers and Pusher API requests."),
     Family("pushy_bytes_out_total", COUNTER,
-           "Bytes of Pushy messages written to clients, before SockJS/WebSocket framing."),
+           "Bytes of messages written to clients, before SockJS/WebSocket framing."),
     Family("pushy_triggers_total", COUNTER, "Trigger API requests, by HTTP status."),
     Family("pushy_pusher_api_requests_total", COUNTER,
-           "Pusher HTTP API requests (events, batch_events, queries), by HTTP status."),
+           "Pusher HTTP API requests (events, batch_events), by HTTP status."),
     Family("pushy_slow_consumer_disconnects_total", COUNTER,
            "Connections closed because their unsent output or queue passed its limit."),
     Family("pushy_limit_breaches_total", COUNTER, "Requests refused by a configured limit."),

@@ -52,6 +52,10 @@ class ClientProtocol(Protocol):
     connection, handles each of its messages and says goodbye in its own words; the
     transports carry the bytes."""
 
+    # an HTTP session opens (SockJS `o`) before a refusal: the protocol's clients read why
+    # they were refused only on an open session (Pusher); else the close frame alone (Pushy)
+    open_first: bool
+
     def new_socket_id(self) -> str:
         """The id of a new connection, in the form the protocol's clients expect."""
 

@@ -124,6 +124,8 @@ class Pusher:
 class Refuse:
     """The adapter of a connection Pusher refuses at once: pusher:error, then its close."""
 
+    open_first = True  # pusher-js reads a fallback session's frames only once it opened
+
     def __init__(self, pusher: Pusher, code: int, text: str) -> None:
         self.pusher = pusher
         self.code = code
@@ -169,6 +171,8 @@ def _refusal(conn: Connection, why: Close) -> Close:
 
 class PusherApp:
     """The Pusher protocol of one app (PUSHER.md 2-7)."""
+
+    open_first = True  # pusher-js reads a fallback session's frames only once it opened
 
     def __init__(self, pusher: Pusher, app: App) -> None:
         self.pusher = pusher

@@ -30,6 +30,7 @@ from pushy_shard.front.transports import FRONT_KEY
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _STATUS = "pushy_pusher_api_requests_total"
+_FROM_TRIGGER = (("source", "trigger"),)
 
 
 def routes(pusher: Pusher, prefix: str, closing: websocket.ClosingSockets
@@ -73,6 +74,7 @@ def api_handler(pusher: Pusher, prefix: str, answer: Answer) -> Handler:
             front.metrics.inc(_STATUS, (("status", str(exc.status)),))
             return web.json_response(exc.body(), status=exc.status)
         front.metrics.inc(_STATUS, (("status", "200"),))
+        front.metrics.inc("pushy_bytes_in_total", _FROM_TRIGGER, len(body))
         return web.json_response(result)
 
     return handle

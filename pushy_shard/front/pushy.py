@@ -51,6 +51,7 @@ class Pushy:
     """The Pushy protocol on `front`, with the command `registry` (built-ins and config's)."""
 
     name = "pushy"
+    open_first = False  # SockJS refuses a session with its close frame alone
 
     def __init__(self, front: Front, registry: dict[str, Handler]) -> None:
         self.front = front

@@ -211,11 +211,16 @@ class HttpSession:
             return
         self.receiver = receiver
         if do & Do.OPEN:
+            # a Pusher client reads why it was refused only on a session that opened
+            open_first = self.adapter.open_first
+            if open_first:
+                receiver.write(OPEN_FRAME)
             refusal = self.registry.front.admit_to(self, self.adapter, self.address)
             if refusal is not None:
                 self.close(refusal)
                 return
-            receiver.write(OPEN_FRAME)
+            if not open_first:
+                receiver.write(OPEN_FRAME)
         elif do & Do.FLUSH and self.core.queue:
             receiver.write(message_frame(self.core.take()))
         self._written(receiver)

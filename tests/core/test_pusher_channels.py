@@ -87,12 +87,16 @@ def test_presence_counts_users_not_connections() -> None:
 
 def test_a_full_presence_channel_refuses_new_users_not_present_ones() -> None:
     state = channels(max_presence_members=1)
+    breaches: list[str] = []
+    state.on_breach = lambda limit, detail: breaches.append(limit)
     join(state, "a1", "presence-room", member("ann"))
     (refused,) = join(state, "b1", "presence-room", member("bob"))
+    assert breaches == ["presence_members"]
     assert isinstance(refused, Reply) and decoded(refused.message) == {
         "event": "pusher:subscription_error", "channel": "presence-room",
         "data": {"type": "LimitReached", "error": "Presence channel is full", "status": 4100}}
     assert isinstance(join(state, "a2", "presence-room", member("ann"))[0], Joined)
+    assert breaches == ["presence_members"]
 
 
 def test_a_presence_join_without_a_member_is_refused() -> None:

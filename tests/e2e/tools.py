@@ -1,4 +1,5 @@
-"""End-to-end helpers: the real sockjs-client, in Node and in headless Chromium.
+"""End-to-end helpers: the real sockjs-client (and pusher-js, Laravel Echo: pusher_tools.py),
+in Node and in headless Chromium.
 
 - `unavailable(reason)`: the one place that decides skip-or-fail. A missing tool (Node, npm,
   Chromium) or a failed npm install skips the test on a developer machine, with a line saying
@@ -6,15 +7,18 @@
 - `node_modules()`: installs tests/e2e/package.json (+ package-lock.json, every version pinned)
   with `npm ci` into a cache folder, once per lock-file content: `$PUSHY_E2E_CACHE`, else
   `$XDG_CACHE_HOME/pushy-shard-e2e`, else `~/.cache/pushy-shard-e2e`.
-- `LineClient`: a Node process (node_client.js or browser_driver.js) speaking JSON lines:
-  SockJS events out, commands in. Tests wait on its lines with timeouts, never sleep.
+- `LineClient`: a Node process (node_client.js, browser_driver.js; pusher_node.js and
+  echo_driver.js through pusher_tools.Lines) speaking JSON lines: events out, commands in.
+  Tests wait on its lines with timeouts, never sleep.
 - `StaticServer`: serves the browser page, its script and sockjs-client's dist file on a
-  loopback port of its own (another origin than the Pushy server).
+  loopback port of its own (another origin than the Pushy server); optionally POST routes
+  (the Echo page's auth endpoint).
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.message
 import fcntl
 import hashlib
 import http.server
@@ -325,11 +329,19 @@ def pubsub_round_trip(cluster: Cluster, client: LineClient, transport: str, chan
 # -- the browser page's static server ----------------------------------------------------------
 
 
-class StaticServer:
-    """A few fixed files over HTTP on 127.0.0.1, in a thread."""
+# A POST route of the static server: (request body, request headers) -> (status, content
+# type, response body).
+PostHandler = Callable[[bytes, email.message.Message], tuple[int, str, bytes]]
 
-    def __init__(self, files: dict[str, tuple[Path, str]]) -> None:
+
+class StaticServer:
+    """A few fixed files over HTTP on 127.0.0.1, in a thread; `posts`, POST routes (the
+    app's auth endpoint of the Echo tests), same origin as the page."""
+
+    def __init__(self, files: dict[str, tuple[Path, str]],
+                 posts: dict[str, PostHandler] | None = None) -> None:
         self.files = files
+        self.posts = posts or {}
         self.requests: list[str] = []
         handler = self._handler()
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -358,6 +370,22 @@ class StaticServer:
                 self.send_header("Cache-Control", "no-store")
                 self.end_headers()
                 self.wfile.write(body)
+
+            def do_POST(self) -> None:
+                path = self.path.split("?", 1)[0].lstrip("/")
+                server.requests.append("POST " + path)
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                if path not in server.posts:
+                    self.send_error(404)
+                    return
+                status, content_type, answer = server.posts[path](body, self.headers)
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(answer)))
+                self.send_header("Cache-Control", "no-store")
+                self.end_headers()
+                self.wfile.write(answer)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

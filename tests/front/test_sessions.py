@@ -83,6 +83,8 @@ class FakeFront:
         self.hub.remove(conn)
         self.closed_sids.append(conn.sid)
 
+    open_first = False
+
     @property
     def adapter(self) -> FakeFront:
         """The client protocol of the sessions: this fake, recording their messages."""
@@ -305,6 +307,25 @@ async def test_a_new_session_past_the_connection_limit_gets_a_close_frame() -> N
     again = polling()
     session.attach(again)  # the session stays closed with its reason until it expires
     assert again.body == b'c[1013,"Too many connections"]\n'
+
+
+async def test_a_protocol_that_opens_first_refuses_on_an_open_session() -> None:
+    """Pusher's clients read why they were refused only on a session that opened: `o`,
+    then the close frame on the next poll or later in the same stream."""
+    front = FakeFront(Limits(max_connections_per_front=0))
+    front.open_first = True
+    sessions = Sessions(front, SockJSOptions())  # type: ignore[arg-type]
+    first, again = polling(), polling()
+    session = sessions.open("a", "xhr-polling", Kind.XHR, front.adapter)
+    session.attach(first)
+    assert first.body == b"o\n"
+    session.attach(again)
+    assert again.body == b'c[1013,"Too many connections"]\n'
+    receiver, socket = streaming()
+    sessions.open("b", "xhr-streaming", Kind.XHR, front.adapter).attach(receiver)
+    body = unchunk(bytes(socket.data))
+    assert body.endswith(b'o\nc[1013,"Too many connections"]\n'), body
+    assert len(front.hub) == 0 and front.breaches == ["connections_per_front"] * 2
 
 
 async def test_sweep_expires_waiting_sessions_and_sends_heartbeats(

@@ -444,20 +444,28 @@ async def test_the_trigger_api_refuses_what_is_wrong(cluster: Cluster) -> None:
             assert response.status == 413
 
 
+async def scrape(cluster: Cluster, pattern: str) -> int:
+    """One sample of the server-wide /metrics (whichever front answers sums every process);
+    0 for a counter not counted yet."""
+    async with aiohttp.ClientSession() as http, http.get(
+            cluster.base_url + "/metrics") as response:
+        body = await response.text()
+    match = re.search(pattern, body)
+    return int(match.group(1)) if match else 0
+
+
 async def test_metrics_name_the_protocol_and_app(cluster: Cluster) -> None:
     client = await PusherClient.open(cluster)
     try:
-        found = 0
-        for _ in range(20):  # the scrape may land on either front; the sum is server-wide
-            async with aiohttp.ClientSession() as http, http.get(
-                    cluster.base_url + "/metrics") as response:
-                body = await response.text()
-            match = re.search(r'pushy_connections\{transport="websocket",protocol="pusher",'
-                              r'app="10"\} (\d+)', body)
-            found = int(match.group(1)) if match else 0
-            if found >= 1:
-                break
-        assert found >= 1, body[:2000]
+        assert await scrape(cluster, r'pushy_connections\{transport="websocket",'
+                                     r'protocol="pusher",app="10"\} (\d+)') >= 1
+        bytes_in = r'pushy_bytes_in_total\{source="trigger"\} (\d+)'
+        accepted = r'pushy_pusher_api_requests_total\{status="200"\} (\d+)'
+        before, requests = await scrape(cluster, bytes_in), await scrape(cluster, accepted)
+        body = b'{"name":"counted","channels":["metrics-c"],"data":"12345"}'
+        assert await signed_post(cluster, f"/apps/{APP_ID}/events", body) == {}
+        assert await scrape(cluster, bytes_in) == before + len(body)
+        assert await scrape(cluster, accepted) == requests + 1
     finally:
         await client.close()
 
