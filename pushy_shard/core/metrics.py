@@ -48,7 +48,8 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            "Open client connections, by transport, protocol and (Pusher) app."),
     Family("pushy_connections_opened_total", COUNTER,
            "Client connections opened, by transport, protocol and (Pusher) app."),
-    Family("pushy_messages_in_total", COUNTER, "Messages received from clients (Pushy and Pusher)."),
+    Family("pushy_messages_in_total", COUNTER,
+           "Messages received from clients (Pushy and Pusher)."),
     Family("pushy_messages_out_total", COUNTER,
            "Messages written to clients: kind=event is fan-out, kind=reply is to one "
            "connection."),

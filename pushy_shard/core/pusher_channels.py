@@ -103,8 +103,8 @@ class PusherChannels:
         limit = rules.max_presence_members if rules is not None else 0
         if presence and new_user and chan is not None and len(chan.users) >= limit:
             if self.on_breach is not None:
-                self.on_breach("presence_members", f"refused user {member['user_id']!r} "
-                               f"of {sid} on full {key!r} ({limit} users)")
+                self.on_breach("presence_members", f"refused a new user of {sid} on full "
+                               f"{key!r} ({limit} users)")
             return [Reply(front, sid, wire.subscription_error(
                 channel, "LimitReached", "Presence channel is full", 4100))]
         chan = chan or PusherChannel(key=key, display=channel, presence=presence)

@@ -101,9 +101,6 @@ class Pusher:
             adapter = self._apps[app.id] = PusherApp(self, app)
         return adapter
 
-    def connections_of(self, app_id: str) -> int:
-        return sum(1 for s in self.sessions.values() if s.app.app_id == app_id)
-
     def sweep(self, now: float) -> None:
         """Once a second: a ping after `activity_timeout` of silence, 4201 when that
         ping goes unanswered for `timeouts.pusher_pong` (30 s, PUSHER.md 2), 4009 past
@@ -179,6 +176,7 @@ class PusherApp:
         self.front = pusher.front
         self.app_id = app.id
         self._settings = app
+        self.connections = 0  # open on this front: the quota's count
 
     @property
     def settings(self) -> App:
@@ -202,7 +200,7 @@ class PusherApp:
         if app.max_connections is None:
             return None
         share = math.ceil(app.max_connections / self.front.config.fronts)
-        if self.pusher.connections_of(self.app_id) < share:
+        if self.connections < share:
             return None
         self.front.breach("app_connections", f"refused a connection of app {app.id}: "
                           f"{share} open on this front")
@@ -213,6 +211,7 @@ class PusherApp:
         """connection_established (PUSHER.md 2)."""
         app = self.settings
         self.pusher.sessions[conn.sid] = Session(conn, self, time.monotonic())
+        self.connections += 1
         self.front.hub.send(conn, wire.connection_established(conn.sid, app.activity_timeout))
 
     def activity(self, conn: Connection) -> None:
@@ -222,7 +221,8 @@ class PusherApp:
             session.pinged = None
 
     def closed(self, conn: Connection) -> None:
-        self.pusher.sessions.pop(conn.sid, None)
+        if self.pusher.sessions.pop(conn.sid, None) is not None:
+            self.connections -= 1
 
     def refusal(self, conn: Connection, why: Close) -> Close:
         return _refusal(conn, why)
