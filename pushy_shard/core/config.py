@@ -45,7 +45,9 @@ __all__ = [
     "DEMO_APP_SECRET",
     "DEMO_SECRET",
     "App",
+    "PushyApp",
     "Webhook",
+    "WebhookDelivery",
     "LOG_FORMATS",
     "LOG_LEVELS",
     "Config",
@@ -246,6 +248,7 @@ class Timeouts:
     #                                            until every front has replayed its members
     pusher_pong: float = key(30.0, seconds)  # after our pusher:ping, silence before 4201
     pusher_signin: float = key(30.0, seconds)  # user_authentication: sign in by then, or 4009
+    query: float = key(2.0, seconds)  # the HTTP API's answers from every shard / front; then 503
 
 
 WEBHOOK_EVENTS = ("channel_occupied", "channel_vacated", "member_added", "member_removed",
@@ -321,6 +324,35 @@ class App:
     webhooks: tuple[Webhook, ...] = setting((), _webhooks)
 
 
+@dataclass(frozen=True, slots=True)
+class PushyApp:
+    """The Pushy channels as an app of the Pusher HTTP API and webhooks (README): the id and
+    key the official SDKs name; they sign with `secretKey`."""
+
+    id: str = field(kw_only=True, metadata=row(_app_text, required="the app id, as in URLs"))
+    key: str = field(kw_only=True, metadata=row(_app_text, required="the key requests name"))
+    webhooks: tuple[Webhook, ...] = setting((), _webhooks)
+
+
+def _pushy_app(path: str, value: object) -> PushyApp | None:
+    if value is None:
+        return None
+    return read(PushyApp, path, value, {})
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookDelivery:
+    """How webhooks are posted (PUSHER.md 9; README, Webhooks): batches, the holds of
+    channel_vacated and member_removed, retries, and the queue's bound."""
+
+    batch_events: int = key(20, Int(1, 1000))  # at most this many events per post
+    batch_delay: float = key(0.25, seconds)  # a batch waits this long for more events
+    hold: float = key(3.0, seconds)  # vacated / removed wait this long: a return cancels them
+    post_timeout: float = key(4.0, seconds)  # no answer by then: the post failed
+    retry_for: float = key(300.0, seconds)  # a failing batch is retried this long, then dropped
+    max_queue_bytes: int = key(8 * 1024 * 1024, size)  # queued events of every URL, as JSON
+
+
 def _apps(path: str, value: object) -> tuple[App, ...]:
     """The Pusher apps; ids and keys must be unique (they name the app in URLs)."""
     if not isinstance(value, list):
@@ -390,11 +422,30 @@ class Config:
     # a prefix a proxy keeps before the Pusher routes (/app, /pusher, /apps); it is
     # stripped before a request's signature is checked
     pusher_path_prefix: str = key("", _path_prefix)
+    # the Pushy channels in the HTTP API and webhooks; null: neither
+    pushy_app: PushyApp | None = key(None, _pushy_app)
+    webhook_delivery: WebhookDelivery = group(WebhookDelivery)
 
     @property
     def demo_secret(self) -> bool:
         """True while the shipped demo secret is in use: callers should warn loudly."""
         return self.secret_key == DEMO_SECRET
+
+    @property
+    def api_apps(self) -> tuple[App, ...]:
+        """Every app of the HTTP API: the Pusher apps, and the Pushy channels' app (signed
+        with secretKey) when `pushy_app` is set."""
+        pushy = self.pushy_app
+        if pushy is None:
+            return self.apps
+        return (*self.apps, App(id=pushy.id, key=pushy.key, secret=self.secret_key,
+                                webhooks=pushy.webhooks))
+
+    def namespace(self, app: App) -> str:
+        """The channel namespace of an HTTP API app (routing.app_key): its id, or the Pushy
+        channels' ("") for `pushy_app`."""
+        pushy = self.pushy_app
+        return "" if pushy is not None and app.id == pushy.id else app.id
 
     @property
     def demo_apps(self) -> tuple[str, ...]:
@@ -415,6 +466,12 @@ def parse_config(raw: object, *, env: Mapping[str, str], cpu_count: int) -> Conf
         raise ConfigError("sslKey", "is required when ssl is true (path to the PEM private key)")
     if config.link.transport == "tcp":
         _check_link_ports(config)
+    pushy = config.pushy_app
+    if pushy is not None:
+        for attribute in ("id", "key"):
+            if any(getattr(app, attribute) == getattr(pushy, attribute) for app in config.apps):
+                raise ConfigError(f"pushy_app.{attribute}", f"{show(getattr(pushy, attribute))}"
+                                  f" is also the {attribute} of an app in apps")
     return config
 
 

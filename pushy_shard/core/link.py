@@ -12,11 +12,12 @@ small control bodies are orjson. Per pair everything arrives in send order.
       Leave   rid, {sid, keys}                    Joined  member, message
       Trigger rid, {key, event, data, exclude}    Left    sid, key, message
       Join    rid, {sid, key, channel, member}
+      Query   rid, {app, what, name, prefix, info}
       Stats   rid                                 Deliver key, exclude, message
                                                   Batch   [sizes], the frames of several
 
-Requests (Command, Leave, Trigger, Stats) carry the id the front's links give them and are
-answered by exactly one Done. `decode_request` checks a request's every field before a
+Requests (Command, Leave, Trigger, Join, Query, Stats) carry the id the front's links give
+them and are answered by exactly one Done. `decode_request` checks a request's every field before a
 shard changes anything: a malformed one decodes to `Malformed`, which the shard answers
 with an error rather than dropping, so the front never waits it out.
 """
@@ -185,6 +186,36 @@ class Join:
                                     "member": self.member})]
 
 
+QUERIES = ("channels", "channel", "users")
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """The HTTP API asks about app `app`'s channels (PUSHER.md 8; core/channel_query.py):
+    `what` is "channels" (the occupied ones named `prefix`..., asked of every shard),
+    "channel" or "users" (of channel `name`, asked of its shard); `info` the attributes."""
+
+    OP: ClassVar[bytes] = b"Q"
+    FIELDS: ClassVar[_Fields] = {"app": str, "what": str, "name": str, "prefix": str,
+                                 "info": list}
+    app: str
+    what: str
+    name: str = ""
+    prefix: str = ""
+    info: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.what not in QUERIES:
+            raise RequestRefused(f"request field 'what' is {self.what[:20]!r}")
+        if not all(isinstance(item, str) for item in self.info):
+            raise RequestRefused("request field 'info' holds a non-string")
+        object.__setattr__(self, "info", tuple(self.info))  # as decoded: one value, one form
+
+    def encode(self, rid: bytes) -> list[bytes]:
+        return [self.OP, rid, body({"app": self.app, "what": self.what, "name": self.name,
+                                    "prefix": self.prefix, "info": list(self.info)})]
+
+
 @dataclass(frozen=True, slots=True)
 class Stats:
     """A /metrics snapshot; answered whatever state the shard is in."""
@@ -202,12 +233,12 @@ class Malformed:
     reason: str
 
 
-Request = Command | Leave | Trigger | Join | Stats
+Request = Command | Leave | Trigger | Join | Query | Stats
 FrontMessage = Hello | Ping | Resync
 _OPTIONAL = frozenset({"address", "sig", "ts", "user_id", "client", "member"})
 _FRAME_TEXT = frozenset({"sid", "key", "channel", "keys", "exclude"})  # travel on as frames
-_REQUESTS: dict[bytes, type[Command | Leave | Trigger | Join]] = {
-    Command.OP: Command, Leave.OP: Leave, Trigger.OP: Trigger, Join.OP: Join}
+_REQUESTS: dict[bytes, type[Command | Leave | Trigger | Join | Query]] = {
+    Command.OP: Command, Leave.OP: Leave, Trigger.OP: Trigger, Join.OP: Join, Query.OP: Query}
 
 
 def decode_request(frames: list[bytes]) -> tuple[bytes, Request | Malformed]:
@@ -281,7 +312,7 @@ def is_request(frames: list[bytes]) -> bool:
     return frames[0] in _REQUEST_OPS
 
 
-_REQUEST_OPS = frozenset({Command.OP, Leave.OP, Trigger.OP, Join.OP, Stats.OP})
+_REQUEST_OPS = frozenset({Command.OP, Leave.OP, Trigger.OP, Join.OP, Query.OP, Stats.OP})
 
 
 # -- shard -> front ---------------------------------------------------------------------------

@@ -24,6 +24,10 @@ Key = tuple[str, Labels]
 
 COUNTER = "counter"
 GAUGE = "gauge"
+HISTOGRAM = "histogram"
+# the upper bounds (seconds) of every histogram's buckets, and the suffixes of its samples
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _NAME_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
@@ -60,7 +64,11 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            "Bytes of messages written to clients, before SockJS/WebSocket framing."),
     Family("pushy_triggers_total", COUNTER, "Trigger API requests, by HTTP status."),
     Family("pushy_pusher_api_requests_total", COUNTER,
-           "Pusher HTTP API requests (events, batch_events), by HTTP status."),
+           "Pusher HTTP API triggers (events, batch_events), by HTTP status."),
+    Family("pushy_query_requests_total", COUNTER,
+           "HTTP API queries (channels, channel, users, terminate_connections), by HTTP status."),
+    Family("pushy_query_seconds", HISTOGRAM,
+           "HTTP API queries: seconds from the request to its answer."),
     Family("pushy_slow_consumer_disconnects_total", COUNTER,
            "Connections closed because their unsent output or queue passed its limit."),
     Family("pushy_limit_breaches_total", COUNTER, "Requests refused by a configured limit."),
@@ -117,6 +125,16 @@ class Metrics:
         return list(self)
 
 
+def observe(metrics: Metrics, name: str, seconds: float, labels: Labels = ()) -> None:
+    """One observation of histogram `name`: its cumulative buckets, sum and count."""
+    for bound in BUCKETS:  # every bucket exists from the first observation on
+        metrics.inc(f"{name}_bucket", (*labels, ("le", format_value(bound))),
+                    1 if seconds <= bound else 0)
+    metrics.inc(f"{name}_bucket", (*labels, ("le", "+Inf")))
+    metrics.inc(f"{name}_sum", labels, seconds)
+    metrics.inc(f"{name}_count", labels)
+
+
 # -- between processes ------------------------------------------------------------------------
 
 
@@ -165,9 +183,15 @@ def merge(*snapshots: Iterable[Sample]) -> dict[Key, float]:
 
 
 def family(name: str) -> Family:
+    """The family of a sample name (a histogram's `_bucket`, `_sum` and `_count` samples
+    belong to the histogram)."""
     known = FAMILIES.get(name)
     if known is not None:
         return known
+    for suffix in _HISTOGRAM_SUFFIXES:
+        base = FAMILIES.get(name.removesuffix(suffix)) if name.endswith(suffix) else None
+        if base is not None and base.kind == HISTOGRAM:
+            return base
     kind = COUNTER if name.endswith("_total") else GAUGE
     return Family(name, kind, "pushy-shard metric.")
 
@@ -195,21 +219,29 @@ def format_value(value: float) -> str:
 def exposition(values: Mapping[Key, float]) -> str:
     """Prometheus text: each family once, with its HELP and TYPE lines, then its samples;
     families and samples sorted so successive scrapes diff cleanly."""
-    by_name: dict[str, list[tuple[Labels, float]]] = {}
+    by_family: dict[str, list[tuple[str, Labels, float]]] = {}
     for (name, labels), value in values.items():
-        by_name.setdefault(name, []).append((labels, value))
+        by_family.setdefault(family(name).name, []).append((name, labels, value))
     lines: list[str] = []
-    for name in sorted(by_name):
-        fam = family(name)
-        lines.append(f"# HELP {name} {escape_help(fam.help)}")
-        lines.append(f"# TYPE {name} {fam.kind}")
-        for labels, value in sorted(by_name[name]):
+    for fam_name in sorted(by_family):
+        fam = family(fam_name)
+        lines.append(f"# HELP {fam_name} {escape_help(fam.help)}")
+        lines.append(f"# TYPE {fam_name} {fam.kind}")
+        for name, labels, value in sorted(by_family[fam_name], key=_sample_order):
             if labels:
                 text = ",".join(f'{k}="{escape_label(v)}"' for k, v in labels)
                 lines.append(f"{name}{{{text}}} {format_value(value)}")
             else:
                 lines.append(f"{name} {format_value(value)}")
     return "\n".join(lines) + "\n" if lines else ""
+
+
+def _sample_order(sample: tuple[str, Labels, float]) -> tuple[object, ...]:
+    """By name and labels; a histogram's buckets by their bound, as numbers."""
+    name, labels, _ = sample
+    rest = tuple(pair for pair in labels if pair[0] != "le")
+    bound = next((float(v) for k, v in labels if k == "le"), 0.0)
+    return (name, rest, bound)
 
 
 # -- what one scrape gathers ------------------------------------------------------------------

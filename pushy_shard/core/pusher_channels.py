@@ -54,6 +54,16 @@ class User:
     first: int  # the join sequence of its first connection: presence lists keep join order
 
 
+@dataclass(frozen=True, slots=True)
+class Cached:
+    """A cache channel's last HTTP-triggered event: the message a new subscriber gets, its
+    data (the HTTP API's `cache` attribute) and until when it is kept (ms)."""
+
+    message: bytes
+    data: str
+    until: int
+
+
 @dataclass(slots=True)
 class PusherChannel(Channel):
     users: dict[str, User] = field(default_factory=dict)  # user key (text of the id) -> user
@@ -70,7 +80,7 @@ class PusherChannels:
         self.rules = rules  # the app's settings now (None: the app was removed)
         self.channels: dict[str, PusherChannel] = {}
         # cache channels' last HTTP-triggered event and until when (ms), occupied or not
-        self.caches: dict[str, tuple[bytes, int]] = {}
+        self.caches: dict[str, Cached] = {}
         self.on_channel = on_channel
         self.on_breach: Callable[[str, str], None] | None = None
         self.max_presence_bytes = 0  # Pushy's limit; presence data is checked by the front
@@ -115,7 +125,7 @@ class PusherChannels:
         added = None
         if record is not None and new_user and chan.members:
             added = wire.member_added(channel, record["user_id"], record["user_info"])
-        cached = self._cached(key, channel, now_ms)
+        cached = self._cache_reply(key, channel, now_ms)
         chan.add(Member(front, state))
         if presence:
             self._count_user(chan, state, +1)
@@ -196,7 +206,7 @@ class PusherChannels:
         text = data if isinstance(data, str) else dumps(data).decode()
         message = wire.event(event, display, text, user_id if client else None)
         if not client and parse_channel(display).cache:
-            self.caches[key] = (message, now_ms + CACHE_MS)
+            self.caches[key] = Cached(message, text, now_ms + CACHE_MS)
         if chan is None:
             return False, []
         return True, [Broadcast(key, chan.fronts(), message, exclude)]
@@ -207,7 +217,7 @@ class PusherChannels:
         for chan in self.channels.values():
             if chan.count_due and now_ms - chan.count_sent >= COUNT_EVERY_MS:
                 effects += self._count(chan, now_ms, force=True)
-        for key in [key for key, (_, until) in self.caches.items() if until <= now_ms]:
+        for key in [key for key, cached in self.caches.items() if cached.until <= now_ms]:
             del self.caches[key]
         return effects
 
@@ -231,15 +241,18 @@ class PusherChannels:
         users = {user_key: user.user_info for user_key, user in chan.users.items()}
         return wire.presence_succeeded(chan.display, ids, users)
 
-    def _cached(self, key: str, channel: str, now_ms: int) -> bytes | None:
+    def _cache_reply(self, key: str, channel: str, now_ms: int) -> bytes | None:
         """What a new subscriber of a cache channel gets right after its success: the
         last event, or cache_miss."""
         if not parse_channel(channel).cache:
             return None
+        cached = self.cached(key, now_ms)
+        return cached.message if cached is not None else wire.cache_miss(channel)
+
+    def cached(self, key: str, now_ms: int) -> Cached | None:
+        """The cache channel's last event, while it is kept."""
         cached = self.caches.get(key)
-        if cached is not None and now_ms < cached[1]:
-            return cached[0]
-        return wire.cache_miss(channel)
+        return cached if cached is not None and now_ms < cached.until else None
 
     @staticmethod
     def _count_user(chan: PusherChannel, state: MemberState, delta: int) -> bool:

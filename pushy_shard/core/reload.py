@@ -68,6 +68,10 @@ RELOAD_TABLE: dict[str, tuple[str, Change]] = {
     # connections keep the app they opened with until they reconnect)
     "apps": ("apps", LIVE),
     "pusher_path_prefix": ("pusher_path_prefix", FIXED),  # routes are built at start
+    "timeouts.query": ("timeouts.query", LIVE),
+    # read at use: the next query, the next webhook (the hooks process re-reads it too)
+    "pushy_app": ("pushy_app", LIVE),
+    "webhook_delivery": ("webhook_delivery", LIVE),
 }
 
 # the sections classified field by field ("limits" is one key, reported field by field)

@@ -101,6 +101,15 @@ class Pusher:
             adapter = self._apps[app.id] = PusherApp(self, app)
         return adapter
 
+    def terminate(self, app_id: str, user_id: str) -> int:
+        """Close the connections of app `app_id` signed in as `user_id` on this front with
+        4009 (the HTTP API's terminate_connections); how many."""
+        doomed = [s for s in self.sessions.values()
+                  if s.user_id == user_id and s.app.app_id == app_id]
+        for session in doomed:
+            session.app.fail(session.conn, wire.UNAUTHORIZED, "Connection terminated")
+        return len(doomed)
+
     def sweep(self, now: float) -> None:
         """Once a second: a ping after `activity_timeout` of silence, 4201 when that
         ping goes unanswered for `timeouts.pusher_pong` (30 s, PUSHER.md 2), 4009 past

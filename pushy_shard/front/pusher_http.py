@@ -1,5 +1,5 @@
 """The Pusher routes of the front (PUSHER.md 1, 8): the client WebSocket and HTTP fallbacks,
-and the HTTP API an app server signs (triggering here; the query API beside it).
+and the HTTP API an app server signs (triggering here; the query API in pusher_query.py).
 
 Every route hangs below `pusher_path_prefix` (a proxy's prefix, "" without one), which is
 stripped before a request's signature is checked, as the SDK signed the path without it.
@@ -14,18 +14,26 @@ from typing import Any
 
 from aiohttp import web
 
-from pushy_shard.core import link
+from pushy_shard.core import link, metrics
 from pushy_shard.core import pusher_api as api
 from pushy_shard.core.config import App
 from pushy_shard.core.frames import Kind
 from pushy_shard.core.pusher_auth import SignedRequest, check_path_app, verify
 from pushy_shard.core.pusher_names import Kind as ChannelKind
 from pushy_shard.core.pusher_names import parse_channel
-from pushy_shard.core.routing import app_key
+from pushy_shard.core.routing import PUSHY_APP, app_key
 from pushy_shard.errors import ApiError, BodyTooLarge, LinkUnavailable, NotEncodable
 from pushy_shard.front import transports, websocket
 from pushy_shard.front.front import Front, shard_error
 from pushy_shard.front.pusher import Pusher
+from pushy_shard.front.pusher_query import (
+    TERMINATE_PATH,
+    channel,
+    channels,
+    terminate,
+    terminate_handler,
+    users,
+)
 from pushy_shard.front.transports import FRONT_KEY
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -48,19 +56,48 @@ def routes(pusher: Pusher, prefix: str, closing: websocket.ClosingSockets
                            ("xhr", "xhr_streaming")),
         web.post(prefix + "/apps/{app_id}/events", api_handler(pusher, prefix, _events)),
         web.post(prefix + "/apps/{app_id}/batch_events", api_handler(pusher, prefix, _batch)),
+        web.get(prefix + "/apps/{app_id}/channels", api_handler(pusher, prefix, channels,
+                                                              query=True)),
+        web.get(prefix + "/apps/{app_id}/channels/{channel}",
+                api_handler(pusher, prefix, channel, query=True)),
+        web.get(prefix + "/apps/{app_id}/channels/{channel}/users",
+                api_handler(pusher, prefix, users, query=True)),
+        web.post(prefix + "/apps/{app_id}/users/{user_id}/terminate_connections",
+                 api_handler(pusher, prefix, terminate, query=True)),
+        web.post(prefix + "/users/{user_id}/terminate_connections",
+                 api_handler(pusher, prefix, terminate, query=True)),
+        web.post(TERMINATE_PATH, terminate_handler(pusher)),
     ]
 
 
 Answer = Callable[[Pusher, App, web.Request, bytes], Awaitable[dict[str, Any]]]
 
 
-def api_handler(pusher: Pusher, prefix: str, answer: Answer) -> Handler:
+def api_handler(pusher: Pusher, prefix: str, answer: Answer, *, query: bool = False
+                ) -> Handler:
     """A signed HTTP API request (PUSHER.md 8): the body (at most 256 KB), the signature
     of the app named by `auth_key` (and by the path's `{app_id}`), then `answer`'s JSON.
-    Any refusal is `{"error": message}` with its status; nothing happened."""
+    Any refusal is `{"error": message}` with its status; nothing happened. A `query` is
+    counted by status and timed (pushy_query_*), a trigger by status and body bytes."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
         front: Front = request.app[FRONT_KEY]
+        if query:
+            started = time.monotonic()
+            response, _ = await _answered(request, front)
+            front.metrics.inc("pushy_query_requests_total",
+                              (("status", str(response.status)),))
+            metrics.observe(front.metrics, "pushy_query_seconds", time.monotonic() - started)
+            return response
+        response, size = await _answered(request, front)
+        front.metrics.inc(_STATUS, (("status", str(response.status)),))
+        if response.status == 200:
+            front.metrics.inc("pushy_bytes_in_total", _FROM_TRIGGER, size)
+        return response
+
+    async def _answered(request: web.Request, front: Front) -> tuple[web.Response, int]:
+        """The answer, and the size of the body it answered."""
+        body = b""
         try:
             try:
                 body = await transports.read_bounded(request, api.MAX_BODY)
@@ -71,11 +108,8 @@ def api_handler(pusher: Pusher, prefix: str, answer: Answer) -> Handler:
             app = _verified(pusher, prefix, request, body)
             result = await answer(pusher, app, request, body)
         except ApiError as exc:
-            front.metrics.inc(_STATUS, (("status", str(exc.status)),))
-            return web.json_response(exc.body(), status=exc.status)
-        front.metrics.inc(_STATUS, (("status", "200"),))
-        front.metrics.inc("pushy_bytes_in_total", _FROM_TRIGGER, len(body))
-        return web.json_response(result)
+            return web.json_response(exc.body(), status=exc.status), len(body)
+        return web.json_response(result), len(body)
 
     return handle
 
@@ -83,7 +117,7 @@ def api_handler(pusher: Pusher, prefix: str, answer: Answer) -> Handler:
 def _verified(pusher: Pusher, prefix: str, request: web.Request, body: bytes) -> App:
     path = request.path[len(prefix):] if prefix else request.path
     signed = SignedRequest(request.method, path, tuple(request.query.items()), body)
-    apps = {app.key: app for app in pusher.front.config.apps}
+    apps = {app.key: app for app in pusher.front.config.api_apps}
     app = verify(signed, apps, time.time())
     if "app_id" in request.match_info:
         check_path_app(app, request.match_info["app_id"])
@@ -97,6 +131,7 @@ def _verified(pusher: Pusher, prefix: str, request: web.Request, body: bytes) ->
 async def _events(pusher: Pusher, app: App, request: web.Request, body: bytes
                   ) -> dict[str, Any]:
     """POST /apps/{id}/events: `{}`, or with `info` the attributes of each channel."""
+    _triggerable(pusher, app)
     event = api.parse_events(body)
     infos = await _trigger(pusher.front, app, event)
     if not event.info:
@@ -108,12 +143,19 @@ async def _batch(pusher: Pusher, app: App, request: web.Request, body: bytes
                  ) -> dict[str, Any]:
     """POST /apps/{id}/batch_events: `{}`, or with `info` on any event `{"batch": [...]}`
     by index. The batch was checked whole before any event of it went out."""
+    _triggerable(pusher, app)
     events = api.parse_batch(body)
     results = await asyncio.gather(*(_trigger(pusher.front, app, event) for event in events))
     if not any(event.info for event in events):
         return {}
     return {"batch": [infos[0] if event.info else {}
                       for event, infos in zip(events, results, strict=True)]}
+
+
+def _triggerable(pusher: Pusher, app: App) -> None:
+    """The Pushy channels' app answers queries; its channels are triggered by Pushy's API."""
+    if pusher.front.config.namespace(app) == PUSHY_APP:
+        raise ApiError(400, "The Pushy channels are triggered at /pushy/channel/{name}/trigger")
 
 
 async def _trigger(front: Front, app: App, event: api.Event) -> list[dict[str, int]]:

@@ -127,9 +127,19 @@ class Relay:
     async def get(self, front: int, path: str, timeout: float) -> bytes:
         """GET `path` from another front's private endpoint (its /metrics snapshot); raises
         TimeoutError, aiohttp.ClientError or OSError when it does not answer 200 in time."""
+        return await self._call("GET", front, path, None, timeout)
+
+    async def post(self, front: int, path: str, body: bytes, timeout: float) -> bytes:
+        """POST `body` to `path` of another front's private endpoint (a terminate order);
+        raises as `get` does."""
+        return await self._call("POST", front, path, body, timeout)
+
+    async def _call(self, method: str, front: int, path: str, body: bytes | None,
+                    timeout: float) -> bytes:
         url = self._url(front, path)
-        async with self._client(front).get(
-                url, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+        async with self._client(front).request(
+                method, url, data=body, timeout=aiohttp.ClientTimeout(total=timeout)
+        ) as response:
             response.raise_for_status()
             return await response.read()
 

@@ -24,6 +24,7 @@ from pushy_shard.commands import (
     new_member_id,
     run_handler,
 )
+from pushy_shard.core import channel_query as query
 from pushy_shard.core import link, metrics
 from pushy_shard.core.channels import (
     Broadcast,
@@ -41,13 +42,14 @@ from pushy_shard.core.metrics import Metrics
 from pushy_shard.core.pusher_channels import PusherChannels
 from pushy_shard.core.ratelimit import BreachLog
 from pushy_shard.core.replay import ReplayCache
-from pushy_shard.core.routing import PUSHY_APP, shard_for
-from pushy_shard.errors import CommandFailed, LinkError, UnknownCommand
+from pushy_shard.core.routing import PUSHY_APP, app_key, shard_for
+from pushy_shard.errors import ApiError, CommandFailed, LinkError, UnknownCommand
 
 log = logging.getLogger(__name__)
 
 _OP_LABELS = {link.Command.OP: (("op", "command"),), link.Leave.OP: (("op", "leave"),),
-              link.Trigger.OP: (("op", "trigger"),), link.Join.OP: (("op", "join"),)}
+              link.Trigger.OP: (("op", "trigger"),), link.Join.OP: (("op", "join"),),
+              link.Query.OP: (("op", "query"),)}
 _OTHER_OP = (("op", "other"),)
 _REFUSED = link.body({"error": CommandFailed().payload()})
 
@@ -193,6 +195,8 @@ class Shard:
             if isinstance(state, PusherChannels):  # the HTTP API's `info` may ask for these
                 return {"members": members, **state.info(request.key)}
             return {"members": members}
+        if isinstance(request, link.Query):
+            return self._query(request)
         if isinstance(request, link.Join):
             state = self.channels.for_key(request.key)
             self.perform(state.subscribe(
@@ -201,6 +205,26 @@ class Shard:
                 now_ms=int(time.time() * 1000), new_member_id=new_member_id))
             return {}
         raise ValueError(f"no request is applied as {type(request).__name__}")
+
+    def _query(self, request: link.Query) -> dict[str, Any]:
+        """The HTTP API's question, answered from this shard's channels of the app; a
+        refusal is `{"api_error": [status, message]}` (core/channel_query.py)."""
+        state = self.channels.apps.get(request.app)
+        pusher = request.app != PUSHY_APP
+        info = tuple(request.info)
+        try:
+            if request.what == "channels":
+                found = state.all() if state is not None else ()
+                return {"channels": query.list_channels(found, request.prefix, info, pusher)}
+            key = app_key(request.app, request.name)
+            chan = state.get(key) if state is not None else None
+            if request.what == "users":
+                return {"users": query.users(chan)}
+            now_ms = int(time.time() * 1000)
+            cached = state.cached(key, now_ms) if isinstance(state, PusherChannels) else None
+            return {"channel": query.channel_info(chan, info, cached, now_ms)}
+        except ApiError as exc:
+            return {"api_error": [exc.status, exc.message]}
 
     def _command(self, front: int, request: link.Command) -> dict[str, Any]:
         handler = self.registry.get(request.name)

@@ -567,7 +567,8 @@ def test_unknown_key_lists_the_keys_in_config_json_order() -> None:
     assert error(with_secret(bogus=1)).message == (
         "unknown key; known keys are: port, host, secretKey, ssl, sslCert, sslKey, workers, "
         "fronts, sockjs, commands, link, demo, log_level, log_format, limits, allowed_origins, "
-        "trusted_proxies, shutdown_timeout, timeouts, apps, pusher_path_prefix"
+        "trusted_proxies, shutdown_timeout, timeouts, apps, pusher_path_prefix, pushy_app, "
+        "webhook_delivery"
     )
     assert error(with_secret(link={"port": 1})).message == (
         "unknown key; known keys are: transport, directory, tcp_port"

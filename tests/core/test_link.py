@@ -45,6 +45,8 @@ def test_member_state_keeps_its_join_order_on_the_wire() -> None:
     link.Command("sid", "subscribe", {"channel": "c"}, "c", "10.0.0.1"),
     link.Command("sid", "x", {}, "c", None), link.Leave("sid", ["a", "b"]),
     link.Trigger("k", "e", {"n": [1]}, None), link.Trigger("k", "e", 1, "sid", "ab", 5),
+    link.Query("7", "channels", prefix="presence-", info=("user_count",)),
+    link.Query("", "users", "room"),
 ])
 def test_requests_round_trip_with_their_id(request_: link.Request) -> None:
     assert link.decode_request(request_.encode(b"42")) == (b"42", request_)
@@ -61,6 +63,9 @@ def test_requests_round_trip_with_their_id(request_: link.Request) -> None:
     ([b"C", b"1", b'{"sid":"a","name":"n","data":{},"channel":"\\ud800"}'], "not UTF-8"),
     ([b"C", b"1"], "without a body"),
     ([b"?", b"1", b"{}"], "unknown operation"),
+    ([b"Q", b"1", b'{"app":"","what":"all","name":"","prefix":"","info":[]}'], "'what'"),
+    ([b"Q", b"1", b'{"app":"","what":"channels","name":"","prefix":"","info":[1]}'],
+     "'info' holds"),
 ])
 def test_malformed_requests_decode_to_why(frames: list[bytes], says: str) -> None:
     rid, request = link.decode_request(frames)

@@ -164,3 +164,20 @@ def test_a_broken_state_file_is_an_error(document: bytes) -> None:
 def test_scrape_up() -> None:
     assert metrics.scrape_up("shard", 2, False) == (
         "pushy_scrape_up", (("role", "shard"), ("index", "2")), 0.0)
+
+
+def test_a_histogram_is_one_family_with_its_buckets_in_order() -> None:
+    counters = metrics.Metrics()
+    metrics.observe(counters, "pushy_query_seconds", 0.003)
+    metrics.observe(counters, "pushy_query_seconds", 2.0)
+    text = metrics.exposition(metrics.merge(counters))
+    lines = text.splitlines()
+    assert lines[:2] == ["# HELP pushy_query_seconds HTTP API queries: seconds from the request "
+                         "to its answer.", "# TYPE pushy_query_seconds histogram"]
+    buckets = [line for line in lines if line.startswith("pushy_query_seconds_bucket")]
+    assert buckets[0] == 'pushy_query_seconds_bucket{le="0.001"} 0'
+    assert 'pushy_query_seconds_bucket{le="0.005"} 1' in buckets
+    assert 'pushy_query_seconds_bucket{le="2.5"} 2' in buckets
+    assert buckets[-1] == 'pushy_query_seconds_bucket{le="+Inf"} 2'
+    assert "pushy_query_seconds_count 2" in lines and "pushy_query_seconds_sum 2.003" in lines
+    assert text.count("# TYPE") == 1
