@@ -1,8 +1,9 @@
-"""Command line: `pushy-shard CONFIG` runs everything; `front`/`shard` run one role alone.
+"""Command line: `pushy-shard CONFIG` runs everything; `front`/`shard`/`hooks` run one alone.
 
-    pushy-shard config.json                       supervisor + all shards + all fronts
+    pushy-shard config.json                       supervisor + shards + fronts + hooks
     pushy-shard front --index I config.json       front I only (supervisord, debugging)
     pushy-shard shard --index J config.json       shard J only
+    pushy-shard hooks config.json                 the webhooks process only
     pushy-shard check config.json                 validate the config and exit
 """
 
@@ -44,8 +45,8 @@ def _warn_demo(config: Config) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pushy-shard", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("role", nargs="?", choices=["run", "front", "shard", "check"],
-                        default="run")
+    parser.add_argument("role", nargs="?",
+                        choices=["run", "front", "shard", "hooks", "check"], default="run")
     parser.add_argument("config", help="path to config.json")
     parser.add_argument("--index", type=int, default=None,
                         help="which front/shard this process is (0-based)")
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         args_list = ["run", *args_list]
     parser = _parser()
     args = parser.parse_intermixed_args(args_list)
-    if args.role in ("front", "shard"):
+    if args.role in ("front", "shard", "hooks"):
         # A reload (SIGHUP) that comes while a process starts must not kill it; the config
         # it reads below is the new one anyway. serve() installs the real handler.
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -80,15 +81,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.role == "check":
         print(f"pushy-shard: {args.config} is valid")
         return 0
-    if args.role in ("front", "shard"):
-        count = config.fronts if args.role == "front" else config.workers
+    if args.role in ("front", "shard", "hooks"):
+        count = {"front": config.fronts, "shard": config.workers, "hooks": 1}[args.role]
         index = 0 if args.index is None else args.index
         if not 0 <= index < count:
             print(f"pushy-shard: --index must be between 0 and {count - 1} "
                   f"(config: {args.role} count {count})", file=sys.stderr)
             return 2
-        logs.setup(args.role, index, level=config.log_level, fmt=config.log_format)
-        setproctitle(f"pushy-shard: {args.role} {index + 1}/{count}")
+        logs.setup(args.role, index if args.role != "hooks" else None,
+                   level=config.log_level, fmt=config.log_format)
+        setproctitle("pushy-shard: hooks" if args.role == "hooks"
+                     else f"pushy-shard: {args.role} {index + 1}/{count}")
         _event_loop()
         try:
             if args.role == "front":
@@ -96,10 +99,14 @@ def main(argv: list[str] | None = None) -> int:
                 from pushy_shard.front.server import serve as serve_front
 
                 asyncio.run(serve_front(config, index, os.path.abspath(args.config)))
-            else:
+            elif args.role == "shard":
                 from pushy_shard.shard.worker import serve as serve_shard
 
                 asyncio.run(serve_shard(config, index, os.path.abspath(args.config)))
+            else:
+                from pushy_shard.hooks.worker import serve as serve_hooks
+
+                asyncio.run(serve_hooks(config, os.path.abspath(args.config)))
         except AddressInUse as exc:
             log.error("%s", exc)
             return EXIT_ADDRESS_IN_USE

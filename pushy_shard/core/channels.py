@@ -62,7 +62,30 @@ class Broadcast:
     exclude: str | None
 
 
-Effect = Reply | Joined | Left | Broadcast
+@dataclass(frozen=True, slots=True)
+class Hook:
+    """A transition webhooks may announce (PUSHER.md 9): `event` as it is posted, of the
+    app that channel `key` belongs to. Made only for the events `ChannelState.hooks` names."""
+
+    key: str
+    event: dict[str, Any]
+
+
+Effect = Reply | Joined | Left | Broadcast | Hook
+
+OCCUPANCY = frozenset({"channel_occupied", "channel_vacated"})
+PRESENCE = frozenset({"member_added", "member_removed"})
+
+
+def hook_events(wanted: Iterable[str]) -> frozenset[str]:
+    """The events a channel state must report for webhooks that want `wanted`: both of a
+    pair (a vacate is announced only after its occupied was)."""
+    names = frozenset(wanted)
+    if names & OCCUPANCY:
+        names |= OCCUPANCY
+    if names & PRESENCE:
+        names |= PRESENCE
+    return names
 
 
 # -- state -----------------------------------------------------------------------------------
@@ -159,6 +182,7 @@ class ChannelState(Protocol):
     on_channel: Callable[[str, bool], None] | None
     on_breach: Callable[[str, str], None] | None
     max_presence_bytes: int
+    hooks: frozenset[str]  # the webhook events to report as Hook effects (hook_events)
 
     def get(self, key: str) -> Channel | None: ...
 
@@ -180,6 +204,11 @@ class ChannelState(Protocol):
 
     def tick(self, now_ms: int) -> list[Effect]:
         """Once a second: what is due now (throttled notices)."""
+        ...
+
+    def hook_state(self) -> dict[str, list[str] | None]:
+        """Every channel by name, with the users of its presence channels (None on the
+        others): what the hooks process compares its announcements to (link.HookState)."""
         ...
 
 
@@ -254,6 +283,7 @@ class ChannelTable:
         self.on_channel = on_channel
         # told (limit name, detail) when a request breaks a limit: the shell counts and logs
         self.on_breach: Callable[[str, str], None] | None = None
+        self.hooks: frozenset[str] = frozenset()
 
     def __len__(self) -> int:
         return len(self.channels)
@@ -317,11 +347,15 @@ class ChannelTable:
             add = protocol.event(protocol.PRESENCE_ADD, {"member": record}, chan.display)
         chan.add(Member(front, state))
         self.channels[key] = chan
-        if existing is None and self.on_channel is not None:
-            self.on_channel(chan.display, True)
         effects: list[Effect] = [Joined(front, sid, state, joined)]
+        if existing is None:
+            if self.on_channel is not None:
+                self.on_channel(chan.display, True)
+            effects += self._hook(chan, "channel_occupied")
         if add is not None:
             effects.append(Broadcast(key, chan.fronts(), add, sid))
+        if record is not None:
+            effects += self._hook(chan, "member_added", member_id)
         return effects
 
     def unsubscribe(self, *, front: int, sid: str, channel: str) -> list[Effect]:
@@ -379,10 +413,13 @@ class ChannelTable:
                 self.channels[state.key] = restored
                 if self.on_channel is not None:
                     self.on_channel(restored.display, True)
+                effects += self._hook(restored, "channel_occupied")
             self._joins = max(self._joins, state.seq)
             if state.sid not in restored.members:
                 restored.add(Member(front, state))
                 touched.add(state.key)
+                if state.record is not None:
+                    effects += self._hook(restored, "member_added", state.member_id)
                 if announce and restored.presence and state.record is not None:
                     add = protocol.event(
                         protocol.PRESENCE_ADD, {"member": state.record}, restored.display
@@ -407,11 +444,29 @@ class ChannelTable:
         effects: list[Effect] = [Left(member.front, sid, chan.key, reply)]
         if quit_ is not None:
             effects.append(Broadcast(chan.key, chan.fronts(), quit_, None))
+        if record is not None:
+            effects += self._hook(chan, "member_removed", member.state.member_id)
         if not chan.members:
             del self.channels[chan.key]
             if self.on_channel is not None:
                 self.on_channel(chan.display, False)
+            effects += self._hook(chan, "channel_vacated")
         return effects
+
+    def _hook(self, chan: Channel, name: str, user_id: str | None = None) -> list[Effect]:
+        """A webhook transition, when a webhook wants it (a Pushy member's user is its
+        member id: a Pushy connection is its own user)."""
+        if name not in self.hooks:
+            return []
+        event: dict[str, Any] = {"name": name, "channel": chan.display}
+        if user_id is not None:
+            event["user_id"] = user_id
+        return [Hook(chan.key, event)]
+
+    def hook_state(self) -> dict[str, list[str] | None]:
+        """Every channel, with the members of its presence channels (HookState)."""
+        return {chan.display: ([m.state.member_id for m in chan.members.values()]
+                               if chan.presence else None) for chan in self.channels.values()}
 
 
 def _failed(front: int, sid: str, channel: str, reason: str) -> Reply:

@@ -511,6 +511,8 @@ class LinkEndpoints:
     shards: tuple[str, ...]  # the ZeroMQ endpoint shard j binds and every front connects to
     # where front i takes relayed requests: a unix socket path, or ("127.0.0.1", port)
     relays: tuple[str | tuple[str, int], ...]
+    hooks: str  # the ZeroMQ endpoint the hooks process binds and every shard connects to
+    hooks_stats: str | tuple[str, int]  # where the hooks process answers a /metrics scrape
 
 
 def _first_link_port(config: Config) -> tuple[str, int]:
@@ -521,12 +523,15 @@ def _first_link_port(config: Config) -> tuple[str, int]:
 
 
 def _check_link_ports(config: Config) -> None:
-    """The tcp link uses first.. for the shards, then one relay port per front: every one
-    must be a port and miss the public one, known before any process starts."""
+    """The tcp link uses first.. for the shards, then one relay port per front, then two for
+    the hooks process: every one must be a port and miss the public one, known before any
+    process starts."""
     name, first = _first_link_port(config)
     relays = first + config.workers
+    hooks = relays + config.fronts
     for what, low, high in (("shard link", first, relays - 1),
-                            ("front relay", relays, relays + config.fronts - 1)):
+                            ("front relay", relays, hooks - 1),
+                            ("hooks link", hooks, hooks + 1)):
         if high > 65535:
             raise ConfigError(name, f"{what} ports {low}..{high} go past 65535")
         if low <= config.port <= high:
@@ -534,18 +539,24 @@ def _check_link_ports(config: Config) -> None:
 
 
 def link_endpoints(config: Config, directory: str) -> LinkEndpoints:
-    """The shard and front relay endpoints: sockets in `directory` (see `runtime_directory`),
-    or with `link.transport` tcp loopback ports, the shards' first, then one per front."""
+    """The shard, front relay and hooks endpoints: sockets in `directory` (see
+    `runtime_directory`), or with `link.transport` tcp loopback ports: the shards' first,
+    then one per front, then the hooks process's link and its stats."""
     if config.link.transport == "tcp":
         _, first = _first_link_port(config)
         relays = first + config.workers
+        hooks = relays + config.fronts
         return LinkEndpoints(
             shards=tuple(f"tcp://127.0.0.1:{first + j}" for j in range(config.workers)),
             relays=tuple(("127.0.0.1", relays + i) for i in range(config.fronts)),
+            hooks=f"tcp://127.0.0.1:{hooks}",
+            hooks_stats=("127.0.0.1", hooks + 1),
         )
     return LinkEndpoints(
         shards=tuple(f"ipc://{directory}/shard-{j}.sock" for j in range(config.workers)),
         relays=tuple(f"{directory}/front-{i}.sock" for i in range(config.fronts)),
+        hooks=f"ipc://{directory}/hooks.sock",
+        hooks_stats=f"{directory}/hooks-stats.sock",
     )
 
 

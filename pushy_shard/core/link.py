@@ -447,10 +447,77 @@ def decode_shard(frames: list[bytes]) -> Iterator[ShardMessage]:
         raise LinkError(f"unknown operation {op!r}")
 
 
+# -- shard <-> hooks ---------------------------------------------------------------------------
+#
+# Each shard has one DEALER (routing id `hooks_identity(index)`) to the hooks process's ROUTER:
+# the transitions it decides go there (one message per loop turn), and its whole state when
+# its recovery ends or when the hooks process asks for it (a restarted hooks process).
+
+
+def hooks_identity(shard: int) -> bytes:
+    return f"shard-{shard}".encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Transitions:
+    """What one loop turn of shard `shard` decided: (app, webhook event) pairs in order."""
+
+    OP: ClassVar[bytes] = b"X"
+    shard: int
+    events: tuple[tuple[str, dict[str, Any]], ...]
+
+    def encode(self) -> list[bytes]:
+        return [self.OP, body({"shard": self.shard, "events": self.events})]
+
+
+@dataclass(frozen=True, slots=True)
+class HookState:
+    """Every occupied channel of the apps with webhooks that shard `shard` owns, with the
+    users present on its presence channels (None on the others): app -> channel -> users.
+    `announce`: the shard restarted and replayed, so its state is the truth to announce
+    the difference to; else the hooks process adopts it silently (it restarted)."""
+
+    OP: ClassVar[bytes] = b"Z"
+    shard: int
+    announce: bool
+    state: dict[str, dict[str, list[str] | None]]
+
+    def encode(self) -> list[bytes]:
+        return [self.OP, body({"shard": self.shard, "announce": self.announce,
+                               "state": self.state})]
+
+
+@dataclass(frozen=True, slots=True)
+class WantState:
+    """The hooks process (re)started and asks a shard for its HookState."""
+
+    OP: ClassVar[bytes] = b"z"
+
+    def encode(self) -> list[bytes]:
+        return [self.OP]
+
+
+def decode_hooks(frames: list[bytes]) -> Transitions | HookState:
+    """A shard's message to the hooks process (LinkError, KeyError, TypeError or ValueError
+    for one that does not decode)."""
+    op = frames[0]
+    fields = load(frames[1])
+    if op == Transitions.OP:
+        events = tuple((str(app), dict(event)) for app, event in fields["events"])
+        return Transitions(int(fields["shard"]), events)
+    if op == HookState.OP:
+        state = fields["state"]
+        if not isinstance(state, dict):
+            raise LinkError("hook state is not an object")
+        return HookState(int(fields["shard"]), bool(fields["announce"]), state)
+    raise LinkError(f"unknown operation {op!r}")
+
+
 __all__ = [
     "BATCH", "NONE", "Command", "Deliver", "Done", "FrontMessage", "Hello", "Join", "Joined",
-    "Leave", "Left", "Malformed", "NotEncodable", "Ping", "Pong", "Reply", "Request",
-    "Resync", "ShardMessage", "Stats", "Trigger", "Welcome", "batch", "body",
-    "decode_control", "decode_request", "decode_shard", "front_identity", "is_request",
+    "HookState", "Leave", "Left", "Malformed", "NotEncodable", "Ping", "Pong", "Query",
+    "Reply", "Request", "Resync", "ShardMessage", "Stats", "Transitions", "Trigger",
+    "WantState", "Welcome", "batch", "body", "decode_control", "decode_hooks",
+    "decode_request", "decode_shard", "front_identity", "hooks_identity", "is_request",
     "load",
 ]

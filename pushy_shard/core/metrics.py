@@ -267,7 +267,7 @@ def channel_gauges(channels: Iterable[Channel]) -> list[Sample]:
     ]
 
 
-RESTART_ROLES = ("shard", "front")
+RESTART_ROLES = ("shard", "front", "hooks")
 STATE_FILE = "supervisor.json"  # in the runtime directory: the supervisor writes, fronts read
 
 

@@ -20,6 +20,7 @@ from pushy_shard.core.channels import (
     Broadcast,
     Channel,
     Effect,
+    Hook,
     Joined,
     Left,
     Member,
@@ -84,6 +85,7 @@ class PusherChannels:
         self.on_channel = on_channel
         self.on_breach: Callable[[str, str], None] | None = None
         self.max_presence_bytes = 0  # Pushy's limit; presence data is checked by the front
+        self.hooks: frozenset[str] = frozenset()  # webhook events to report (hook_events)
         self._joins = 0
 
     def get(self, key: str) -> PusherChannel | None:
@@ -125,20 +127,26 @@ class PusherChannels:
         added = None
         if record is not None and new_user and chan.members:
             added = wire.member_added(channel, record["user_id"], record["user_info"])
-        cached = self._cache_reply(key, channel, now_ms)
         chan.add(Member(front, state))
         if presence:
             self._count_user(chan, state, +1)
         success = self._succeeded(chan)
+        effects: list[Effect] = [Joined(front, sid, state, success)]
         if key not in self.channels:
             self.channels[key] = chan
             if self.on_channel is not None:
                 self.on_channel(channel, True)
-        effects: list[Effect] = [Joined(front, sid, state, success)]
+            effects += self._hook(chan, "channel_occupied")
         if added is not None:
             effects.append(Broadcast(key, chan.fronts(), added, sid))
-        if cached is not None:
-            effects.append(Reply(front, sid, cached))
+        if presence and new_user and record is not None:
+            effects += self._hook(chan, "member_added", user_id=record["user_id"])
+        if parse_channel(channel).cache:  # the last event, or cache_miss (PUSHER.md 3)
+            last = self.cached(key, now_ms)
+            effects.append(Reply(front, sid, last.message if last is not None
+                                 else wire.cache_miss(channel)))
+            if last is None:
+                effects += self._hook(chan, "cache_miss")
         effects += self._count(chan, now_ms)
         return effects
 
@@ -175,6 +183,7 @@ class PusherChannels:
                     key=state.key, display=state.display, presence=state.presence)
                 if self.on_channel is not None:
                     self.on_channel(restored.display, True)
+                effects += self._hook(restored, "channel_occupied")
             if state.sid in restored.members:
                 continue
             new_user = state.presence and state.member_id not in restored.users
@@ -182,10 +191,14 @@ class PusherChannels:
             touched.add(state.key)
             if state.presence:
                 self._count_user(restored, state, +1)
-                if announce and new_user and state.record is not None:
-                    added = wire.member_added(restored.display, state.record["user_id"],
-                                              state.record.get("user_info", {}))
-                    effects.append(Broadcast(state.key, restored.fronts(), added, state.sid))
+                if new_user and state.record is not None:
+                    if announce:
+                        added = wire.member_added(restored.display, state.record["user_id"],
+                                                  state.record.get("user_info", {}))
+                        effects.append(Broadcast(state.key, restored.fronts(), added,
+                                                 state.sid))
+                    effects += self._hook(restored, "member_added",
+                                          user_id=state.record["user_id"])
         for key in touched:  # join order across fronts' replays
             chan = self.channels[key]
             ordered = sorted(chan.members.values(), key=lambda m: m.state.seq)
@@ -209,7 +222,14 @@ class PusherChannels:
             self.caches[key] = Cached(message, text, now_ms + CACHE_MS)
         if chan is None:
             return False, []
-        return True, [Broadcast(key, chan.fronts(), message, exclude)]
+        effects: list[Effect] = [Broadcast(key, chan.fronts(), message, exclude)]
+        if client and "client_event" in self.hooks:
+            hook: dict[str, Any] = {"name": "client_event", "channel": display, "event": event,
+                                    "data": text, "socket_id": exclude}
+            if chan.presence and user_id is not None:
+                hook["user_id"] = _text(user_id)
+            effects.append(Hook(key, hook))
+        return True, effects
 
     def tick(self, now_ms: int) -> list[Effect]:
         """Subscription counts the throttle held back, now that they may go."""
@@ -241,14 +261,6 @@ class PusherChannels:
         users = {user_key: user.user_info for user_key, user in chan.users.items()}
         return wire.presence_succeeded(chan.display, ids, users)
 
-    def _cache_reply(self, key: str, channel: str, now_ms: int) -> bytes | None:
-        """What a new subscriber of a cache channel gets right after its success: the
-        last event, or cache_miss."""
-        if not parse_channel(channel).cache:
-            return None
-        cached = self.cached(key, now_ms)
-        return cached.message if cached is not None else wire.cache_miss(channel)
-
     def cached(self, key: str, now_ms: int) -> Cached | None:
         """The cache channel's last event, while it is kept."""
         cached = self.caches.get(key)
@@ -277,14 +289,15 @@ class PusherChannels:
             if user is not None and user.connections == 1 and len(chan.members) > 1:
                 removed = wire.member_removed(chan.display, user.user_id)
         member = chan.remove(sid)
-        if chan.presence:
-            self._count_user(chan, state, -1)
+        gone = chan.presence and self._count_user(chan, state, -1)
         effects: list[Effect] = [Left(member.front, sid, chan.key, None)]
+        if gone and state.record is not None:
+            effects += self._hook(chan, "member_removed", user_id=state.record["user_id"])
         if not chan.members:
             del self.channels[chan.key]
             if self.on_channel is not None:
                 self.on_channel(chan.display, False)
-            return effects
+            return effects + self._hook(chan, "channel_vacated")
         if removed is not None:
             effects.append(Broadcast(chan.key, chan.fronts(), removed, None))
         effects += self._count(chan, None)
@@ -296,7 +309,9 @@ class PusherChannels:
         (not on presence or user channels); above 100 subscribers at most one per 5 s
         (`now_ms` None: the time is not known here, the next tick sends it)."""
         rules = self.rules()
-        if rules is None or not rules.subscription_count or chan.presence:
+        push = rules is not None and rules.subscription_count
+        hook = "subscription_count" in self.hooks
+        if not (push or hook) or chan.presence:
             return []
         if parse_channel(chan.display).kind is Kind.USER:
             return []
@@ -311,5 +326,28 @@ class PusherChannels:
         chan.counted, chan.count_due = count, False
         if now_ms is not None:
             chan.count_sent = now_ms
-        return [Broadcast(chan.key, chan.fronts(), wire.subscription_count(chan.display, count),
-                          None)]
+        effects: list[Effect] = []
+        if push:
+            effects.append(Broadcast(chan.key, chan.fronts(),
+                                     wire.subscription_count(chan.display, count), None))
+        if hook:
+            effects.append(Hook(chan.key, {"name": "subscription_count", "channel": chan.display,
+                                           "subscription_count": count}))
+        return effects
+
+    def _hook(self, chan: PusherChannel, name: str, *, user_id: object = None) -> list[Effect]:
+        """A webhook transition, when a webhook wants it (user ids as text, PUSHER.md 9)."""
+        if name not in self.hooks:
+            return []
+        event: dict[str, Any] = {"name": name, "channel": chan.display}
+        if user_id is not None:
+            event["user_id"] = _text(user_id)
+        return [Hook(chan.key, event)]
+
+    def hook_state(self) -> dict[str, list[str] | None]:
+        return {chan.display: ([_text(user.user_id) for user in chan.users.values()]
+                               if chan.presence else None) for chan in self.channels.values()}
+
+
+def _text(user_id: object) -> str:
+    return user_id if isinstance(user_id, str) else dumps(user_id).decode()

@@ -197,20 +197,16 @@ class Announcer:
         present, or None for a channel that tracks no users. A channel `owned` says is not
         that shard's is another's: left alone, even when reported.
 
-        announce=True (the shard restarted: its report is the truth): the difference is
-        applied as raw transitions would be; returns what to announce now. announce=False
-        (this process restarted): owned channels become the report silently, their holds
-        dropped. Raises BadTransition (nothing changed) for a report it cannot read.
+        What the announcer has announced and the report lacks departs (on hold), as a raw
+        transition would. What the report has and the announcer has not announced arrives:
+        announced with announce=True (the shard restarted and replayed: its report is the
+        truth), silently with announce=False (this process restarted, and what it never
+        heard of was there before it started). Transitions the shard sent before its report
+        came first on the same link, so they are already applied. Returns what to announce
+        now; raises BadTransition (nothing changed) for a report it cannot read.
         """
         reported = _read_state(owned, state)
-        mine = [key for key in self._channels if owned(*key)]
-        if not announce:
-            for key in mine:
-                del self._channels[key]
-            for key, users in reported.items():
-                self._channels[key] = _Channel(occupied=True, users=dict.fromkeys(users))
-            return []
-        for app, channel in mine:
+        for app, channel in [key for key in self._channels if owned(*key)]:
             chan = self._channels[app, channel]
             users = reported.get((app, channel), ())
             for uid in [uid for uid in chan.users if uid not in users]:
@@ -219,9 +215,11 @@ class Announcer:
                 self._depart(app, channel, None, now_ms)
         out: Announced = []
         for (app, channel), users in reported.items():
-            out += self._arrive(app, channel, None)
+            arrived = self._arrive(app, channel, None)
             for uid in users:
-                out += self._arrive(app, channel, uid)
+                arrived += self._arrive(app, channel, uid)
+            if announce:
+                out += arrived
         return out
 
     # -- internals ------------------------------------------------------------------------------

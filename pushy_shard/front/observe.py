@@ -2,7 +2,8 @@
 
 Whichever front the kernel hands a scrape answers for the whole server: its own snapshot,
 every shard's (a STATS request on the link), every other front's (a GET on its private
-relay endpoint, the one session requests are relayed over) and the supervisor's restart
+relay endpoint, the one session requests are relayed over), the hooks process's (a GET on
+its private stats endpoint) and the supervisor's restart
 counts (`supervisor.json` in the runtime directory). A process that does not answer within
 SCRAPE_TIMEOUT is reported by `pushy_scrape_up 0` instead of holding the scrape up.
 Gauges are counted here, on demand, so the connection and fan-out paths keep no books.
@@ -15,17 +16,19 @@ import logging
 import os
 import time
 
+import aiohttp
 from aiohttp import ClientError, web
 
 from pushy_shard import logs
 from pushy_shard.core import link, metrics
-from pushy_shard.core.config import runtime_directory
+from pushy_shard.core.config import link_endpoints, runtime_directory
 from pushy_shard.core.protocol import dumps, loads
 from pushy_shard.errors import LinkUnavailable, MetricsError
 from pushy_shard.front.front import Front
 from pushy_shard.front.relay import Relay
 from pushy_shard.front.transports import FRONT_KEY, NO_CACHE, RELAY_KEY
 from pushy_shard.front.websocket import FRONT_HEADER
+from pushy_shard.hooks.worker import STATS_PATH as HOOKS_STATS_PATH
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +84,26 @@ async def _from_front(relay: Relay, index: int) -> list[metrics.Sample]:
     return metrics.from_wire(raw)
 
 
+async def _from_hooks(front: Front) -> list[metrics.Sample]:
+    endpoint = link_endpoints(front.config, runtime_directory(front.config, os.environ))
+    target = endpoint.hooks_stats
+    connector: aiohttp.BaseConnector
+    if isinstance(target, str):
+        connector, url = aiohttp.UnixConnector(path=target), f"http://hooks{HOOKS_STATS_PATH}"
+    else:
+        connector = aiohttp.TCPConnector()
+        url = f"http://{target[0]}:{target[1]}{HOOKS_STATS_PATH}"
+    timeout = aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http, \
+            http.get(url) as response:
+        response.raise_for_status()
+        body = await response.read()
+    try:
+        return metrics.from_wire(loads(body))
+    except ValueError as exc:
+        raise MetricsError(f"hooks: {exc}") from None
+
+
 def _restarts(front: Front) -> list[metrics.Sample]:
     """The supervisor's restart counts, when this front's parent is the supervisor that
     wrote them (under supervisord there is none: restarts are supervisord's to count)."""
@@ -102,10 +125,12 @@ async def scrape(front: Front, relay: Relay | None) -> dict[metrics.Key, float]:
     jobs = [_from_shard(front, j) for j in range(config.workers)]
     if relay is not None:
         jobs += [_from_front(relay, i) for i in peers]
+    jobs.append(_from_hooks(front))
     answers = await asyncio.gather(*jobs, return_exceptions=True)
     snapshots = [local_samples(front), _restarts(front)]
     up = [metrics.scrape_up("front", front.index, True)]
     names = [("shard", j) for j in range(config.workers)] + [("front", i) for i in peers]
+    names.append(("hooks", 0))
     for (role, index), answer in zip(names, answers, strict=True):
         if isinstance(answer, BaseException):
             if not isinstance(answer, TimeoutError | LinkUnavailable | ClientError | OSError

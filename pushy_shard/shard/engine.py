@@ -32,9 +32,11 @@ from pushy_shard.core.channels import (
     ChannelStore,
     ChannelTable,
     Effect,
+    Hook,
     Joined,
     Left,
     Reply,
+    hook_events,
 )
 from pushy_shard.core.config import App, Config
 from pushy_shard.core.front_view import Answer, Apply, FrontsView, Restore
@@ -42,7 +44,7 @@ from pushy_shard.core.metrics import Metrics
 from pushy_shard.core.pusher_channels import PusherChannels
 from pushy_shard.core.ratelimit import BreachLog
 from pushy_shard.core.replay import ReplayCache
-from pushy_shard.core.routing import PUSHY_APP, app_key, shard_for
+from pushy_shard.core.routing import PUSHY_APP, app_key, app_of, shard_for
 from pushy_shard.errors import ApiError, CommandFailed, LinkError, UnknownCommand
 
 log = logging.getLogger(__name__)
@@ -69,12 +71,17 @@ class Shard:
         self.metrics = Metrics()
         self._breach_log = BreachLog()
         self._outbox: dict[bytes, list[list[bytes]]] = {}
+        self._hooks: list[tuple[str, dict[str, Any]]] = []  # transitions for the hooks process
+        self._hook_messages: list[link.Transitions | link.HookState] = []  # ...in order
+        self._hook_events = _hook_events(config)
+        self._recovered = False  # its state was sent to the hooks process after recovery
         self.on_output = on_output  # told when output starts waiting (the shell flushes)
         # counted as plain ints on the effect path, reported by `stats`
         self.published = 0  # Broadcast effects
         self.link_deliveries = 0  # Deliver messages: one per Broadcast per front
         self.subscriptions = 0  # Joined effects
         self.dropped_output = 0  # link send failures, counted by the shell
+        self.hooks_dropped = 0  # webhook transitions the hooks link could not queue
 
     @property
     def incarnation(self) -> str:
@@ -82,13 +89,16 @@ class Shard:
 
     def _new_state(self, app: str) -> ChannelState:
         """The Pushy channels are a ChannelTable; each Pusher app's, PusherChannels."""
+        state: ChannelState
         if app != PUSHY_APP:
-            return PusherChannels(lambda: self._app(app), on_channel=self._channel_changed)
-        table = ChannelTable(self.config.secret_key,
-                             max_presence_bytes=self.config.limits.max_presence_data,
-                             on_channel=self._channel_changed)
-        table.on_breach = self.breach
-        return table
+            state = PusherChannels(lambda: self._app(app), on_channel=self._channel_changed)
+        else:
+            state = ChannelTable(self.config.secret_key,
+                                 max_presence_bytes=self.config.limits.max_presence_data,
+                                 on_channel=self._channel_changed)
+        state.on_breach = self.breach
+        state.hooks = self._hook_events.get(app, frozenset())
+        return state
 
     def _app(self, app_id: str) -> App | None:
         """The Pusher app's settings now (SIGHUP may change them)."""
@@ -130,16 +140,55 @@ class Shard:
         outbox, self._outbox = self._outbox, {}
         return {identity: link.batch(messages) for identity, messages in outbox.items()}
 
+    def take_hooks(self) -> list[link.Transitions | link.HookState]:
+        """What goes to the hooks process now, in order: the transitions decided since the
+        last call, and a HookState where one was made."""
+        self._end_transitions()
+        messages, self._hook_messages = self._hook_messages, []
+        return messages
+
+    def send_hook_state(self, announce: bool) -> None:
+        """This shard's channels of every app with webhooks (link.HookState), after the
+        transitions before it."""
+        self._end_transitions()
+        state = {app: self.channels.app(app).hook_state() for app in self._hook_events}
+        self._hook_messages.append(link.HookState(self.index, announce, state))
+        if self.on_output is not None:
+            self.on_output()
+
+    def dropped_hooks(self, message: link.Transitions | link.HookState) -> None:
+        """The shell could not queue `message` for the hooks process (counted, logged)."""
+        lost = len(message.events) if isinstance(message, link.Transitions) else 1
+        self.hooks_dropped += lost
+        self.breach_line("hooks", f"hooks link full or down: {lost} webhook transition(s) "
+                         f"dropped ({self.hooks_dropped} so far)")
+
+    def _end_transitions(self) -> None:
+        if self._hooks:
+            self._hook_messages.append(link.Transitions(self.index, tuple(self._hooks)))
+            self._hooks = []
+
     def reload(self, config: Config) -> None:
         """SIGHUP: live settings apply from the next message on (core/reload.py)."""
         self.config = config
-        for state in self.channels.apps.values():
+        self._hook_events = _hook_events(config)
+        for app, state in self.channels.apps.items():
+            state.hooks = self._hook_events.get(app, frozenset())
             if isinstance(state, ChannelTable):
                 state.secret = config.secret_key
 
     # -- the fronts' view, acted on -----------------------------------------------------------
 
     def _act(self, actions: Sequence[Answer | Restore | Apply]) -> None:
+        self._acted(actions)
+        if not self._recovered and not self.fronts.recovering:
+            # every front replayed (or the grace ended): the hooks process may now compare
+            # what it announced with what this shard holds
+            self._recovered = True
+            if self._hook_events:
+                self.send_hook_state(announce=True)
+
+    def _acted(self, actions: Sequence[Answer | Restore | Apply]) -> None:
         for action in actions:
             if isinstance(action, Apply):
                 self._apply(action)
@@ -270,10 +319,17 @@ class Shard:
                 self.link_deliveries += len(effect.fronts)
             elif isinstance(effect, Joined):
                 self.subscriptions += 1
+            if isinstance(effect, Hook):
+                self._hook(effect)
             for front, frames in messages:
                 identity = self.fronts.identity(front)
                 if identity is not None:
                     self._queue(identity, frames)
+
+    def _hook(self, effect: Hook) -> None:
+        if not self._hooks and not self._outbox and self.on_output is not None:
+            self.on_output()
+        self._hooks.append((app_of(effect.key), effect.event))
 
     def _send(self, identity: bytes, message: link.Welcome | link.Pong | link.Done) -> None:
         self._queue(identity, message.encode())
@@ -316,7 +372,18 @@ class Shard:
             ("pushy_link_deliveries_total", (), float(self.link_deliveries)),
             ("pushy_subscriptions_total", (), float(self.subscriptions)),
             ("pushy_link_send_failures_total", (("role", "shard"),), float(self.dropped_output)),
+            ("pushy_webhook_dropped_total", (("reason", "link"),), float(self.hooks_dropped)),
         ]
+
+
+def _hook_events(config: Config) -> dict[str, frozenset[str]]:
+    """Per channel namespace with webhooks: the events its channel state reports."""
+    wanted: dict[str, frozenset[str]] = {}
+    for app in config.api_apps:
+        events = hook_events(event for hook in app.webhooks for event in hook.events)
+        if events:
+            wanted[config.namespace(app)] = events
+    return wanted
 
 
 def _messages(effect: Effect) -> list[tuple[int, list[bytes]]]:

@@ -1,8 +1,9 @@
 """The shard process: ZeroMQ in, the shard (engine.py), ZeroMQ out (ARCHITECTURE.md 2-3, 6).
 
 A thin pump: every message from a front goes to `Shard.receive` with the time; at the end of
-each loop turn everything it produced leaves, one multipart message per front; a timer
-runs its once-a-second sweep and ends its recovery grace.
+each loop turn everything it produced leaves, one multipart message per front, and the
+webhook transitions it decided go to the hooks process; a timer runs its once-a-second
+sweep and ends its recovery grace.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import time
 import zmq
 
 from pushy_shard.commands import load_registry
-from pushy_shard.core.config import Config, runtime_directory, shard_endpoint
+from pushy_shard.core import link
+from pushy_shard.core.config import Config, link_endpoints, runtime_directory, shard_endpoint
 from pushy_shard.core.stopping import stop_plan
 from pushy_shard.errors import AddressInUse
 from pushy_shard.reloading import reread
@@ -36,6 +38,7 @@ class ShardWorker:
         self.shard = shard
         self.loop = loop
         self.channel: ZmqChannel | None = None
+        self.hooks: ZmqChannel | None = None  # to the hooks process (webhooks)
         self._flushing = False
         shard.on_output = self._schedule
 
@@ -61,6 +64,14 @@ class ShardWorker:
         for identity, frames in self.shard.take().items():
             if not self.channel.send([identity, *frames]):
                 self.shard.dropped_output += 1
+        for message in self.shard.take_hooks():
+            if self.hooks is None or not self.hooks.send(message.encode()):
+                self.shard.dropped_hooks(message)
+
+    def on_hooks_message(self, frames: list[bytes]) -> None:
+        """The hooks process (re)started and asks for this shard's state."""
+        if frames and frames[0] == link.WantState.OP:
+            self.shard.send_hook_state(announce=False)
 
     def sweep(self) -> None:
         self.shard.sweep(time.monotonic())
@@ -92,6 +103,11 @@ async def serve(config: Config, index: int, config_path: str | None = None) -> N
         raise AddressInUse(f"shard {index + 1}/{config.workers}: {endpoint}: already in use "
                            "by another process") from None
     worker.channel = ZmqChannel(loop, sock, worker.on_message, f"shard {index}")
+    hooks = context.socket(zmq.DEALER)
+    tune(hooks)
+    hooks.setsockopt(zmq.ROUTING_ID, link.hooks_identity(index))
+    hooks.connect(link_endpoints(config, directory).hooks)
+    worker.hooks = ZmqChannel(loop, hooks, worker.on_hooks_message, f"shard {index} hooks")
     loop.call_later(config.timeouts.shard_recovery, worker.shard.end_recovery)
     loop.call_later(SWEEP_SECONDS, worker.sweep)
     stop = asyncio.Event()
@@ -106,5 +122,7 @@ async def serve(config: Config, index: int, config_path: str | None = None) -> N
     # holds for one that remains leaves now, with the reserve of the stop plan to go out
     worker.flush()
     plan = stop_plan(worker.shard.config.shutdown_timeout)
-    worker.channel.close(linger_ms=int((plan.total - plan.fronts) * 1000 / 2))
+    linger = int((plan.total - plan.fronts) * 1000 / 2)
+    worker.channel.close(linger_ms=linger)
+    worker.hooks.close(linger_ms=linger)
     context.term()

@@ -49,8 +49,10 @@ class Supervisor:
     def __init__(self, config: Config, config_path: str) -> None:
         self.config = config
         self.config_path = config_path
-        # shards first so fronts find them at once; fronts stop first (see stop()).
-        self.children = [Child("shard", j) for j in range(config.workers)]
+        # the hooks process and shards first so fronts find them at once; fronts stop
+        # first, the hooks process last (see stop()).
+        self.children = [Child("hooks", 0)]
+        self.children += [Child("shard", j) for j in range(config.workers)]
         self.children += [Child("front", i) for i in range(config.fronts)]
         self.address_in_use = False  # a child could not bind: restarting it would loop
 
@@ -63,8 +65,8 @@ class Supervisor:
                       self.config.port, busy)
             return 1
         signal.pthread_sigmask(signal.SIG_BLOCK, WATCHED)
-        log.info("starting %d shards and %d fronts on port %d", self.config.workers,
-                 self.config.fronts, self.config.port)
+        log.info("starting %d shards, %d fronts and the hooks process on port %d",
+                 self.config.workers, self.config.fronts, self.config.port)
         for child in self.children:
             self._spawn(child)
         self._write_state()
@@ -165,12 +167,14 @@ class Supervisor:
 
     def stop(self) -> int:
         """Fronts first (they tell clients to reconnect and finish requests in flight, which
-        need the shards), then shards, all within `shutdown_timeout` (core/stopping.py);
-        a child past its deadline is killed. 0 when every child stopped by itself."""
+        need the shards), then shards, then the hooks process (the shards' last transitions
+        reach it), all within `shutdown_timeout` (core/stopping.py); a child past its
+        deadline is killed. 0 when every child stopped by itself."""
         plan = stop_plan(self.config.shutdown_timeout)
         start = time.monotonic()
         clean = True
-        for role, until in (("front", plan.fronts), ("shard", plan.total)):
+        for role, until in (("front", plan.fronts), ("shard", plan.total),
+                            ("hooks", plan.total)):
             group = [c for c in self.children if c.role == role and c.process is not None]
             for child in group:
                 assert child.process is not None

@@ -511,8 +511,9 @@ def test_tcp_link_and_relay_ranges_are_checked_at_parse_time(
 
 
 def test_tcp_ranges_may_end_at_the_last_port() -> None:
-    config = parse(tcp(workers=2, fronts=2, link={"tcp_port": 65532}))
-    assert link_endpoints(config, "/unused").relays[-1] == ("127.0.0.1", 65535)
+    config = parse(tcp(workers=2, fronts=2, link={"tcp_port": 65530}))
+    assert link_endpoints(config, "/unused").hooks_stats == ("127.0.0.1", 65535)
+    assert "go past 65535" in error(tcp(workers=2, fronts=2, link={"tcp_port": 65531})).message
     # with ipc the tcp port is unused, so its range is not checked
     parse(with_secret(workers=4, fronts=4, link={"tcp_port": 65535}))
 
@@ -522,6 +523,7 @@ def test_link_endpoints_ipc() -> None:
     assert link_endpoints(config, "/run/p") == LinkEndpoints(
         shards=("ipc:///run/p/shard-0.sock", "ipc:///run/p/shard-1.sock"),
         relays=("/run/p/front-0.sock", "/run/p/front-1.sock", "/run/p/front-2.sock"),
+        hooks="ipc:///run/p/hooks.sock", hooks_stats="/run/p/hooks-stats.sock",
     )
 
 
@@ -530,10 +532,12 @@ def test_link_endpoints_tcp() -> None:
     assert link_endpoints(config, "/unused") == LinkEndpoints(
         shards=("tcp://127.0.0.1:9234", "tcp://127.0.0.1:9235", "tcp://127.0.0.1:9236"),
         relays=(("127.0.0.1", 9237), ("127.0.0.1", 9238)),
+        hooks="tcp://127.0.0.1:9239", hooks_stats=("127.0.0.1", 9240),
     )
     config = parse(tcp(workers=1, fronts=2, link={"tcp_port": 7000}))
     assert link_endpoints(config, "/unused") == LinkEndpoints(
         shards=("tcp://127.0.0.1:7000",), relays=(("127.0.0.1", 7001), ("127.0.0.1", 7002)),
+        hooks="tcp://127.0.0.1:7003", hooks_stats=("127.0.0.1", 7004),
     )
 
 
@@ -559,7 +563,10 @@ def test_accepted_tcp_links_use_distinct_valid_ports(
     endpoints = link_endpoints(config, "/unused")
     ports = [int(e.rpartition(":")[2]) for e in endpoints.shards]
     ports += [relay[1] for relay in endpoints.relays if isinstance(relay, tuple)]
-    assert len(ports) == len(set(ports)) == workers + fronts
+    ports.append(int(endpoints.hooks.rpartition(":")[2]))
+    assert isinstance(endpoints.hooks_stats, tuple)
+    ports.append(endpoints.hooks_stats[1])
+    assert len(ports) == len(set(ports)) == workers + fronts + 2
     assert port not in ports and all(1 <= p <= 65535 for p in ports)
 
 

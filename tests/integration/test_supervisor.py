@@ -33,7 +33,7 @@ def test_a_taken_link_port_stops_the_server_instead_of_restarting_in_a_loop(
         tmp_path: Path) -> None:
     """The supervisor checks the public port; a shard's tcp link port taken by another
     process fails that shard's bind: one clear line, and the server stops (status 1)."""
-    first = free_port(2)
+    first = free_port(1 + 1 + 2)  # a shard, a front's relay, the hooks process's two
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", first))
         holder.listen()

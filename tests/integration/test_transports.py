@@ -273,8 +273,8 @@ async def test_many_sessions_on_both_fronts(cluster: Cluster) -> None:
 
 async def test_sessions_relay_over_tcp_links(tmp_path: Path) -> None:
     """With `link.transport` tcp the fronts relay session requests over loopback ports."""
-    def link() -> dict[str, Any]:  # 3 shards, then 2 fronts' relay ports; new ones each try
-        return {"transport": "tcp", "tcp_port": free_port(3 + 2),
+    def link() -> dict[str, Any]:  # 3 shards, 2 fronts' relays, the hooks process's 2 ports
+        return {"transport": "tcp", "tcp_port": free_port(3 + 2 + 2),
                 "directory": tempfile.mkdtemp(prefix="ps-", dir="/tmp")}
 
     server = Cluster(tmp_path, link=link)
