@@ -107,14 +107,19 @@ class HooksWorker:
                 for app, event in decoded.events:
                     self._queue(self.announcer.apply(app, event, now), now)
             else:
+                # the difference is announced only against what this process heard of
+                # that shard before: a first state (this process is new) is adopted
+                announce = decoded.announce and decoded.shard not in self.unasked
                 self.unasked.discard(decoded.shard)
                 shard, workers = decoded.shard, self.config.workers
 
                 def owned(app: str, channel: str) -> bool:
                     return shard_for(app_key(app, channel), workers) == shard
 
-                self._queue(self.announcer.restore(owned, decoded.state, now, decoded.announce),
-                            now)
+                self._queue(self.announcer.restore(owned, decoded.state, now, announce), now)
+                count = sum(len(channels) for channels in decoded.state.values())
+                log.info("hooks: shard %d %s: %d channel(s)", shard, "recovered"
+                         if decoded.announce else "answered", count)
         except BadTransition as exc:
             self._line("malformed", f"dropped a transition shard {decoded.shard} sent: {exc}")
         self.pump()
@@ -262,6 +267,9 @@ async def serve(config: Config, config_path: str | None = None) -> None:
     sock = context.socket(zmq.ROUTER)
     tune(sock)
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    # a restarted shard connects with its predecessor's routing id: it takes over at once
+    # (without this ZeroMQ would ignore it while the dead one's pipe is still there)
+    sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
     try:
         sock.bind(endpoints.hooks)
     except zmq.ZMQError as exc:
