@@ -29,10 +29,12 @@ class Post:
 
 @dataclass
 class Receiver:
-    """Secrets by app key; `fail` posts get a 500, each post waits `delay` seconds."""
+    """Secrets by app key; the next `fail` posts get a 500 (and with `fail_every` N, every
+    Nth post too); each post waits `delay` seconds."""
 
     secrets: dict[str, str]
     fail: int = 0
+    fail_every: int = 0
     delay: float = 0.0
     posts: list[Post] = field(default_factory=list)
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (key, event) of 2xx
@@ -78,6 +80,8 @@ class Receiver:
         status = 200
         if self.fail > 0:
             self.fail -= 1
+            status = 500
+        elif self.fail_every and (len(self.posts) + 1) % self.fail_every == 0:
             status = 500
         body = json.loads(raw)
         self.posts.append(Post(key, body, dict(request.headers), status))
