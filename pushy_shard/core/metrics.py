@@ -93,6 +93,20 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            "Events shards published to a channel (triggers, presence, command broadcasts)."),
     Family("pushy_link_deliveries_total", COUNTER,
            "Events shards sent to fronts: one per event per front with members."),
+    # the hooks process (webhooks; shards count what their link to it dropped)
+    Family("pushy_webhook_events_total", COUNTER,
+           "Webhook events announced (once per transition, after the holds), by event."),
+    Family("pushy_webhook_posts_total", COUNTER,
+           "Webhook posts, by HTTP status (timeout: no answer in time; error: no connection)."),
+    Family("pushy_webhook_retries_total", COUNTER, "Webhook batches scheduled for another try."),
+    Family("pushy_webhook_delivered_total", COUNTER, "Webhook events a receiver accepted (2xx)."),
+    Family("pushy_webhook_dropped_total", COUNTER,
+           "Webhook events dropped: queue_full, expired (retried too long), removed (its "
+           "webhook left the config), link (a shard could not reach the hooks process)."),
+    Family("pushy_webhook_queue_events", GAUGE, "Webhook events queued, in flight included."),
+    Family("pushy_webhook_queue_bytes", GAUGE,
+           "Bytes of the queued webhook events (as JSON): bounded by max_queue_bytes."),
+    Family("pushy_webhook_posts_in_flight", GAUGE, "Webhook posts waiting for their answer."),
     # supervisor and the scrape itself
     Family("pushy_restarts_total", COUNTER,
            "Children the supervisor restarted after they died, by role."),

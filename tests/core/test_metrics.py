@@ -150,6 +150,7 @@ def test_restarts_come_from_the_parent_supervisor_only() -> None:
     assert metrics.restart_samples(document, parent_pid=41) == [
         ("pushy_restarts_total", (("role", "shard"),), 2.0),
         ("pushy_restarts_total", (("role", "front"),), 0.0),
+        ("pushy_restarts_total", (("role", "hooks"),), 0.0),
     ]
     assert metrics.restart_samples(document, parent_pid=1) == []  # stale file / supervisord
 

@@ -155,6 +155,7 @@ class Cluster:
     def wait_ready(self, start: int = 0) -> None:
         self.log.wait_for(r"front \d+/\d+ ready", count=self.fronts, start=start,
                           fail=PORT_TAKEN)
+        self.log.wait_for(r"hooks listening on", start=start, fail=PORT_TAKEN)
 
     def pid(self, role: str, index: int) -> int:
         """The current pid of a child, from the supervisor's log."""
@@ -329,6 +330,7 @@ class PushyClient:
 
 
 def iter_children(cluster: Cluster) -> Iterator[tuple[str, int]]:
+    yield "hooks", 0
     for j in range(cluster.workers):
         yield "shard", j
     for i in range(cluster.fronts):

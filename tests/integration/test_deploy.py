@@ -132,11 +132,12 @@ def test_shipped_supervisord_conf_matches_shipped_config() -> None:
     config = json.loads((ROOT / "config.json").read_text())
     assert conf["program:pushy-shard"]["numprocs"] == str(config["workers"])
     assert conf["program:pushy-front"]["numprocs"] == str(config["fronts"])
-    for program in ("program:pushy-shard", "program:pushy-front"):
+    for program in ("program:pushy-shard", "program:pushy-front", "program:pushy-hooks"):
         assert "%(ENV_PUSHY_CONFIG)s" in conf[program]["command"]
         assert conf[program]["stdout_logfile"] == "/dev/stdout"
+    for program in ("program:pushy-shard", "program:pushy-front"):
         assert "%(process_num)d" in conf[program]["command"]
-    assert conf["group:pushy"]["programs"] == "pushy-shard,pushy-front"
+    assert conf["group:pushy"]["programs"] == "pushy-hooks,pushy-shard,pushy-front"
 
 
 def test_supervisord_requires_pushy_config(tmp_path: Path) -> None:
@@ -210,8 +211,11 @@ async def test_supervisord(tmp_path: Path) -> None:
         log.wait_for(r"shard \d/2 listening on ipc://", 2)  # every program logs to stdout
         spawned = _spawned(log)
         assert sorted(spawned.values()) == [
-            "pushy-front-0", "pushy-front-1", "pushy-shard-0", "pushy-shard-1"]
+            "pushy-front-0", "pushy-front-1", "pushy-hooks", "pushy-shard-0", "pushy-shard-1"]
         for pid, name in spawned.items():  # supervisord ran the role commands themselves
+            if name == "pushy-hooks":
+                assert _title(pid) == "pushy-shard: hooks"
+                continue
             role, index = name.removeprefix("pushy-").rsplit("-", 1)
             assert _title(pid) == f"pushy-shard: {role} {int(index) + 1}/2"
 
@@ -276,7 +280,7 @@ async def test_supervisord(tmp_path: Path) -> None:
             await leaving.close()
 
         spawned = _spawned(log)
-        assert len(spawned) == 6  # four, the restarted front and the restarted shard
+        assert len(spawned) == 7  # five, the restarted front and the restarted shard
         mark = log.mark
         process.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(process.wait, STOP_TIMEOUT) == 0
@@ -400,6 +404,7 @@ def test_process_titles(tmp_path: Path) -> None:
         assert _title(cluster.process.pid) == "pushy-shard: supervisor"
         titles = {_title(cluster.pid(role, index)) for role, index in iter_children(cluster)}
         assert titles == {
+            "pushy-shard: hooks",
             "pushy-shard: shard 1/3", "pushy-shard: shard 2/3", "pushy-shard: shard 3/3",
             "pushy-shard: front 1/2", "pushy-shard: front 2/2",
         }

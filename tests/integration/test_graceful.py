@@ -167,8 +167,8 @@ async def test_sighup_applies_live_settings_and_refuses_the_rest(
                      sockjs={"prefix": cluster.prefix, "heartbeat_delay": 0.2})
         mark = cluster.log.mark
         cluster.process.send_signal(signal.SIGHUP)
-        cluster.log.wait_for(r"SIGHUP: config is valid; reloading 3 processes", start=mark)
-        cluster.log.wait_for(r"reload: applied .*secretKey", count=3, start=mark)
+        cluster.log.wait_for(r"SIGHUP: config is valid; reloading 4 processes", start=mark)
+        cluster.log.wait_for(r"reload: applied .*secretKey", count=4, start=mark)
         frame = await client._frame(timeout=5)  # the new heartbeat interval
         assert frame == "h", frame
         status, _ = await cluster.trigger("news", "old-secret", {})

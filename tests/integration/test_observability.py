@@ -152,7 +152,7 @@ async def test_internal_stats_are_not_public(json_cluster: Cluster) -> None:
 async def test_json_log_lines_parse_and_carry_the_role(json_cluster: Cluster) -> None:
     lines = [line for line in json_cluster.log.lines if line != "<eof>"]
     records = [json.loads(line) for line in lines]
-    assert {r["role"] for r in records} == {"supervisor", "front", "shard"}
+    assert {r["role"] for r in records} == {"supervisor", "front", "shard", "hooks"}
     ready = [r for r in records if re.match(r"front \d/2 ready", r["msg"])]
     assert sorted(r["index"] for r in ready) == [0, 1]
     assert all(r["level"] == "info" for r in ready)
