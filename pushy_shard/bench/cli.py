@@ -72,6 +72,9 @@ def _options() -> argparse.ArgumentParser:
                         help="with --url: comma-separated pids to measure CPU/RSS of")
     server.add_argument("--server-pattern",
                         help="with --url: regex over /proc/PID/cmdline of the server's processes")
+    server.add_argument("--webhooks", choices=("off", "on", "both"), default="off",
+                        help="a started server posts every webhook event of both protocols "
+                        "to a sink in this tool (both: each scenario without, then with)")
     server.add_argument("--protocol", choices=("pushy", "pusher", "both"),
                         help="the client protocol to drive: each scenario once per protocol, "
                         "on a fresh server each (default: both for a started server, pushy "
@@ -174,23 +177,29 @@ def _run(args: argparse.Namespace, settings: Settings) -> list[Result]:
                 continue
             results.extend(_scaling(settings, args))
             continue
-        for proto in protocols:
-            print(f"-- ({SCENARIOS[name]}) {name}, {proto}", file=sys.stderr, flush=True)
+        hooks = {"off": [False], "on": [True], "both": [False, True]}[args.webhooks]
+        for proto, webhooks in [(p, w) for p in protocols for w in hooks]:
+            print(f"-- ({SCENARIOS[name]}) {name}, {proto}" + (", webhooks" if webhooks
+                                                              else ""),
+                  file=sys.stderr, flush=True)
             if args.url:
                 server = target.external(args.url, args.secret, args.prefix, args.server_pids,
                                          args.server_pattern, args.label)
                 server.protocol = proto
             else:
                 server = target.local(args.workers, args.fronts, args.secret, args.prefix,
-                                      proto)
+                                      proto, webhooks)
                 if args.label:
                     server.label = args.label + (" pusher" if proto == "pusher" else "")
             try:
                 runs = runners[name](settings, server)
             finally:
+                sink = server.server.sink if server.server is not None else None
                 server.stop()
             for result in runs:
                 result.params["protocol"] = proto
+                if sink is not None:
+                    result.params["webhooks"] = f"{sink.events} events in {sink.posts} posts"
             results.extend(runs)
     return results
 

@@ -17,6 +17,7 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import IO
 
@@ -27,6 +28,39 @@ from pushy_shard.bench.ports import PORT_ATTEMPTS, PORT_TAKEN, free_port
 READY = re.compile(r"front \d+/\d+ ready")
 PUSHER_APP = ("1", "bench-key")  # the Pusher app a started server serves: its id and key
 PROBLEM = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b|Traceback")
+WEBHOOK_EVENTS = ["channel_occupied", "channel_vacated", "member_added", "member_removed",
+                  "client_event", "cache_miss", "subscription_count"]
+
+
+class WebhookSink:
+    """A webhook receiver that takes every post (200) and counts posts and events, so a
+    run with webhooks measures the server's side of them, not a receiver's."""
+
+    def __init__(self) -> None:
+        sink = self
+        self.posts = self.events = 0
+        self._lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with sink._lock:
+                    sink.posts += 1
+                    sink.events += len(json.loads(body).get("events", []))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 class LocalServer:
@@ -37,8 +71,10 @@ class LocalServer:
     """
 
     def __init__(self, workers: int, fronts: int, secret: str, prefix: str,
-                 start_timeout: float = 60.0) -> None:
+                 start_timeout: float = 60.0, webhooks: bool = False) -> None:
         self.workers, self.fronts = workers, fronts
+        # with webhooks: every event of the Pusher app and the Pushy channels goes to a sink
+        self.sink = WebhookSink() if webhooks else None
         for _ in range(PORT_ATTEMPTS):
             self._start(secret, prefix)
             try:
@@ -65,6 +101,10 @@ class LocalServer:
             # command rate limit (a production policy) would refuse it, so it is lifted here
             "limits": {"commands_per_second": 1_000_000, "commands_burst": 1_000_000},
         }
+        if self.sink is not None:
+            hooks = [{"url": self.sink.url, "events": WEBHOOK_EVENTS}]
+            config["apps"][0]["webhooks"] = hooks  # type: ignore[index]
+            config["pushy_app"] = {"id": "2", "key": "bench-pushy-key", "webhooks": hooks}
         config_path = self.folder / "config.json"
         config_path.write_text(json.dumps(config))
         env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -121,6 +161,8 @@ class LocalServer:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         shutil.rmtree(self.folder, ignore_errors=True)
+        if self.sink is not None:
+            self.sink.stop()
 
 
 @dataclass
@@ -167,9 +209,10 @@ class Target:
 
 
 def local(workers: int, fronts: int, secret: str, prefix: str,
-          protocol: str = "pushy") -> Target:
-    server = LocalServer(workers, fronts, secret, prefix)
+          protocol: str = "pushy", webhooks: bool = False) -> Target:
+    server = LocalServer(workers, fronts, secret, prefix, webhooks=webhooks)
     label = f"pushy-shard w{workers} f{fronts}" + (" pusher" if protocol == "pusher" else "")
+    label += " +webhooks" if webhooks else ""
     return Target("127.0.0.1", server.port, "", prefix, secret, label, server=server,
                   protocol=protocol)
 

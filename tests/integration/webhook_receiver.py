@@ -25,6 +25,7 @@ class Post:
     body: dict[str, Any]
     headers: dict[str, str]
     status: int
+    raw: str  # the body as it came, for other checkers of the signature
 
 
 @dataclass
@@ -84,7 +85,7 @@ class Receiver:
         elif self.fail_every and (len(self.posts) + 1) % self.fail_every == 0:
             status = 500
         body = json.loads(raw)
-        self.posts.append(Post(key, body, dict(request.headers), status))
+        self.posts.append(Post(key, body, dict(request.headers), status, raw.decode()))
         if status == 200:
             self.events += [(key, event) for event in body["events"]]
         self._changed.set()
