@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pushy_shard.core import protocol
 from pushy_shard.core.auth import channel_token, parse_json_like_js, signatures_equal
@@ -18,6 +18,8 @@ from pushy_shard.core.routing import app_of, channel_key
 from pushy_shard.errors import ChannelNotFound, NotSubscribed
 
 MAX_PRESENCE_BYTES = Limits().max_presence_data  # the default; shards pass the configured one
+COUNT_QUIET_ABOVE = 100  # subscribers past which subscription counts are throttled
+COUNT_EVERY_MS = 5000  # ...to at most one per this long
 
 
 # -- effects ---------------------------------------------------------------------------------
@@ -132,6 +134,9 @@ class Channel:
     members: dict[str, Member] = field(default_factory=dict)  # sid -> member, join order
     member_ids: set[str] = field(default_factory=set)
     front_counts: dict[int, int] = field(default_factory=dict)
+    counted: int = -1  # the subscription count last told (pushed, or a webhook)
+    count_sent: int = 0  # when (ms)
+    count_due: bool = False  # a change waits for the throttle
 
     def fronts(self) -> tuple[int, ...]:
         return tuple(self.front_counts)
@@ -153,6 +158,33 @@ class Channel:
 
     def presence_list(self) -> list[dict[str, Any]]:
         return [m.state.record for m in self.members.values() if m.state.record is not None]
+
+
+def new_count(chan: Channel, now_ms: int | None, force: bool = False) -> int | None:
+    """The subscription count to tell now (Pusher's rule, PUSHER.md 3: every change, at
+    most one per 5 s above 100 subscribers), or None; a held change waits for `tick` with
+    `force` (`now_ms` None: the time is not known here, the next tick tells it)."""
+    count = len(chan.members)
+    if count == chan.counted:
+        chan.count_due = False
+        return None
+    quiet = count > COUNT_QUIET_ABOVE and not force
+    if quiet and (now_ms is None or now_ms - chan.count_sent < COUNT_EVERY_MS):
+        chan.count_due = True
+        return None
+    chan.counted, chan.count_due = count, False
+    if now_ms is not None:
+        chan.count_sent = now_ms
+    return count
+
+
+_C = TypeVar("_C", bound="Channel")
+
+
+def counts_due(channels: Iterable[_C], now_ms: int) -> list[_C]:
+    """The channels whose held count may be told now (at `tick`)."""
+    return [chan for chan in channels
+            if chan.count_due and now_ms - chan.count_sent >= COUNT_EVERY_MS]
 
 
 def presence_record(data: object, member_id: str, now_ms: int) -> dict[str, Any]:
@@ -356,7 +388,7 @@ class ChannelTable:
             effects.append(Broadcast(key, chan.fronts(), add, sid))
         if record is not None:
             effects += self._hook(chan, "member_added", member_id)
-        return effects
+        return effects + self._count(chan, now_ms)
 
     def unsubscribe(self, *, front: int, sid: str, channel: str) -> list[Effect]:
         """PROTOCOL.md 3.2, checks 2-4. Raises ChannelNotFound or NotSubscribed."""
@@ -433,7 +465,12 @@ class ChannelTable:
         return effects
 
     def tick(self, now_ms: int) -> list[Effect]:
-        return []  # nothing of the Pushy protocol waits
+        """Subscription counts for webhooks the throttle held back (the Pushy protocol
+        itself has nothing that waits)."""
+        effects: list[Effect] = []
+        for chan in counts_due(self.channels.values(), now_ms):
+            effects += self._count(chan, now_ms, force=True)
+        return effects
 
     def _remove(self, chan: Channel, sid: str, reply: bytes | None) -> list[Effect]:
         record = chan.members[sid].state.record
@@ -450,8 +487,19 @@ class ChannelTable:
             del self.channels[chan.key]
             if self.on_channel is not None:
                 self.on_channel(chan.display, False)
-            effects += self._hook(chan, "channel_vacated")
-        return effects
+            return effects + self._hook(chan, "channel_vacated")
+        return effects + self._count(chan, None)
+
+    def _count(self, chan: Channel, now_ms: int | None, force: bool = False) -> list[Effect]:
+        """A subscription_count webhook of a channel that is not a presence one, when a
+        webhook wants it (the Pushy protocol pushes no counts to its clients)."""
+        if "subscription_count" not in self.hooks or chan.presence:
+            return []
+        count = new_count(chan, now_ms, force)
+        if count is None:
+            return []
+        return [Hook(chan.key, {"name": "subscription_count", "channel": chan.display,
+                                "subscription_count": count})]
 
     def _hook(self, chan: Channel, name: str, user_id: str | None = None) -> list[Effect]:
         """A webhook transition, when a webhook wants it (a Pushy member's user is its

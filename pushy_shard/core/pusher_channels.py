@@ -26,13 +26,13 @@ from pushy_shard.core.channels import (
     Member,
     MemberState,
     Reply,
+    counts_due,
+    new_count,
 )
 from pushy_shard.core.protocol import dumps
 from pushy_shard.core.pusher_names import Kind, parse_channel
 
 CACHE_MS = 30 * 60 * 1000  # a cache channel keeps its last event this long
-COUNT_QUIET_ABOVE = 100  # subscribers past which subscription counts are throttled
-COUNT_EVERY_MS = 5000  # ...to at most one per this long
 
 
 class AppRules(Protocol):
@@ -68,9 +68,6 @@ class Cached:
 @dataclass(slots=True)
 class PusherChannel(Channel):
     users: dict[str, User] = field(default_factory=dict)  # user key (text of the id) -> user
-    counted: int = -1  # the subscription count last pushed
-    count_sent: int = 0  # when (ms)
-    count_due: bool = False  # a change waits for the throttle
 
 
 class PusherChannels:
@@ -234,9 +231,8 @@ class PusherChannels:
     def tick(self, now_ms: int) -> list[Effect]:
         """Subscription counts the throttle held back, now that they may go."""
         effects: list[Effect] = []
-        for chan in self.channels.values():
-            if chan.count_due and now_ms - chan.count_sent >= COUNT_EVERY_MS:
-                effects += self._count(chan, now_ms, force=True)
+        for chan in counts_due(self.channels.values(), now_ms):
+            effects += self._count(chan, now_ms, force=True)
         for key in [key for key, cached in self.caches.items() if cached.until <= now_ms]:
             del self.caches[key]
         return effects
@@ -315,17 +311,9 @@ class PusherChannels:
             return []
         if parse_channel(chan.display).kind is Kind.USER:
             return []
-        count = len(chan.members)
-        if count == chan.counted:
-            chan.count_due = False
+        count = new_count(chan, now_ms, force)
+        if count is None:
             return []
-        quiet = count > COUNT_QUIET_ABOVE and not force
-        if quiet and (now_ms is None or now_ms - chan.count_sent < COUNT_EVERY_MS):
-            chan.count_due = True
-            return []
-        chan.counted, chan.count_due = count, False
-        if now_ms is not None:
-            chan.count_sent = now_ms
         effects: list[Effect] = []
         if push:
             effects.append(Broadcast(chan.key, chan.fronts(),

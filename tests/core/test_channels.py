@@ -17,14 +17,18 @@ from pushy_shard.commands import new_member_id as random_member_id
 from pushy_shard.core import protocol
 from pushy_shard.core.auth import channel_token, sha256_hex
 from pushy_shard.core.channels import (
+    COUNT_EVERY_MS,
+    COUNT_QUIET_ABOVE,
     MAX_PRESENCE_BYTES,
     Broadcast,
     ChannelTable,
     Effect,
+    Hook,
     Joined,
     Left,
     MemberState,
     Reply,
+    hook_events,
 )
 from pushy_shard.errors import ChannelNotFound, NotSubscribed
 
@@ -914,3 +918,44 @@ def test_a_subscribe_whose_answer_cannot_be_encoded_changes_nothing() -> None:
     chan = table.get("presence-x")
     assert chan is not None and list(chan.members) == ["s1"] and chan.front_counts == {0: 1}
     assert chan.member_ids == {"m1"}
+
+
+# -- webhook transitions (Hook effects) ---------------------------------------------------------
+
+
+def hooks_of(effects: list[Effect]) -> list[dict[str, Any]]:
+    return [effect.event for effect in effects if isinstance(effect, Hook)]
+
+
+def test_transitions_are_reported_only_when_a_webhook_wants_them() -> None:
+    table = ChannelTable(SECRET)
+    assert hooks_of(sub(table, "a", "news")) == []
+    table.hooks = hook_events(["channel_vacated", "member_added"])
+    assert hooks_of(sub(table, "b", "sport")) == [{"name": "channel_occupied",
+                                                   "channel": "sport"}]
+    joined = sub_private(table, "c", "private-room", ALICE, new_id=ids("m1"))
+    assert hooks_of(joined) == [{"name": "channel_occupied", "channel": "private-room"},
+                                {"name": "member_added", "channel": "private-room",
+                                 "user_id": "m1"}]
+    assert hooks_of(table.leave("c", ["private-room"])) == [
+        {"name": "member_removed", "channel": "private-room", "user_id": "m1"},
+        {"name": "channel_vacated", "channel": "private-room"}]
+    # a replay creates what it brings back: the hooks process knows what it announced
+    restored = table.restore_front(1, [MemberState("d", "replayed", "Replayed", False, "m9",
+                                                   None)])
+    assert hooks_of(restored) == [{"name": "channel_occupied", "channel": "Replayed"}]
+
+
+def test_pushy_subscription_counts_for_webhooks_are_throttled_like_pushers() -> None:
+    table = ChannelTable(SECRET)
+    table.hooks = hook_events(["subscription_count"])
+    assert hooks_of(sub(table, "a", "news")) == [
+        {"name": "subscription_count", "channel": "news", "subscription_count": 1}]
+    for n in range(2, COUNT_QUIET_ABOVE + 2):
+        sub(table, f"s{n}", "news", now=NOW + n)
+    assert table.get("news").counted == COUNT_QUIET_ABOVE  # type: ignore[union-attr]
+    assert table.tick(NOW + 100) == []  # held: 101 subscribers, the last told just now
+    (held,) = table.tick(NOW + COUNT_QUIET_ABOVE + COUNT_EVERY_MS)
+    assert hooks_of([held]) == [{"name": "subscription_count", "channel": "news",
+                                 "subscription_count": COUNT_QUIET_ABOVE + 1}]
+    assert hooks_of(sub_private(table, "p", "private-p", ALICE)) == []  # not presence ones

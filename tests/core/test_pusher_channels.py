@@ -7,8 +7,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from pushy_shard.core.channels import Broadcast, Joined, Left, MemberState, Reply
-from pushy_shard.core.pusher_channels import CACHE_MS, COUNT_EVERY_MS, PusherChannels
+from pushy_shard.core.channels import COUNT_EVERY_MS, Broadcast, Joined, Left, MemberState, Reply
+from pushy_shard.core.pusher_channels import CACHE_MS, PusherChannels
 from pushy_shard.core.routing import app_key
 
 NOW = 1_700_000_000_000

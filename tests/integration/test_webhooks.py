@@ -368,7 +368,11 @@ async def test_the_pushy_channels_have_webhooks_too(tmp_path: Path, receiver: Re
         await receiver.until(lambda r: len(r.named("member_added")) == 1)
         await a.close()
         await receiver.until(lambda r: len(r.named("channel_vacated")) == 2)
-        pushy = [e for key, e in receiver.events if key == PUSHY_KEY]
+        pushy = [e for key, e in receiver.events if key == PUSHY_KEY
+                 and e["name"] != "subscription_count"]
+        assert [e for key, e in receiver.events if key == PUSHY_KEY
+                and e["name"] == "subscription_count"] == [
+            {"name": "subscription_count", "channel": "Pushy-Hall", "subscription_count": 1}]
         removed = {"name": "member_removed", "channel": "private-pushy-presence",
                    "user_id": member}
         vacated = {"name": "channel_vacated", "channel": "private-pushy-presence"}
