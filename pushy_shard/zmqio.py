@@ -9,10 +9,13 @@ after every send. Each process makes its own context after it starts (STYLE.md).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from collections.abc import Callable
 
 import zmq
+
+from pushy_shard.errors import AddressInUse
 
 log = logging.getLogger(__name__)
 
@@ -98,3 +101,23 @@ def tune(sock: zmq.Socket) -> None:
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, HIGH_WATER_MARK)
     sock.setsockopt(zmq.RCVHWM, HIGH_WATER_MARK)
+
+
+def bind_router(context: zmq.Context, endpoint: str, name: str, *,
+                handover: bool = False) -> zmq.Socket:
+    """A tuned ROUTER bound to `endpoint` that refuses to send to an unknown peer (a send
+    fails instead of vanishing); `handover`: a peer reconnecting with a known routing id
+    takes it over at once. AddressInUse when another process has the endpoint."""
+    sock = context.socket(zmq.ROUTER)
+    tune(sock)
+    sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    if handover:
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError as exc:
+        sock.close()
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise AddressInUse(f"{name}: {endpoint}: already in use by another process") from None
+    return sock

@@ -281,6 +281,8 @@ def channel_gauges(channels: Iterable[Channel]) -> list[Sample]:
     ]
 
 
+STATS_PATH = "/pushy-internal/stats"  # where a front or the hooks process serves its snapshot,
+#                                       on its private endpoint only
 RESTART_ROLES = ("shard", "front", "hooks")
 STATE_FILE = "supervisor.json"  # in the runtime directory: the supervisor writes, fronts read
 

@@ -28,13 +28,12 @@ from pushy_shard.front.front import Front
 from pushy_shard.front.relay import Relay
 from pushy_shard.front.transports import FRONT_KEY, NO_CACHE, RELAY_KEY
 from pushy_shard.front.websocket import FRONT_HEADER
-from pushy_shard.hooks.worker import STATS_PATH as HOOKS_STATS_PATH
 
 log = logging.getLogger(__name__)
 
 SCRAPE_TIMEOUT = 1.0  # seconds a shard or front may take to send its snapshot
 HEALTH_STALE = 3.0  # a shard that answered no PING (sent once a second) for this long is down
-STATS_PATH = "/pushy-internal/stats"  # served on the private relay endpoint only
+STATS_PATH = metrics.STATS_PATH
 
 # transports that always appear in pushy_connections, 0 included, so dashboards see them
 TRANSPORTS = ("websocket", "raw-websocket", "xhr-streaming", "xhr-polling", "eventsource",
@@ -89,10 +88,10 @@ async def _from_hooks(front: Front) -> list[metrics.Sample]:
     target = endpoint.hooks_stats
     connector: aiohttp.BaseConnector
     if isinstance(target, str):
-        connector, url = aiohttp.UnixConnector(path=target), f"http://hooks{HOOKS_STATS_PATH}"
+        connector, url = aiohttp.UnixConnector(path=target), f"http://hooks{STATS_PATH}"
     else:
         connector = aiohttp.TCPConnector()
-        url = f"http://{target[0]}:{target[1]}{HOOKS_STATS_PATH}"
+        url = f"http://{target[0]}:{target[1]}{STATS_PATH}"
     timeout = aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http, \
             http.get(url) as response:

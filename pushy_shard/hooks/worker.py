@@ -43,11 +43,10 @@ from pushy_shard.core.webhooks import (
 )
 from pushy_shard.errors import AddressInUse, LinkError
 from pushy_shard.reloading import reread
-from pushy_shard.zmqio import ZmqChannel, tune
+from pushy_shard.zmqio import ZmqChannel, bind_router
 
 log = logging.getLogger(__name__)
 
-STATS_PATH = "/pushy-internal/stats"
 ASK_EVERY = 1.0  # seconds between asks for the state of shards that have not answered
 
 
@@ -102,27 +101,35 @@ class HooksWorker:
             self._line("malformed", f"dropped a malformed message from a shard: {exc}")
             return
         now = _now_ms()
-        try:
-            if isinstance(decoded, link.Transitions):
-                for app, event in decoded.events:
+        if isinstance(decoded, link.Transitions):
+            for app, event in decoded.events:
+                try:
                     self._queue(self.announcer.apply(app, event, now), now)
-            else:
-                # the difference is announced only against what this process heard of
-                # that shard before: a first state (this process is new) is adopted
-                announce = decoded.announce and decoded.shard not in self.unasked
-                self.unasked.discard(decoded.shard)
-                shard, workers = decoded.shard, self.config.workers
-
-                def owned(app: str, channel: str) -> bool:
-                    return shard_for(app_key(app, channel), workers) == shard
-
-                self._queue(self.announcer.restore(owned, decoded.state, now, announce), now)
-                count = sum(len(channels) for channels in decoded.state.values())
-                log.info("hooks: shard %d %s: %d channel(s)", shard, "recovered"
-                         if decoded.announce else "answered", count)
-        except BadTransition as exc:
-            self._line("malformed", f"dropped a transition shard {decoded.shard} sent: {exc}")
+                except BadTransition as exc:
+                    self._line("malformed", f"dropped a transition of shard {decoded.shard}: "
+                               f"{exc}")
+        else:
+            self._restore(decoded, now)
         self.pump()
+
+    def _restore(self, report: link.HookState, now: int) -> None:
+        """A shard's whole state. The difference is announced only against what this
+        process heard of that shard before: a first state (this process is new) is adopted."""
+        announce = report.announce and report.shard not in self.unasked
+        self.unasked.discard(report.shard)
+        shard, workers = report.shard, self.config.workers
+
+        def owned(app: str, channel: str) -> bool:
+            return shard_for(app_key(app, channel), workers) == shard
+
+        try:
+            self._queue(self.announcer.restore(owned, report.state, now, announce), now)
+        except BadTransition as exc:
+            self._line("malformed", f"dropped the state of shard {shard}: {exc}")
+            return
+        count = sum(len(channels) for channels in report.state.values())
+        log.info("hooks: shard %d %s: %d channel(s)", shard,
+                 "recovered" if report.announce else "answered", count)
 
     def ask_for_states(self) -> None:
         """Ask every shard whose state this process has not had yet (it started after them,
@@ -242,7 +249,7 @@ async def _stats_site(worker: HooksWorker, endpoint: str | tuple[str, int]
                             content_type="application/json")
 
     app = web.Application()
-    app.add_routes([web.get(STATS_PATH, stats)])
+    app.add_routes([web.get(metrics.STATS_PATH, stats)])
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site: web.BaseSite
@@ -264,19 +271,9 @@ async def serve(config: Config, config_path: str | None = None) -> None:
     os.makedirs(directory, mode=0o700, exist_ok=True)
     endpoints = link_endpoints(config, directory)
     context = zmq.Context()
-    sock = context.socket(zmq.ROUTER)
-    tune(sock)
-    sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
     # a restarted shard connects with its predecessor's routing id: it takes over at once
-    # (without this ZeroMQ would ignore it while the dead one's pipe is still there)
-    sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
-    try:
-        sock.bind(endpoints.hooks)
-    except zmq.ZMQError as exc:
-        if exc.errno != errno.EADDRINUSE:
-            raise
-        raise AddressInUse(f"hooks: {endpoints.hooks}: already in use by another process"
-                           ) from None
+    # (without handover ZeroMQ would ignore it while the dead one's pipe is still there)
+    sock = bind_router(context, endpoints.hooks, "hooks", handover=True)
     worker.channel = ZmqChannel(loop, sock, worker.on_message, "hooks")
     worker.http = aiohttp.ClientSession(skip_auto_headers=("User-Agent",),
                                         headers={"User-Agent": "pushy-shard webhooks"})

@@ -9,7 +9,6 @@ sweep and ends its recovery grace.
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import os
 import signal
@@ -21,10 +20,9 @@ from pushy_shard.commands import load_registry
 from pushy_shard.core import link
 from pushy_shard.core.config import Config, link_endpoints, runtime_directory, shard_endpoint
 from pushy_shard.core.stopping import stop_plan
-from pushy_shard.errors import AddressInUse
 from pushy_shard.reloading import reread
 from pushy_shard.shard.engine import Shard
-from pushy_shard.zmqio import ZmqChannel, tune
+from pushy_shard.zmqio import ZmqChannel, bind_router, tune
 
 log = logging.getLogger(__name__)
 
@@ -91,17 +89,8 @@ async def serve(config: Config, index: int, config_path: str | None = None) -> N
     directory = runtime_directory(config, os.environ)
     os.makedirs(directory, mode=0o700, exist_ok=True)
     context = zmq.Context()
-    sock = context.socket(zmq.ROUTER)
-    tune(sock)
-    sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
     endpoint = shard_endpoint(config, index, directory)
-    try:
-        sock.bind(endpoint)
-    except zmq.ZMQError as exc:
-        if exc.errno != errno.EADDRINUSE:
-            raise
-        raise AddressInUse(f"shard {index + 1}/{config.workers}: {endpoint}: already in use "
-                           "by another process") from None
+    sock = bind_router(context, endpoint, f"shard {index + 1}/{config.workers}")
     worker.channel = ZmqChannel(loop, sock, worker.on_message, f"shard {index}")
     hooks = context.socket(zmq.DEALER)
     tune(hooks)
