@@ -368,6 +368,8 @@ async def test_required_signin_closes_4009(cluster: Cluster) -> None:
     late = await PusherClient.open(cluster, key="strict-key", secret="strict-secret")
     bad = await PusherClient.open(cluster, key="strict-key", secret="strict-secret")
     good = await PusherClient.open(cluster, key="strict-key", secret="strict-secret")
+    # opened after `good`: once its deadline closes it, good's deadline has passed too
+    fence = await PusherClient.open(cluster, key="strict-key", secret="strict-secret")
     try:
         signed = pusher.Pusher(app_id="11", key="strict-key", secret="strict-secret").\
             authenticate_user(good.socket_id, {"id": "g"})
@@ -377,10 +379,10 @@ async def test_required_signin_closes_4009(cluster: Cluster) -> None:
         assert (await bad.closed())[0] == 4009
         code, before = await late.closed(timeout=10)
         assert code == 4009 and before[-1]["data"]["code"] == 4009
-        await asyncio.sleep(1.5)  # past the deadline the signed-in one has: it stays
-        await good.nothing_pending()
+        assert (await fence.closed(timeout=10))[0] == 4009
+        await good.nothing_pending()  # past its deadline, signed in: it stays
     finally:
-        for client in (late, bad, good):
+        for client in (late, bad, good, fence):
             await client.close()
 
 
