@@ -133,6 +133,7 @@ class TriggerError(PushyError):
     status = 400
     code = "400"
     message = "Bad request"
+    retry_after: int | None = None  # seconds, sent as Retry-After when set
 
     def __init__(self, message: str | None = None) -> None:
         if message is not None:
@@ -214,6 +215,14 @@ class TriggerUnavailable(TriggerError):
     message = "Service temporarily unavailable"
 
 
+class TriggerRedisUnavailable(TriggerUnavailable):
+    """Redis did not take the event in time (SCALEOUT.md): nothing was delivered after a
+    clean failure; after a timeout it may have been. The app may retry."""
+
+    message = "Redis unavailable, retry"
+    retry_after = 1
+
+
 # -- the Pusher protocol (PUSHER.md) ----------------------------------------------------------
 
 
@@ -249,10 +258,11 @@ class BadChannelName(SubscriptionRefused):
 class ApiError(PusherError):
     """An HTTP API request refused (PUSHER.md 8): `status` and `{"error": message}`."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
         super().__init__(f"{status} {message}")
         self.status = status
         self.message = message
+        self.retry_after = retry_after  # seconds, sent as Retry-After when set
 
     def body(self) -> dict[str, str]:
         return {"error": self.message}
@@ -402,3 +412,19 @@ class FrameError(WireError):
     def close(self) -> Close:
         """The close that fails the connection: its code and reason, TCP ended at once."""
         return Close(self.code, self.reason, protocol_error=True)
+
+
+# -- several instances (SCALEOUT.md) ----------------------------------------------------------
+
+
+class ClusterError(PushyError):
+    """Something between this instance and Redis went wrong."""
+
+
+class ClusterMessageError(ClusterError):
+    """A pub/sub message on a pushy channel that does not decode; it is dropped and counted."""
+
+
+class RedisUnavailable(ClusterError):
+    """Redis did not answer (down, stalled past its deadline, or refusing): the request
+    fails with a retryable error and nothing else changes."""

@@ -45,6 +45,7 @@ __all__ = [
     "DEMO_APP_SECRET",
     "DEMO_SECRET",
     "App",
+    "Cluster",
     "PushyApp",
     "Webhook",
     "WebhookDelivery",
@@ -353,6 +354,45 @@ class WebhookDelivery:
     max_queue_bytes: int = key(8 * 1024 * 1024, size)  # queued events of every URL, as JSON
 
 
+_REDIS_URL_RE = re.compile(r"(rediss?://[^\s/?#]*(/\d+)?|unix:///[^\s?#]+)(\?[^\s#]*)?", re.ASCII)
+_NODE_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,100}", re.ASCII)
+
+
+def _redis_url(path: str, value: object) -> str:
+    url = text(path, value)
+    if not _REDIS_URL_RE.fullmatch(url):
+        raise ConfigError(path, "expected redis://HOST:PORT/DB, rediss://... or "
+                          f"unix:///path/to/redis.sock, found {show(url)}")
+    return url
+
+
+def _node(path: str, value: object) -> str:
+    name = text(path, value)
+    if not _NODE_RE.fullmatch(name):
+        raise ConfigError(path, f"expected 1-100 of A-Z a-z 0-9 _ . : -, found {show(name)}")
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    """Several instances sharing channels through Redis (SCALEOUT.md; README, Several
+    hosts). `node` None: `<hostname>:<port>` (the shard shell resolves it)."""
+
+    redis: str = field(kw_only=True, metadata=row(
+        _redis_url, required="the Redis URL, e.g. redis://127.0.0.1:6379/0"))
+    node: str | None = key(None, optional(_node))
+    lease_seconds: float = key(15.0, seconds)  # a dead instance's members leave by 1.5x this
+
+
+def _cluster(path: str, value: object) -> Cluster | None:
+    if value is None:
+        return None
+    cluster = read(Cluster, path, value, {})
+    if cluster.lease_seconds < 1:
+        raise ConfigError(f"{path}.lease_seconds", "must be at least 1 second")
+    return cluster
+
+
 def _apps(path: str, value: object) -> tuple[App, ...]:
     """The Pusher apps; ids and keys must be unique (they name the app in URLs)."""
     if not isinstance(value, list):
@@ -425,6 +465,8 @@ class Config:
     # the Pushy channels in the HTTP API and webhooks; null: neither
     pushy_app: PushyApp | None = key(None, _pushy_app)
     webhook_delivery: WebhookDelivery = group(WebhookDelivery)
+    # several instances sharing channels through Redis; null: one host, no Redis
+    cluster: Cluster | None = key(None, _cluster)
 
     @property
     def demo_secret(self) -> bool:

@@ -220,13 +220,22 @@ class PusherChannels:
         if chan is None:
             return False, []
         effects: list[Effect] = [Broadcast(key, chan.fronts(), message, exclude)]
-        if client and "client_event" in self.hooks:
-            hook: dict[str, Any] = {"name": "client_event", "channel": display, "event": event,
-                                    "data": text, "socket_id": exclude}
-            if chan.presence and user_id is not None:
-                hook["user_id"] = _text(user_id)
-            effects.append(Hook(key, hook))
+        if client:
+            effects += self.client_hook(key, event, text, exclude, user_id)
         return True, effects
+
+    def client_hook(self, key: str, event: str, text: str, socket_id: str | None,
+                    user_id: object) -> list[Effect]:
+        """The client_event webhook of a client event on `key`, when a webhook wants it
+        (made where the event was sent: with several instances, once)."""
+        chan = self.channels.get(key)
+        if "client_event" not in self.hooks or chan is None:
+            return []
+        hook: dict[str, Any] = {"name": "client_event", "channel": chan.display, "event": event,
+                                "data": text, "socket_id": socket_id}
+        if chan.presence and user_id is not None:
+            hook["user_id"] = _text(user_id)
+        return [Hook(key, hook)]
 
     def tick(self, now_ms: int) -> list[Effect]:
         """Subscription counts the throttle held back, now that they may go."""

@@ -72,6 +72,7 @@ RELOAD_TABLE: dict[str, tuple[str, Change]] = {
     # read at use: the next query, the next webhook (the hooks process re-reads it too)
     "pushy_app": ("pushy_app", LIVE),
     "webhook_delivery": ("webhook_delivery", LIVE),
+    "cluster": ("cluster", FIXED),  # the Redis links, the node's name and its lease
 }
 
 # the sections classified field by field ("limits" is one key, reported field by field)

@@ -34,6 +34,7 @@ from pushy_shard.front.transports import (
     SESSIONS_KEY,
     cache_for_a_year,
     cors_headers,
+    retry_after,
 )
 
 CLOSING_KEY = web.AppKey("closing", websocket.ClosingSockets)
@@ -128,7 +129,7 @@ def trigger_handler(pushy: Pushy) -> Callable[[web.Request], Awaitable[web.Respo
             delivered = await pushy.trigger(verified)
         except TriggerError as exc:
             front.metrics.inc("pushy_triggers_total", (("status", str(exc.status)),))
-            return web.json_response(exc.body(), status=exc.status)
+            return web.json_response(exc.body(), status=exc.status, headers=retry_after(exc))
         code = 201 if delivered else 200
         front.metrics.inc("pushy_triggers_total", _CREATED if delivered else _OK)
         front.metrics.inc("pushy_bytes_in_total", _FROM_TRIGGER, len(body))

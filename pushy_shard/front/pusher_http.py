@@ -34,7 +34,7 @@ from pushy_shard.front.pusher_query import (
     terminate_handler,
     users,
 )
-from pushy_shard.front.transports import FRONT_KEY
+from pushy_shard.front.transports import FRONT_KEY, retry_after
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _STATUS = "pushy_pusher_api_requests_total"
@@ -108,7 +108,8 @@ def api_handler(pusher: Pusher, prefix: str, answer: Answer, *, query: bool = Fa
             app = _verified(pusher, prefix, request, body)
             result = await answer(pusher, app, request, body)
         except ApiError as exc:
-            return web.json_response(exc.body(), status=exc.status), len(body)
+            return web.json_response(exc.body(), status=exc.status,
+                                     headers=retry_after(exc)), len(body)
         return web.json_response(result), len(body)
 
     return handle
@@ -174,6 +175,8 @@ async def _trigger(front: Front, app: App, event: api.Event) -> list[dict[str, i
         results = await asyncio.gather(*futures)
     except LinkUnavailable:
         raise ApiError(503, "Service temporarily unavailable") from None
+    if any(result.get("unavailable") for result in results):
+        raise ApiError(503, "Redis unavailable, retry", retry_after=1)
     infos = []
     for name, result in zip(event.channels, results, strict=True):
         if shard_error(result) is not None:

@@ -37,6 +37,7 @@ from pushy_shard.errors import (
     TooManyChannels,
     TooManyCommands,
     TriggerFailed,
+    TriggerRedisUnavailable,
     TriggerReplayed,
     TriggerUnavailable,
     UnknownCommand,
@@ -228,6 +229,8 @@ class Pushy:
             raise TriggerUnavailable() from exc
         if result.get("replay"):
             raise TriggerReplayed()
+        if result.get("unavailable"):
+            raise TriggerRedisUnavailable()
         if shard_error(result) is not None:
             raise TriggerFailed()
         return bool(result.get("members"))

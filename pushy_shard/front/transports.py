@@ -29,7 +29,7 @@ from pushy_shard.core.sockjs import (
     decode_send_payload,
     htmlfile_prelude,
 )
-from pushy_shard.errors import BodyTooLarge, SockJSRequestError
+from pushy_shard.errors import ApiError, BodyTooLarge, SockJSRequestError, TriggerError
 from pushy_shard.front.front import ClientProtocol, Front
 from pushy_shard.front.relay import Relay
 from pushy_shard.front.sessions import (
@@ -340,3 +340,8 @@ def routes(prefix: str, adapter_for: AdapterFor,
     if "jsonp" in transports:
         table.append(web.post(base + "jsonp_send", jsonp_send))
     return table
+
+
+def retry_after(error: TriggerError | ApiError) -> dict[str, str] | None:
+    """The Retry-After header of a refusal that says when to try again."""
+    return None if error.retry_after is None else {"Retry-After": str(error.retry_after)}

@@ -14,6 +14,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pushy_shard.commands import (
@@ -25,7 +26,7 @@ from pushy_shard.commands import (
     run_handler,
 )
 from pushy_shard.core import channel_query as query
-from pushy_shard.core import link, metrics
+from pushy_shard.core import cluster_wire, link, metrics
 from pushy_shard.core.channels import (
     Broadcast,
     ChannelState,
@@ -38,14 +39,22 @@ from pushy_shard.core.channels import (
     Reply,
     hook_events,
 )
+from pushy_shard.core.cluster_view import ClusterView, Turn
 from pushy_shard.core.config import App, Config
 from pushy_shard.core.front_view import Answer, Apply, FrontsView, Restore
 from pushy_shard.core.metrics import Metrics
+from pushy_shard.core.outbox import Outbox
 from pushy_shard.core.pusher_channels import PusherChannels
 from pushy_shard.core.ratelimit import BreachLog
 from pushy_shard.core.replay import ReplayCache
 from pushy_shard.core.routing import PUSHY_APP, app_key, app_of, shard_for
-from pushy_shard.errors import ApiError, CommandFailed, LinkError, UnknownCommand
+from pushy_shard.errors import (
+    ApiError,
+    ClusterMessageError,
+    CommandFailed,
+    LinkError,
+    UnknownCommand,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +63,25 @@ _OP_LABELS = {link.Command.OP: (("op", "command"),), link.Leave.OP: (("op", "lea
               link.Query.OP: (("op", "query"),)}
 _OTHER_OP = (("op", "other"),)
 _REFUSED = link.body({"error": CommandFailed().payload()})
+_UNAVAILABLE = link.body({"unavailable": "redis"})
+# with several instances these are decided in Redis, cluster-wide, not by one shard's table
+_CLUSTER_HOOKS = frozenset({"channel_occupied", "channel_vacated", "subscription_count"})
+
+
+class _Pending:
+    """A request whose Done waits for Redis (a trigger's PUBLISH)."""
+
+
+PENDING = _Pending()
+
+
+@dataclass(frozen=True, slots=True)
+class _Waiter:
+    """Who waits for a PUBLISH: the front's identity and request id."""
+
+    identity: bytes
+    rid: bytes
+    pusher: bool  # a Pusher app's trigger: its answer has the subscription count
 
 
 class Shard:
@@ -70,18 +98,27 @@ class Shard:
         self.fronts = FrontsView(index, incarnation or secrets.token_hex(8), config.fronts)
         self.metrics = Metrics()
         self._breach_log = BreachLog()
-        self._outbox: dict[bytes, list[list[bytes]]] = {}
+        self._outbox = Outbox()
+        # several instances (SCALEOUT.md): what this shard listens to and tells Redis
+        self.cluster = ClusterView() if config.cluster is not None else None
+        self._touched: set[str] = set()  # keys whose local member count may have changed
+        self._turns: list[Turn] = []
+        self._names: dict[str, str] = {}  # key -> display name, for cluster webhooks
         self._hooks: list[tuple[str, dict[str, Any]]] = []  # transitions for the hooks process
         self._hook_messages: list[link.Transitions | link.HookState] = []  # ...in order
         self._hook_events = _hook_events(config)
         self._recovered = False  # its state was sent to the hooks process after recovery
         self.on_output = on_output  # told when output starts waiting (the shell flushes)
+        self.on_recovered: Callable[[], None] | None = None  # every front replayed
+        self.extra_stats: Callable[[], list[metrics.Sample]] | None = None  # the shell's
         # counted as plain ints on the effect path, reported by `stats`
         self.published = 0  # Broadcast effects
         self.link_deliveries = 0  # Deliver messages: one per Broadcast per front
         self.subscriptions = 0  # Joined effects
         self.dropped_output = 0  # link send failures, counted by the shell
         self.hooks_dropped = 0  # webhook transitions the hooks link could not queue
+        self.cluster_in = 0  # pub/sub messages applied
+        self.cluster_malformed = 0  # pub/sub messages that did not decode
 
     @property
     def incarnation(self) -> str:
@@ -130,15 +167,21 @@ class Shard:
         channels send what waited (throttled counts)."""
         self._act(self.fronts.expire(now, self.config.timeouts.front_silence))
         self.perform(self.channels.tick(int(time.time() * 1000)))
+        if self.cluster is not None:
+            self.cluster.idle(now)
+            self._wake()
 
     def end_recovery(self) -> None:
         """The recovery grace ended: apply what was held back."""
         self._act(self.fronts.end_recovery())
 
     def take(self) -> dict[bytes, list[bytes]]:
-        """What to send now: one multipart message per front identity."""
-        outbox, self._outbox = self._outbox, {}
-        return {identity: link.batch(messages) for identity, messages in outbox.items()}
+        """What to send now: one multipart message per front identity (with several
+        instances, what does not wait for Redis)."""
+        if self.cluster is not None:
+            self._cluster_turn()
+        return {identity: link.batch(messages)
+                for identity, messages in self._outbox.take().items()}
 
     def take_hooks(self) -> list[link.Transitions | link.HookState]:
         """What goes to the hooks process now, in order: the transitions decided since the
@@ -187,6 +230,8 @@ class Shard:
             self._recovered = True
             if self._hook_events:
                 self.send_hook_state(announce=True)
+            if self.on_recovered is not None:
+                self.on_recovered()
 
     def _acted(self, actions: Sequence[Answer | Restore | Apply]) -> None:
         for action in actions:
@@ -201,6 +246,7 @@ class Shard:
                 elif action.reason == "restarted":
                     log.info("shard %d: front %d restarted; its former members leave",
                              self.index, action.front)
+                self._touched.update(member.key for member in action.members)
                 self.perform(self.channels.restore_front(action.front, action.members,
                                                          announce=action.announce))
 
@@ -220,14 +266,18 @@ class Shard:
             result = _REFUSED
         else:
             try:
-                result = link.body(self._result(apply.front, request))
+                answer = self._result(apply.front, request, apply.identity, rid)
+                if answer is PENDING:
+                    return
+                result = link.body(answer)
             except (ValueError, TypeError, RecursionError):  # a bug: nothing fails this late
                 log.exception("shard %d: request %r of front %d failed", self.index,
                               apply.frames[0], apply.front)
                 result = _REFUSED
         self._send(apply.identity, link.Done(rid, result))
 
-    def _result(self, front: int, request: link.Request) -> dict[str, Any]:
+    def _result(self, front: int, request: link.Request, identity: bytes,
+                rid: bytes) -> dict[str, Any] | _Pending:
         if isinstance(request, link.Command):
             return self._command(front, request)
         if isinstance(request, link.Leave):
@@ -237,6 +287,8 @@ class Shard:
             if self._replayed(request):
                 return {"replay": True}
             state = self.channels.for_key(request.key)
+            if self.cluster is not None:
+                return self._publish(state, request, identity, rid)
             members, effects = state.trigger(request.key, request.event, request.data,
                                              request.exclude, now_ms=int(time.time() * 1000),
                                              user_id=request.user_id, client=request.client)
@@ -254,6 +306,99 @@ class Shard:
                 now_ms=int(time.time() * 1000), new_member_id=new_member_id))
             return {}
         raise ValueError(f"no request is applied as {type(request).__name__}")
+
+    # -- several instances (SCALEOUT.md) -------------------------------------------------------
+
+    def _publish(self, state: ChannelState, request: link.Trigger, identity: bytes,
+                 rid: bytes) -> _Pending:
+        """A trigger goes to Redis; every instance's shard delivers it when it comes back
+        on its subscription (one order per channel: Redis's). The Done waits for Redis."""
+        assert self.cluster is not None
+        message = cluster_wire.Published(request.event, request.data, request.exclude,
+                                         request.user_id, request.client)
+        if request.client and isinstance(state, PusherChannels):  # announced here, once
+            text = request.data if isinstance(request.data, str) else ""
+            self.perform(state.client_hook(request.key, request.event, text,
+                                           request.exclude, request.user_id))
+        self.cluster.publish(request.key, message.encode(),
+                             _Waiter(identity, rid, isinstance(state, PusherChannels)))
+        self._wake()
+        return PENDING
+
+    def publish_done(self, waiter: object, counts: list[int] | None) -> None:
+        """Redis answered a PUBLISH (None: it failed or timed out): its Done, with the
+        channel's cluster-wide occupancy (`counts`, each instance's subscriptions)."""
+        assert isinstance(waiter, _Waiter)
+        if counts is None:
+            self._send(waiter.identity, link.Done(waiter.rid, _UNAVAILABLE))
+            return
+        result: dict[str, Any] = {"members": bool(counts)}
+        if waiter.pusher:
+            result["subscription_count"] = sum(counts)
+        self._send(waiter.identity, link.Done(waiter.rid, link.body(result)))
+
+    def arrived(self, key: str, payload: bytes) -> None:
+        """A message on a channel this shard listens to, from any instance (its own too)."""
+        try:
+            message = cluster_wire.decode(payload)
+        except ClusterMessageError as exc:
+            self.cluster_malformed += 1
+            self.breach_line("cluster", f"dropped a pub/sub message on {key!r}: {exc}")
+            return
+        self.cluster_in += 1
+        state = self.channels.for_key(key)
+        _, effects = state.trigger(key, message.event, message.data, message.exclude,
+                                   now_ms=int(time.time() * 1000), user_id=message.user_id,
+                                   client=message.client)
+        self.perform([effect for effect in effects if not isinstance(effect, Hook)])
+
+    def occupancy(self, key: str, occupied: bool) -> None:
+        """Redis says this instance's write made `key` occupied (or vacated) cluster-wide:
+        the webhook transition, announced once."""
+        name = "channel_occupied" if occupied else "channel_vacated"
+        if name in self.channels.for_key(key).hooks:
+            display = self._names.get(key, key.partition("\x00")[2] or key)
+            self._hook(Hook(key, {"name": name, "channel": display}))
+
+    def subscribed(self, key: str) -> None:
+        """Redis acknowledged the SUBSCRIBE of `key`: the output waiting for it may go."""
+        assert self.cluster is not None
+        for token in self.cluster.acknowledged(key):
+            self.release(token)
+
+    def release(self, token: int) -> None:
+        """What waited for `token` may go (Redis answered, failed or missed its deadline)."""
+        if self._outbox.release(token):
+            self._wake()
+
+    def local_counts(self) -> list[tuple[str, int]]:
+        """Every channel with local members, with their number (to write them again)."""
+        return [(chan.key, len(chan.members)) for chan in self.channels.all()]
+
+    def take_turns(self) -> list[Turn]:
+        """What the loop turns since the last call ask of Redis (made by `take`)."""
+        turns, self._turns = self._turns, []
+        return turns
+
+    def _cluster_turn(self) -> None:
+        assert self.cluster is not None
+        now = time.monotonic()
+        for key in self._touched:
+            chan = self.channels.get(key)
+            if chan is not None:
+                self._names[key] = chan.display
+            for token in self.cluster.changed(key, len(chan.members) if chan else 0, now):
+                self._outbox.hold(token)
+        self._touched.clear()
+        turn = self.cluster.turn()
+        if turn.token is not None:
+            self._outbox.hold(turn.token)
+        if turn:
+            self._turns.append(turn)
+
+    def _wake(self) -> None:
+        if self.on_output is not None:
+            self.on_output()
 
     def _query(self, request: link.Query) -> dict[str, Any]:
         """The HTTP API's question, answered from this shard's channels of the app; a
@@ -313,14 +458,20 @@ class Shard:
     def perform(self, effects: Sequence[Effect]) -> None:
         """Send the effects; every message is encoded first, so one that fails sends none."""
         planned = [(effect, _messages(effect)) for effect in effects]
+        cluster = self.cluster is not None
         for effect, messages in planned:
             if isinstance(effect, Broadcast):
                 self.published += 1
                 self.link_deliveries += len(effect.fronts)
             elif isinstance(effect, Joined):
                 self.subscriptions += 1
+                if cluster:
+                    self._touched.add(effect.member.key)
+            elif isinstance(effect, Left) and cluster:
+                self._touched.add(effect.key)
             if isinstance(effect, Hook):
-                self._hook(effect)
+                if not (cluster and effect.event.get("name") in _CLUSTER_HOOKS):
+                    self._hook(effect)
             for front, frames in messages:
                 identity = self.fronts.identity(front)
                 if identity is not None:
@@ -335,12 +486,8 @@ class Shard:
         self._queue(identity, message.encode())
 
     def _queue(self, identity: bytes, frames: list[bytes]) -> None:
-        queue = self._outbox.get(identity)
-        if queue is None:
-            queue = self._outbox[identity] = []
-            if len(self._outbox) == 1 and self.on_output is not None:
-                self.on_output()
-        queue.append(frames)
+        if self._outbox.queue(identity, frames) and self.on_output is not None:
+            self.on_output()
 
     # -- observability -------------------------------------------------------------------
 
@@ -373,7 +520,16 @@ class Shard:
             ("pushy_subscriptions_total", (), float(self.subscriptions)),
             ("pushy_link_send_failures_total", (("role", "shard"),), float(self.dropped_output)),
             ("pushy_webhook_dropped_total", (("reason", "link"),), float(self.hooks_dropped)),
+            *self._cluster_stats(),
+            *(self.extra_stats() if self.extra_stats is not None else ()),
         ]
+
+    def _cluster_stats(self) -> list[metrics.Sample]:
+        if self.cluster is None:
+            return []
+        return [("pushy_cluster_messages_in_total", (), float(self.cluster_in)),
+                ("pushy_cluster_malformed_total", (), float(self.cluster_malformed)),
+                ("pushy_cluster_subscriptions", (), float(len(self.cluster.listening)))]
 
 
 def _hook_events(config: Config) -> dict[str, frozenset[str]]:

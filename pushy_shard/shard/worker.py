@@ -22,6 +22,7 @@ from pushy_shard.core.config import Config, link_endpoints, runtime_directory, s
 from pushy_shard.core.stopping import stop_plan
 from pushy_shard.reloading import reread
 from pushy_shard.shard.engine import Shard
+from pushy_shard.shard.redis_link import RedisLink
 from pushy_shard.zmqio import ZmqChannel, bind_router, tune
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class ShardWorker:
         self.loop = loop
         self.channel: ZmqChannel | None = None
         self.hooks: ZmqChannel | None = None  # to the hooks process (webhooks)
+        self.redis: RedisLink | None = None  # several instances (SCALEOUT.md)
         self._flushing = False
         shard.on_output = self._schedule
 
@@ -65,6 +67,8 @@ class ShardWorker:
         for message in self.shard.take_hooks():
             if self.hooks is None or not self.hooks.send(message.encode()):
                 self.shard.dropped_hooks(message)
+        if self.redis is not None:
+            self.redis.send(self.shard.take_turns())
 
     def on_hooks_message(self, frames: list[bytes]) -> None:
         """The hooks process (re)started and asks for this shard's state."""
@@ -97,6 +101,11 @@ async def serve(config: Config, index: int, config_path: str | None = None) -> N
     hooks.setsockopt(zmq.ROUTING_ID, link.hooks_identity(index))
     hooks.connect(link_endpoints(config, directory).hooks)
     worker.hooks = ZmqChannel(loop, hooks, worker.on_hooks_message, f"shard {index} hooks")
+    if config.cluster is not None:
+        worker.redis = RedisLink(worker.shard, loop, worker._schedule)
+        worker.shard.on_recovered = worker.redis.recovered
+        worker.shard.extra_stats = worker.redis.stats
+        await worker.redis.start()
     loop.call_later(config.timeouts.shard_recovery, worker.shard.end_recovery)
     loop.call_later(SWEEP_SECONDS, worker.sweep)
     stop = asyncio.Event()
@@ -115,3 +124,5 @@ async def serve(config: Config, index: int, config_path: str | None = None) -> N
     worker.channel.close(linger_ms=linger)
     worker.hooks.close(linger_ms=linger)
     context.term()
+    if worker.redis is not None:
+        await worker.redis.close()

@@ -1,0 +1,448 @@
+"""A shard's links to Redis (SCALEOUT.md): thin pumps between the Shard and two connections.
+
+- Commands: redis-py's asyncio client (hiredis parses). Each loop turn's writes and
+  publishes (core/cluster_view.py's Turn) go as one pipeline; one pipeline is in flight at a
+  time, and what the turns make meanwhile goes in the next (the batching grows with the
+  load). Every pipeline has `DEADLINE`: past it, or on any error, Redis counts as down:
+  triggers answer 503 with Retry-After at once while a probe reconnects with back-off.
+- Pub/sub: a connection of our own on hiredis's reader, because every gap must be seen
+  (redis-py's PubSub resubscribes silently after a reconnect): a drop releases what waited
+  for SUBSCRIBE acknowledgements, counts a gap, and the reconnect subscribes every channel
+  again in batches. Messages are applied as they are read (the Shard does no I/O), so the
+  loop never waits on this link; a reader that falls behind past Redis's pub/sub output
+  limit is dropped by Redis: the same gap path.
+- The lease: this shard is `<node>/<index>` in Redis, renewed every lease_seconds / 3; every
+  lease_seconds / 2 it sweeps the instances whose lease expired (their counts go, with
+  channel_vacated where the channel empties).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import secrets
+import socket
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import hiredis
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.connection import parse_url
+from redis.exceptions import RedisError
+
+from pushy_shard.core import cluster_wire as wire
+from pushy_shard.core.cluster_view import Publish, Turn
+from pushy_shard.core.config import Config
+from pushy_shard.errors import ClusterMessageError
+from pushy_shard.shard.engine import Shard
+
+log = logging.getLogger(__name__)
+
+DEADLINE = 1.0  # seconds Redis has to answer a pipeline, a SUBSCRIBE or a connect
+RECONNECT_FIRST, RECONNECT_MAX = 0.1, 5.0  # back-off between reconnect attempts
+SUBSCRIBE_BATCH = 512  # channels per SUBSCRIBE command
+READ_BYTES = 256 * 1024
+
+# An instance's local subscription count of one channel (0: it has none). Returns 1 when
+# this made the channel occupied cluster-wide, -1 when it made it vacant, else 0.
+COUNT_SCRIPT = """
+local before = redis.call('HLEN', KEYS[1])
+if tonumber(ARGV[2]) > 0 then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+else
+  redis.call('HDEL', KEYS[1], ARGV[1])
+end
+local after = redis.call('HLEN', KEYS[1])
+if before == 0 and after > 0 then return 1 end
+if before > 0 and after == 0 then return -1 end
+return 0
+"""
+
+
+def node_name(config: Config) -> str:
+    """The instance's name in Redis: cluster.node, or `<hostname>:<port>`."""
+    assert config.cluster is not None
+    return config.cluster.node or f"{socket.gethostname()}:{config.port}"
+
+
+class PubSub:
+    """One pub/sub connection: replies go to `on_reply` as hiredis reads them."""
+
+    def __init__(self, url: str, on_reply: Callable[[list[Any]], None]) -> None:
+        self.options = parse_url(url)
+        self.on_reply = on_reply
+        self._writer: asyncio.StreamWriter | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._writer is not None
+
+    async def run(self, on_open: Callable[[], None]) -> None:
+        """Connect, call `on_open`, then read until the connection ends (it raises
+        OSError, TimeoutError or ClusterMessageError, or returns at EOF)."""
+        options = self.options
+        if "path" in options:
+            connect = asyncio.open_unix_connection(options["path"])
+        else:
+            connect = asyncio.open_connection(options.get("host", "localhost"),
+                                              options.get("port", 6379))
+        reader, writer = await asyncio.wait_for(connect, DEADLINE)
+        parser = hiredis.Reader()
+        try:
+            if options.get("password") is not None:
+                auth = [options["password"]]
+                if options.get("username"):
+                    auth.insert(0, options["username"])
+                writer.write(hiredis.pack_command(("AUTH", *auth)))
+                parser.feed(await asyncio.wait_for(reader.read(READ_BYTES), DEADLINE))
+                if parser.gets() != b"OK":
+                    raise ClusterMessageError("Redis refused the pub/sub connection's AUTH")
+            self._writer = writer
+            on_open()
+            while data := await reader.read(READ_BYTES):
+                parser.feed(data)
+                while (reply := parser.gets()) is not False:
+                    self.on_reply(reply)
+        finally:
+            self._writer = None
+            writer.close()
+
+    def send(self, command: str, keys: list[str]) -> bool:
+        """SUBSCRIBE / UNSUBSCRIBE the pub/sub channels of `keys`, in batches."""
+        if self._writer is None:
+            return False
+        for start in range(0, len(keys), SUBSCRIBE_BATCH):
+            batch = [wire.channel(key) for key in keys[start:start + SUBSCRIBE_BATCH]]
+            self._writer.write(hiredis.pack_command((command, *batch)))  # type: ignore[arg-type]
+        return True
+
+
+class RedisLink:
+    """The Shard's cluster side on Redis."""
+
+    def __init__(self, shard: Shard, loop: asyncio.AbstractEventLoop,
+                 flush: Callable[[], None]) -> None:
+        cluster = shard.config.cluster
+        assert cluster is not None
+        self.shard = shard
+        self.loop = loop
+        self.flush = flush
+        self.lease_ms = int(cluster.lease_seconds * 1000)
+        self.instance = f"{node_name(shard.config)}/{shard.index}"
+        self.incarnation = secrets.token_hex(4)
+        self.client = Redis.from_url(cluster.redis, socket_timeout=DEADLINE,
+                                     socket_connect_timeout=DEADLINE,
+                                     retry=Retry(NoBackoff(), 0))
+        self.count_sha = hashlib.sha1(COUNT_SCRIPT.encode()).hexdigest()
+        self.pubsub = PubSub(cluster.redis, self._on_reply)
+        self.up = False  # the command connection answered the last time it was used
+        self._queue: list[Turn] = []
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._probing = False
+        self._heard = False  # the pub/sub connection opened since the last drop
+        self._stale: set[str] = set()  # keys a predecessor of this shard had members in
+        # figures for stats()
+        self.pipelines = 0
+        self.round_trip_seconds = 0.0
+        self.published = 0
+        self.failed_publishes = 0
+        self.reconnects = 0
+        self.gaps = 0
+        self.renewals = 0
+        self.swept = 0
+
+    # -- life ----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Register the lease (taking over a predecessor of this shard, whose channels are
+        re-counted once the fronts replayed), then run the pumps."""
+        try:
+            await self._register()
+            self._stale = {_text(key) for key in
+                           await self.client.smembers(wire.host_channels(self.instance))}
+            self.up = True
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._down(exc)
+        for job in (self._pump(), self._listen(), self._renew(), self._sweep()):
+            self._tasks.append(self.loop.create_task(job))
+        log.info("shard %d: in the cluster as %s on %s", self.shard.index, self.instance,
+                 _safe_url(self.shard.config))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.client.aclose()
+
+    def recovered(self) -> None:
+        """The fronts replayed: what a predecessor left and no front brought back goes."""
+        current = {key for key, _ in self.shard.local_counts()}
+        stale, self._stale = self._stale - current, set()
+        if stale:
+            assert self.shard.cluster is not None
+            self.shard.cluster.rewrite([*self.shard.local_counts(), *((k, 0) for k in stale)])
+            self.flush()
+
+    def send(self, turns: list[Turn]) -> None:
+        """The turns the Shard made; subscriptions go now, the rest with the next pipeline."""
+        for turn in turns:
+            if turn.subscribe or turn.unsubscribe:
+                self._subscriptions(turn.subscribe, turn.unsubscribe)
+            if turn.counts or turn.publishes or turn.token is not None:
+                self._queue.append(turn)
+        if self._queue:
+            self._wake.set()
+
+    # -- the command connection --------------------------------------------------------------
+
+    async def _pump(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            turns, self._queue = self._queue, []
+            counts: dict[str, int] = {}
+            for turn in turns:
+                counts.update(turn.counts)
+            publishes = [p for turn in turns for p in turn.publishes]
+            await self._execute(counts, publishes)
+            for turn in turns:
+                if turn.token is not None:
+                    self.shard.release(turn.token)
+            self.flush()
+
+    async def _execute(self, counts: dict[str, int], publishes: list[Publish]) -> None:
+        results: list[Any] | None = None
+        if self.up:
+            pipe = self.client.pipeline(transaction=False)
+            for key, n in counts.items():
+                pipe.evalsha(self.count_sha, 1, wire.occupancy(key), self.instance, n)
+                if n:
+                    pipe.sadd(wire.host_channels(self.instance), key)
+                else:
+                    pipe.srem(wire.host_channels(self.instance), key)
+            for publish in publishes:
+                pipe.hvals(wire.occupancy(publish.key))
+                pipe.publish(wire.channel(publish.key), publish.payload)
+            started = time.perf_counter()
+            try:
+                results = await asyncio.wait_for(pipe.execute(raise_on_error=False), DEADLINE)
+            except (RedisError, OSError, TimeoutError) as exc:
+                self._down(exc)
+            else:
+                self.pipelines += 1
+                self.round_trip_seconds += time.perf_counter() - started
+        if results is None:  # down: the counts are written again when it is back
+            if counts:
+                assert self.shard.cluster is not None
+                self.shard.cluster.rewrite(self.shard.local_counts())
+            for publish in publishes:
+                self.failed_publishes += 1
+                self.shard.publish_done(publish.waiter, None)
+            return
+        for i, key in enumerate(counts):
+            transition = results[2 * i]
+            if isinstance(transition, int) and transition:
+                self.shard.occupancy(key, transition > 0)
+            elif isinstance(transition, Exception):  # NOSCRIPT: loaded again, rewritten
+                log.warning("shard %d: Redis refused a count of %r: %s", self.shard.index,
+                            key, transition)
+                self._down(transition)
+        offset = 2 * len(counts)
+        for j, publish in enumerate(publishes):
+            hosts, sent = results[offset + 2 * j], results[offset + 2 * j + 1]
+            if isinstance(hosts, Exception) or isinstance(sent, Exception):
+                self.failed_publishes += 1
+                self.shard.publish_done(publish.waiter, None)
+                continue
+            self.published += 1
+            self.shard.publish_done(publish.waiter, [int(n) for n in hosts])
+
+    def _down(self, exc: BaseException) -> None:
+        if self.up or not self._probing:
+            log.warning("shard %d: Redis unavailable (%s); triggers answer 503 until it is "
+                        "back", self.shard.index, exc.__class__.__name__)
+        self.up = False
+        if not self._probing:
+            self._probing = True
+            self._tasks.append(self.loop.create_task(self._probe()))
+
+    async def _probe(self) -> None:
+        """Reconnect with back-off and jitter; then the lease and every count again."""
+        delay = RECONNECT_FIRST
+        while True:
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, RECONNECT_MAX)
+            try:
+                await asyncio.wait_for(self._register(), DEADLINE)
+            except (RedisError, OSError, TimeoutError):
+                continue
+            break
+        self._probing = False
+        self.up = True
+        self.reconnects += 1
+        log.info("shard %d: Redis is back", self.shard.index)
+        assert self.shard.cluster is not None
+        self.shard.cluster.rewrite(self.shard.local_counts())
+        self.flush()
+
+    # -- the lease ------------------------------------------------------------------------------
+
+    async def _register(self) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.script_load(COUNT_SCRIPT)
+        pipe.set(wire.lease(self.instance), self.incarnation, px=self.lease_ms)
+        pipe.sadd(wire.HOSTS, self.instance)
+        await pipe.execute()
+
+    async def _renew(self) -> None:
+        """Every lease_seconds / 3. A lease found gone (Redis restarted, or another
+        instance swept this one) is registered again with every count."""
+        while True:
+            await asyncio.sleep(self.lease_ms / 3000)
+            if not self.up:
+                continue
+            try:
+                before = await asyncio.wait_for(self.client.set(
+                    wire.lease(self.instance), self.incarnation, px=self.lease_ms, get=True),
+                    DEADLINE)
+                self.renewals += 1
+                if before != self.incarnation.encode():
+                    log.warning("shard %d: lease %s was lost; registering again",
+                                self.shard.index, self.instance)
+                    await asyncio.wait_for(self._register(), DEADLINE)
+                    assert self.shard.cluster is not None
+                    self.shard.cluster.rewrite(self.shard.local_counts())
+                    self.flush()
+            except (RedisError, OSError, TimeoutError) as exc:
+                self._down(exc)
+
+    async def _sweep(self) -> None:
+        """Every lease_seconds / 2: instances without a lease leave, claimed by one sweeper."""
+        while True:
+            await asyncio.sleep(self.lease_ms / 2000 * random.uniform(0.9, 1.1))
+            if not self.up:
+                continue
+            try:
+                await asyncio.wait_for(self._sweep_once(), self.lease_ms / 2000)
+            except (RedisError, OSError, TimeoutError) as exc:
+                self._down(exc)
+
+    async def _sweep_once(self) -> None:
+        for raw in await self.client.smembers(wire.HOSTS):
+            instance = _text(raw)
+            if instance == self.instance or await self.client.exists(wire.lease(instance)):
+                continue
+            claimed = await self.client.set(f"{wire.PREFIX}sweep:{instance}", self.instance,
+                                            nx=True, px=self.lease_ms)
+            if not claimed:
+                continue
+            keys = [_text(key) for key in await self.client.smembers(wire.host_channels(instance))]
+            log.warning("shard %d: instance %s lost its lease; its %d channel(s) released",
+                        self.shard.index, instance, len(keys))
+            for key in keys:
+                transition = await self.client.evalsha(self.count_sha, 1,
+                                                       wire.occupancy(key), instance, 0)
+                if transition == -1:
+                    self.shard.occupancy(key, False)
+            await self.client.delete(wire.host_channels(instance))
+            await self.client.srem(wire.HOSTS, instance)
+            self.swept += 1
+            self.flush()
+
+    # -- the pub/sub connection --------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        delay = RECONNECT_FIRST
+        while True:
+            self._heard = False
+            try:
+                await self.pubsub.run(self._opened)
+                reason = "closed by Redis"
+            except (OSError, TimeoutError, ClusterMessageError) as exc:
+                reason = str(exc) or exc.__class__.__name__
+            if self._heard:  # it was up: a gap; reconnect at once, then back off
+                log.warning("shard %d: Redis pub/sub link lost (%s); reconnecting",
+                            self.shard.index, reason)
+                delay = RECONNECT_FIRST
+            self._lost()
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, RECONNECT_MAX)
+
+    def _opened(self) -> None:
+        assert self.shard.cluster is not None
+        self._heard = True
+        keys = list(self.shard.cluster.listening)
+        self.pubsub.send("SUBSCRIBE", keys)
+        self.loop.call_later(DEADLINE, self._overdue, keys)
+
+    def _lost(self) -> None:
+        assert self.shard.cluster is not None
+        if self.shard.cluster.listening:
+            self.gaps += 1
+        for token in self.shard.cluster.lost():
+            self.shard.release(token)
+        self.flush()
+
+    def _subscriptions(self, subscribe: list[str], unsubscribe: list[str]) -> None:
+        if unsubscribe:
+            self.pubsub.send("UNSUBSCRIBE", unsubscribe)
+        if subscribe:
+            if self.pubsub.send("SUBSCRIBE", subscribe):
+                self.loop.call_later(DEADLINE, self._overdue, subscribe)
+            else:
+                self._overdue(subscribe)
+
+    def _overdue(self, keys: Iterable[str]) -> None:
+        """SUBSCRIBEs unanswered by their deadline (or not sent: the link is down): what
+        waited for them is served locally; the reconnect subscribes them again."""
+        assert self.shard.cluster is not None
+        for token in self.shard.cluster.unheard(keys):
+            self.shard.release(token)
+        self.flush()
+
+    def _on_reply(self, reply: list[Any]) -> None:
+        kind = reply[0] if isinstance(reply, list) and reply else None
+        try:
+            if kind == b"message":
+                self.shard.arrived(wire.key_of(reply[1]), reply[2])
+            elif kind == b"subscribe":
+                self.shard.subscribed(wire.key_of(reply[1]))
+            else:
+                return
+        except ClusterMessageError as exc:
+            self.shard.breach_line("cluster", f"dropped a pub/sub reply: {exc}")
+            return
+        self.flush()
+
+    def stats(self) -> list[tuple[str, tuple[tuple[str, str], ...], float]]:
+        return [
+            ("pushy_redis_links_up", (), 1.0 if self.up and self.pubsub.connected else 0.0),
+            ("pushy_redis_pipelines_total", (), float(self.pipelines)),
+            ("pushy_redis_round_trip_seconds_total", (), self.round_trip_seconds),
+            ("pushy_cluster_messages_out_total", (), float(self.published)),
+            ("pushy_cluster_publish_failures_total", (), float(self.failed_publishes)),
+            ("pushy_redis_reconnects_total", (), float(self.reconnects)),
+            ("pushy_cluster_gaps_total", (), float(self.gaps)),
+            ("pushy_cluster_lease_renewals_total", (), float(self.renewals)),
+            ("pushy_cluster_swept_total", (), float(self.swept)),
+        ]
+
+
+def _safe_url(config: Config) -> str:
+    """The Redis URL without its password, for logs."""
+    assert config.cluster is not None
+    url = config.cluster.redis
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.rpartition("@")[2]
+    return scheme + sep + rest
+
+
+def _text(value: bytes | str) -> str:
+    return value if isinstance(value, str) else value.decode("utf-8", "surrogatepass")

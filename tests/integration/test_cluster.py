@@ -1,0 +1,204 @@
+"""Two complete instances sharing channels through a real redis-server (SCALEOUT.md): events
+from either reach the members on both, in one order, with socket_id exclusion and Pushy's
+201/200 from the cluster-wide occupancy, for the Pushy and the Pusher protocol. The
+instances differ in their shard counts (each host routes with its own crc32 % N)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pusher
+import pytest
+
+from tests.integration.harness import Cluster, PushyClient, channel_token
+from tests.integration.pusher_client import APP_ID, APPS, KEY, SECRET, PusherClient
+from tests.integration.redis_server import RedisServer
+
+LEASE = 2  # seconds: the product's lease, short so that a dead instance leaves in seconds
+
+
+def instance(directory: Path, redis_url: str, node: str, workers: int) -> Cluster:
+    server = Cluster(directory, workers=workers, fronts=1, apps=APPS,
+                     cluster={"redis": redis_url, "node": node, "lease_seconds": LEASE})
+    server.log.wait_for(r"in the cluster as", count=workers)
+    return server
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory,
+         redis_server: RedisServer) -> Iterator[tuple[Cluster, Cluster]]:
+    a = instance(tmp_path_factory.mktemp("a"), redis_server.url, "host-a", 2)
+    b = instance(tmp_path_factory.mktemp("b"), redis_server.url, "host-b", 3)
+    yield a, b
+    assert a.stop() == 0, "\n".join(a.log.lines[-30:])
+    assert b.stop() == 0, "\n".join(b.log.lines[-30:])
+
+
+def sdk(server: Cluster) -> pusher.Pusher:
+    return pusher.Pusher(app_id=APP_ID, key=KEY, secret=SECRET, host="127.0.0.1",
+                         port=server.port, ssl=False)
+
+
+async def events(client: PushyClient, count: int, event: str = "e") -> list[Any]:
+    out = []
+    while len(out) < count:
+        message = await client.next()
+        if message.get("event") == event:
+            out.append(message["data"])
+    return out
+
+
+# -- the Pushy protocol -----------------------------------------------------------------------
+
+
+async def test_pushy_trigger_on_either_instance_reaches_members_on_both(
+        pair: tuple[Cluster, Cluster]) -> None:
+    a, b = pair
+    on_a, on_b = await a.client(), await b.client()
+    try:
+        await on_a.subscribe("both")
+        await on_b.subscribe("both")
+        assert (await a.trigger("both", "e", {"n": 1}))[0] == 201
+        assert (await b.trigger("both", "e", {"n": 2}))[0] == 201
+        assert await events(on_a, 2) == [{"n": 1}, {"n": 2}]
+        assert await events(on_b, 2) == [{"n": 1}, {"n": 2}]
+    finally:
+        await on_a.close()
+        await on_b.close()
+
+
+async def test_pushy_201_and_200_come_from_the_cluster_wide_occupancy(
+        pair: tuple[Cluster, Cluster]) -> None:
+    a, b = pair
+    assert (await a.trigger("nobody-anywhere", "e", {}))[0] == 200
+    only_b = await b.client()
+    try:
+        await only_b.subscribe("only-b")
+        # A has no member of it: its 201 can only come from Redis
+        assert (await a.trigger("only-b", "e", {"from": "a"}))[0] == 201
+        assert await events(only_b, 1) == [{"from": "a"}]
+    finally:
+        await only_b.close()
+
+
+async def test_one_order_per_channel_on_every_instance(pair: tuple[Cluster, Cluster]) -> None:
+    """Triggers sent at once through both instances: every member sees one sequence."""
+    a, b = pair
+    members = [await a.client(), await a.client(), await b.client(), await b.client()]
+    try:
+        for member in members:
+            await member.subscribe("ordered")
+        sends = [(a if i % 2 else b).trigger("ordered", "e", {"i": i}) for i in range(60)]
+        assert {status for status, _ in await asyncio.gather(*sends)} == {201}
+        seen = [await events(member, 60) for member in members]
+        assert sorted(x["i"] for x in seen[0]) == list(range(60))
+        assert all(order == seen[0] for order in seen[1:])
+    finally:
+        for member in members:
+            await member.close()
+
+
+async def test_socket_id_exclusion_across_instances(pair: tuple[Cluster, Cluster]) -> None:
+    a, b = pair
+    sender, other = await a.client(), await b.client()
+    try:
+        await sender.subscribe("excluding")
+        await other.subscribe("excluding")
+        assert (await b.trigger("excluding", "e", {"x": 1}, socket_id=sender.socket_id))[0] == 201
+        assert (await b.trigger("excluding", "e", {"x": 2}))[0] == 201
+        assert await events(other, 2) == [{"x": 1}, {"x": 2}]
+        assert await events(sender, 1) == [{"x": 2}]  # the first was not for it
+    finally:
+        await sender.close()
+        await other.close()
+
+
+async def test_private_channel_across_instances(pair: tuple[Cluster, Cluster]) -> None:
+    a, b = pair
+    on_a, on_b = await a.client(), await b.client()
+    try:
+        for client in (on_a, on_b):
+            await client.subscribe("private-room",
+                                   auth=channel_token(client.socket_id, "private-room"))
+        assert (await a.trigger("private-room", "e", {"m": "hello"}))[0] == 201
+        assert await events(on_b, 1) == [{"m": "hello"}]
+        assert await events(on_a, 1) == [{"m": "hello"}]
+    finally:
+        await on_a.close()
+        await on_b.close()
+
+
+# -- the Pusher protocol ------------------------------------------------------------------------
+
+
+async def pusher_events(client: PusherClient, count: int, event: str) -> list[Any]:
+    out = []
+    while len(out) < count:
+        message = await client.next()
+        if message.get("event") == event:
+            out.append(message["data"])
+    return out
+
+
+async def test_pusher_sdk_trigger_reaches_both_instances(pair: tuple[Cluster, Cluster]) -> None:
+    a, b = pair
+    on_a, on_b = await PusherClient.open(a), await PusherClient.open(b)
+    try:
+        for client in (on_a, on_b):
+            answer = await client.subscribe("news")
+            assert answer["event"] == "pusher_internal:subscription_succeeded"
+        await asyncio.to_thread(sdk(a).trigger, "news", "story", {"id": 1})
+        await asyncio.to_thread(sdk(b).trigger, "news", "story", {"id": 2})
+        for client in (on_a, on_b):
+            assert await pusher_events(client, 2, "story") == [{"id": 1}, {"id": 2}]
+        # the SDK's socket_id exclusion, across instances
+        await asyncio.to_thread(sdk(b).trigger, "news", "story", {"id": 3}, on_a.socket_id)
+        await asyncio.to_thread(sdk(b).trigger, "news", "story", {"id": 4})
+        assert await pusher_events(on_b, 2, "story") == [{"id": 3}, {"id": 4}]
+        assert await pusher_events(on_a, 1, "story") == [{"id": 4}]
+    finally:
+        await on_a.close()
+        await on_b.close()
+
+
+async def test_pusher_client_event_reaches_the_other_instance(
+        pair: tuple[Cluster, Cluster]) -> None:
+    a, b = pair
+    sender, receiver = await PusherClient.open(a), await PusherClient.open(b)
+    try:
+        for client in (sender, receiver):
+            answer = await client.subscribe("private-chat")
+            assert answer["event"] == "pusher_internal:subscription_succeeded"
+        await sender.send("client-typing", {"who": "a"}, channel="private-chat")
+        assert await pusher_events(receiver, 1, "client-typing") == [{"who": "a"}]
+        await sender.nothing_pending()  # not echoed to its sender
+    finally:
+        await sender.close()
+        await receiver.close()
+
+
+# -- health and metrics -------------------------------------------------------------------------
+
+
+async def test_metrics_show_the_cluster_links(pair: tuple[Cluster, Cluster]) -> None:
+    a, _ = pair
+    async with aiohttp.ClientSession() as http, http.get(f"{a.base_url}/metrics") as response:
+        text = await response.text()
+    samples = dict(line.rsplit(" ", 1) for line in text.splitlines()
+                   if line.startswith(("pushy_redis_", "pushy_cluster_")))
+    assert float(samples["pushy_redis_links_up"]) == a.workers
+    assert float(samples["pushy_cluster_messages_out_total"]) > 0
+    assert float(samples["pushy_cluster_messages_in_total"]) > 0
+    assert float(samples["pushy_redis_pipelines_total"]) > 0
+    assert float(samples["pushy_cluster_gaps_total"]) == 0
