@@ -56,6 +56,7 @@ class ClusterView:
         self.listening: dict[str, _Listening] = {}
         self.counts: dict[str, int] = {}  # key -> local subscriptions last written
         self._dirty: dict[str, int] = {}  # key -> local subscriptions now, not yet written
+        self._forced: set[str] = set()  # ...written even where unchanged (`rewrite`)
         self._publishes: list[Publish] = []
         self._subscribe: list[str] = []
         self._unsubscribe: list[str] = []
@@ -133,21 +134,25 @@ class ClusterView:
         self.counts = {}
         for key, count in keys:
             self._dirty[key] = count
+            self._forced.add(key)
 
     def turn(self) -> Turn:
         """What this turn sends. `token` (released when the pipeline answers) is set when
-        a channel became occupied on this instance: its first member's success waits for
-        it, so that a trigger sent after it sees the channel occupied."""
-        counts = {key: n for key, n in self._dirty.items() if self.counts.get(key, 0) != n}
-        self._dirty = {}
-        opened = False
+        a channel became occupied or vacant on this instance: the output of the turn (a
+        first member's success, a last member's unsubscribe reply) waits for it, so that
+        a trigger sent after it, on any instance, sees the channel as it now is."""
+        counts = {key: n for key, n in self._dirty.items()
+                  if self.counts.get(key, 0) != n or key in self._forced}
+        self._dirty, self._forced = {}, set()
+        flipped = False
         for key, n in counts.items():
             if n:
-                opened = opened or key not in self.counts
+                flipped = flipped or key not in self.counts
                 self.counts[key] = n
             else:
+                flipped = flipped or key in self.counts
                 self.counts.pop(key, None)
-        token = self._token() if opened else None
+        token = self._token() if flipped else None
         turn = Turn(token, counts, self._publishes, self._subscribe, self._unsubscribe)
         self._publishes, self._subscribe, self._unsubscribe = [], [], []
         return turn

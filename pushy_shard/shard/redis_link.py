@@ -146,7 +146,14 @@ class RedisLink:
         self._tasks: list[asyncio.Task[None]] = []
         self._probing = False
         self._heard = False  # the pub/sub connection opened since the last drop
-        self._stale: set[str] = set()  # keys a predecessor of this shard had members in
+        self._gap = False  # it was lost at least once
+        self._written: list[str] = []  # lines to log when the next pipeline is written
+        self._resubscribing: set[str] = set()  # SUBSCRIBEs after a gap not yet acknowledged
+        self._resubscribed = ""  # ...after what
+        # keys a predecessor of this shard had members in (None: not read yet); released
+        # once the fronts have replayed (those they bring back stay)
+        self._stale: set[str] | None = None
+        self._recovered = False
         # figures for stats()
         self.pipelines = 0
         self.round_trip_seconds = 0.0
@@ -163,9 +170,7 @@ class RedisLink:
         """Register the lease (taking over a predecessor of this shard, whose channels are
         re-counted once the fronts replayed), then run the pumps."""
         try:
-            await self._register()
-            self._stale = {_text(key) for key in
-                           await self.client.smembers(wire.host_channels(self.instance))}
+            await asyncio.wait_for(self._register(), DEADLINE)
             self.up = True
         except (RedisError, OSError, TimeoutError) as exc:
             self._down(exc)
@@ -181,13 +186,36 @@ class RedisLink:
         await self.client.aclose()
 
     def recovered(self) -> None:
-        """The fronts replayed: what a predecessor left and no front brought back goes."""
-        current = {key for key, _ in self.shard.local_counts()}
-        stale, self._stale = self._stale - current, set()
-        if stale:
-            assert self.shard.cluster is not None
-            self.shard.cluster.rewrite([*self.shard.local_counts(), *((k, 0) for k in stale)])
-            self.flush()
+        """The fronts replayed (the Shard's on_recovered): their channels are subscribed
+        with the next flush (logged when Redis acknowledged them all)."""
+        self._recovered = True
+        self._release_stale()
+        assert self.shard.cluster is not None
+        self._await_subscribed("replayed", {key for key, _ in self.shard.local_counts()})
+
+    def _await_subscribed(self, what: str, keys: set[str]) -> None:
+        """Log once every one of `keys` is subscribed (tests and operators wait for it)."""
+        assert self.shard.cluster is not None
+        listening = self.shard.cluster.listening
+        self._resubscribing = {key for key in keys
+                               if key not in listening or not listening[key].acknowledged}
+        self._resubscribed = what
+        if not self._resubscribing:
+            self._subscribed_all()
+
+    def _subscribed_all(self) -> None:
+        log.info("shard %d: every %s channel subscribed", self.shard.index, self._resubscribed)
+
+    def _release_stale(self) -> None:
+        """What a predecessor left and no front brought back goes (once both are known)."""
+        if not self._recovered or self._stale is None:
+            return
+        counts = self.shard.local_counts()
+        stale = self._stale - {key for key, _ in counts}
+        self._stale = set()
+        assert self.shard.cluster is not None
+        self.shard.cluster.rewrite([*counts, *((key, 0) for key in stale)])
+        self._after_write(f"recovered; {len(stale)} channel(s) a predecessor left released")
 
     def send(self, turns: list[Turn]) -> None:
         """The turns the Shard made; subscriptions go now, the rest with the next pipeline."""
@@ -196,7 +224,7 @@ class RedisLink:
                 self._subscriptions(turn.subscribe, turn.unsubscribe)
             if turn.counts or turn.publishes or turn.token is not None:
                 self._queue.append(turn)
-        if self._queue:
+        if self._queue or self._written:
             self._wake.set()
 
     # -- the command connection --------------------------------------------------------------
@@ -210,7 +238,14 @@ class RedisLink:
             for turn in turns:
                 counts.update(turn.counts)
             publishes = [p for turn in turns for p in turn.publishes]
+            written, self._written = self._written, []
             await self._execute(counts, publishes)
+            if self.up:
+                for line in written:
+                    log.info("shard %d: %s (%d count(s) written)", self.shard.index, line,
+                             len(counts))
+            else:
+                self._written = written + self._written
             for turn in turns:
                 if turn.token is not None:
                     self.shard.release(turn.token)
@@ -286,10 +321,7 @@ class RedisLink:
         self._probing = False
         self.up = True
         self.reconnects += 1
-        log.info("shard %d: Redis is back", self.shard.index)
-        assert self.shard.cluster is not None
-        self.shard.cluster.rewrite(self.shard.local_counts())
-        self.flush()
+        self._registered_again("Redis is back")
 
     # -- the lease ------------------------------------------------------------------------------
 
@@ -298,7 +330,24 @@ class RedisLink:
         pipe.script_load(COUNT_SCRIPT)
         pipe.set(wire.lease(self.instance), self.incarnation, px=self.lease_ms)
         pipe.sadd(wire.HOSTS, self.instance)
-        await pipe.execute()
+        pipe.smembers(wire.host_channels(self.instance))
+        *_, channels = await pipe.execute()
+        if self._stale is None:
+            self._stale = {_text(key) for key in channels}
+            self._release_stale()
+
+    def _registered_again(self, why: str) -> None:
+        """Registered after a loss: every local count is written again (the next pipeline
+        logs when it is done)."""
+        log.info("shard %d: %s; writing every count again", self.shard.index, why)
+        assert self.shard.cluster is not None
+        self.shard.cluster.rewrite(self.shard.local_counts())
+        self._after_write("registered in Redis again")
+
+    def _after_write(self, line: str) -> None:
+        """Log `line` once the next pipeline is written (tests and operators wait for it)."""
+        self._written.append(line)
+        self.flush()
 
     async def _renew(self) -> None:
         """Every lease_seconds / 3. A lease found gone (Redis restarted, or another
@@ -313,12 +362,8 @@ class RedisLink:
                     DEADLINE)
                 self.renewals += 1
                 if before != self.incarnation.encode():
-                    log.warning("shard %d: lease %s was lost; registering again",
-                                self.shard.index, self.instance)
                     await asyncio.wait_for(self._register(), DEADLINE)
-                    assert self.shard.cluster is not None
-                    self.shard.cluster.rewrite(self.shard.local_counts())
-                    self.flush()
+                    self._registered_again(f"its lease {self.instance} was lost")
             except (RedisError, OSError, TimeoutError) as exc:
                 self._down(exc)
 
@@ -371,13 +416,17 @@ class RedisLink:
                             self.shard.index, reason)
                 delay = RECONNECT_FIRST
             self._lost()
+            self._gap = True
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, RECONNECT_MAX)
 
     def _opened(self) -> None:
         assert self.shard.cluster is not None
-        self._heard = True
         keys = list(self.shard.cluster.listening)
+        if self._gap:
+            log.info("shard %d: pub/sub link open again", self.shard.index)
+            self._await_subscribed("resubscribed", set(keys))
+        self._heard = True
         self.pubsub.send("SUBSCRIBE", keys)
         self.loop.call_later(DEADLINE, self._overdue, keys)
 
@@ -412,7 +461,12 @@ class RedisLink:
             if kind == b"message":
                 self.shard.arrived(wire.key_of(reply[1]), reply[2])
             elif kind == b"subscribe":
-                self.shard.subscribed(wire.key_of(reply[1]))
+                key = wire.key_of(reply[1])
+                self.shard.subscribed(key)
+                if self._resubscribing:
+                    self._resubscribing.discard(key)
+                    if not self._resubscribing:
+                        self._subscribed_all()
             else:
                 return
         except ClusterMessageError as exc:

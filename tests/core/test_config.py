@@ -575,7 +575,7 @@ def test_unknown_key_lists_the_keys_in_config_json_order() -> None:
         "unknown key; known keys are: port, host, secretKey, ssl, sslCert, sslKey, workers, "
         "fronts, sockjs, commands, link, demo, log_level, log_format, limits, allowed_origins, "
         "trusted_proxies, shutdown_timeout, timeouts, apps, pusher_path_prefix, pushy_app, "
-        "webhook_delivery"
+        "webhook_delivery, cluster"
     )
     assert error(with_secret(link={"port": 1})).message == (
         "unknown key; known keys are: transport, directory, tcp_port"
@@ -762,3 +762,35 @@ def test_pusher_path_prefix() -> None:
     assert parse(with_secret()).pusher_path_prefix == ""
     assert parse(with_secret(pusher_path_prefix="/realtime/")).pusher_path_prefix == "/realtime"
     assert error(with_secret(pusher_path_prefix="realtime")).key == "pusher_path_prefix"
+
+
+# -- cluster (SCALEOUT.md) ---------------------------------------------------------------------
+
+
+def test_cluster_is_off_by_default_and_read_with_its_defaults() -> None:
+    assert parse(with_secret()).cluster is None
+    assert parse(with_secret(cluster=None)).cluster is None
+    cluster = parse(with_secret(cluster={"redis": "redis://10.0.0.5:6379/2"})).cluster
+    assert cluster is not None
+    assert (cluster.redis, cluster.node, cluster.lease_seconds) == (
+        "redis://10.0.0.5:6379/2", None, 15.0)
+    cluster = parse(with_secret(cluster={"redis": "unix:///run/redis.sock", "node": "host-a:8123",
+                                         "lease_seconds": 5})).cluster
+    assert cluster is not None and cluster.node == "host-a:8123"
+    assert parse(with_secret(cluster={"redis": "rediss://:pw@r.example:6380"})).cluster
+
+
+@pytest.mark.parametrize(("cluster", "path", "says"), [
+    ({}, "cluster.redis", "is required"),
+    ({"redis": "http://127.0.0.1:6379"}, "cluster.redis", "expected redis://"),
+    ({"redis": "redis://a b"}, "cluster.redis", "expected redis://"),
+    ({"redis": "redis://r", "node": "has space"}, "cluster.node", "expected 1-100"),
+    ({"redis": "redis://r", "node": ""}, "cluster.node", ""),
+    ({"redis": "redis://r", "lease_seconds": 0.5}, "cluster.lease_seconds", "at least 1"),
+    ({"redis": "redis://r", "lease_seconds": "15"}, "cluster.lease_seconds", ""),
+    ({"redis": "redis://r", "leases": 1}, "cluster.leases", "unknown key"),
+    ("redis://r", "cluster", "an object"),
+])
+def test_cluster_refuses_bad_settings(cluster: object, path: str, says: str) -> None:
+    err = error(with_secret(cluster=cluster))
+    assert err.key == path and says in err.message

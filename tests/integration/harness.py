@@ -204,6 +204,15 @@ class Cluster:
                       timestamp: int | None = None, key: str | None = None
                       ) -> tuple[int, Any]:
         """A signed trigger: JSON body `data`, or a form body `form` signed as `data`."""
+        status, answer, _ = await self.trigger_full(channel, event, data, socket_id=socket_id,
+                                                    form=form, timestamp=timestamp, key=key)
+        return status, answer
+
+    async def trigger_full(self, channel: str, event: str, data: Any = None, *,
+                           socket_id: str | None = None, form: str | None = None,
+                           timestamp: int | None = None, key: str | None = None
+                           ) -> tuple[int, Any, dict[str, str]]:
+        """`trigger`, with the answer's headers."""
         ts = int(time.time()) if timestamp is None else timestamp
         if form is not None:
             body, content_type = form.encode(), "application/x-www-form-urlencoded"
@@ -223,7 +232,8 @@ class Cluster:
         async with aiohttp.ClientSession() as http, http.post(
             url, data=body, headers={"Content-Type": content_type}
         ) as response:
-            return response.status, await response.json(content_type=None)
+            return (response.status, await response.json(content_type=None),
+                    dict(response.headers))
 
 
 def sign(text: str) -> str:

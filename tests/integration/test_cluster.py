@@ -92,6 +92,22 @@ async def test_pushy_201_and_200_come_from_the_cluster_wide_occupancy(
         await only_b.close()
 
 
+async def test_after_the_last_member_left_either_instance_answers_200(
+        pair: tuple[Cluster, Cluster]) -> None:
+    a, b = pair
+    member = await a.client()
+    try:
+        await member.subscribe("emptied")
+        assert (await b.trigger("emptied", "e", {"n": 1}))[0] == 201
+        assert await events(member, 1) == [{"n": 1}]
+        await member.call("unsubscribe", {"channel": "emptied"}, "pushy:subscription-end")
+        assert (await b.trigger("emptied", "e", {}))[0] == 200
+        assert (await a.trigger("emptied", "e", {}))[0] == 200
+        await member.nothing_pending()
+    finally:
+        await member.close()
+
+
 async def test_one_order_per_channel_on_every_instance(pair: tuple[Cluster, Cluster]) -> None:
     """Triggers sent at once through both instances: every member sees one sequence."""
     a, b = pair

@@ -1,0 +1,158 @@
+"""Two instances on a real redis-server, and what fails (SCALEOUT.md, When Redis is down):
+Redis stalled (SIGSTOP) and restarted empty, an instance SIGKILLed, a shard SIGKILLed.
+Each test has its own Redis and instances; the lease is short (2 s) so that the dead
+instance's channels are released within seconds, and waits follow the product's log."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pushy_shard.core.routing import shard_for
+from tests.integration.harness import Cluster
+from tests.integration.redis_server import RedisServer
+from tests.integration.test_cluster import LEASE, events, instance
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pair(tmp_path: Path, redis_server: RedisServer) -> Iterator[tuple[Cluster, Cluster]]:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = instance(tmp_path / "a", redis_server.url, "host-a", 2)
+    b = instance(tmp_path / "b", redis_server.url, "host-b", 2)
+    yield a, b
+    a.stop()
+    b.stop()
+
+
+async def test_redis_stalled_triggers_answer_503_and_connections_stay(
+        pair: tuple[Cluster, Cluster], redis_server: RedisServer) -> None:
+    a, b = pair
+    on_a, on_b = await a.client(), await b.client()
+    try:
+        await on_a.subscribe("stall")
+        await on_b.subscribe("stall")
+        mark = a.log.mark
+        redis_server.pause()
+        try:
+            started = time.monotonic()
+            status, body, headers = await a.trigger_full("stall", "e", {"n": 1})
+            assert status == 503 and headers.get("Retry-After") == "1", body
+            assert time.monotonic() - started < 2.5  # the deadline (1 s), never a hang
+            a.log.wait_for(r"Redis unavailable", start=mark)
+            started = time.monotonic()  # known down: the next answers at once
+            assert (await a.trigger("stall", "e", {"n": 2}))[0] == 503
+            assert time.monotonic() - started < 0.5
+        finally:
+            redis_server.resume()
+        a.log.wait_for(r"registered in Redis again", start=mark)
+        # both connections stayed open and hear again; the timed-out first trigger may
+        # have been delivered (a timeout means "maybe"), the refused second never was
+        assert (await a.trigger("stall", "e", {"n": 3}))[0] == 201
+        for member in (on_a, on_b):
+            seen = await events(member, 1)
+            if seen == [{"n": 1}]:
+                seen = await events(member, 1)
+            assert seen == [{"n": 3}]
+            await member.nothing_pending()
+    finally:
+        await on_a.close()
+        await on_b.close()
+
+
+async def test_redis_restarted_empty_everything_is_restored(
+        pair: tuple[Cluster, Cluster], redis_server: RedisServer) -> None:
+    a, b = pair
+    on_a, only_b = await a.client(), await b.client()
+    try:
+        await on_a.subscribe("restored")
+        await only_b.subscribe("restored")
+        await only_b.subscribe("only-b")
+        marks = a.log.mark, b.log.mark
+        redis_server.restart()  # every key is gone, every connection dropped
+        for server, mark in zip((a, b), marks, strict=True):
+            server.log.wait_for(r"registered in Redis again \(", count=server.workers,
+                                start=mark)
+            server.log.wait_for(r"every resubscribed channel subscribed", count=server.workers,
+                                start=mark)
+        # the counts and the subscriptions are back: A sees B's channel occupied, and its
+        # trigger reaches the members on both
+        assert (await a.trigger("only-b", "e", {"n": 0}))[0] == 201
+        assert (await a.trigger("restored", "e", {"n": 1}))[0] == 201
+        assert await events(on_a, 1) == [{"n": 1}]
+        assert await events(only_b, 2) == [{"n": 0}, {"n": 1}]
+    finally:
+        await on_a.close()
+        await only_b.close()
+
+
+async def test_killed_instance_releases_its_channels_within_the_lease(
+        pair: tuple[Cluster, Cluster]) -> None:
+    a, b = pair
+    only_b = await b.client()
+    await only_b.subscribe("on-b")
+    assert (await a.trigger("on-b", "e", {"before": True}))[0] == 201
+    mark = a.log.mark
+    killed = time.monotonic()
+    os.killpg(b.process.pid, signal.SIGKILL)
+    a.log.wait_for(r"instance host-b/\d lost its lease", start=mark, timeout=1.5 * LEASE + 5)
+    assert time.monotonic() - killed < 1.5 * LEASE + 1
+    # every shard of B that held the channel was swept: it is vacant cluster-wide
+    a.log.wait_for(rf"instance host-b/{shard_for('on-b', 2)} lost its lease", start=mark,
+                   timeout=1.5 * LEASE + 5)
+    assert (await a.trigger("on-b", "e", {}))[0] == 200
+    await only_b.session.close()
+
+
+async def test_killed_shard_replays_and_keeps_hearing_the_other_instance(
+        pair: tuple[Cluster, Cluster]) -> None:
+    a, b = pair
+    shared = next(f"kept-{n}" for n in range(100) if shard_for(f"kept-{n}", 2) == 0)
+    on_a, on_b = await a.client(), await b.client()
+    try:
+        await on_a.subscribe(shared)
+        await on_b.subscribe(shared)
+        mark = a.kill("shard", 0)
+        a.wait_restarted("shard", 0, mark)
+        a.log.wait_for(r"shard 0: every replayed channel subscribed", start=mark)
+        # the replayed member hears the other instance again, once per event
+        assert (await b.trigger(shared, "e", {"n": 1}))[0] == 201
+        assert await events(on_a, 1) == [{"n": 1}]
+        assert await events(on_b, 1) == [{"n": 1}]
+        await on_a.nothing_pending()
+    finally:
+        await on_a.close()
+        await on_b.close()
+
+
+async def test_restarted_instance_releases_what_its_predecessor_left(
+        tmp_path: Path, pair: tuple[Cluster, Cluster], redis_server: RedisServer) -> None:
+    """Killed and started again under the same node name before its lease expired: no
+    sweep will come (the new process holds the lease), so the new shards release the
+    channels their predecessors had members in once the fronts (with none) replayed."""
+    a, b = pair
+    member = await a.client()
+    await member.subscribe("left-behind")
+    assert (await b.trigger("left-behind", "e", {"before": True}))[0] == 201
+    os.killpg(a.process.pid, signal.SIGKILL)
+    await member.session.close()
+    (tmp_path / "a2").mkdir()
+    again = instance(tmp_path / "a2", redis_server.url, "host-a", 2)
+    try:
+        owner = shard_for("left-behind", 2)
+        again.log.wait_for(rf"shard {owner}: recovered; 1 channel\(s\) a predecessor left")
+        assert (await b.trigger("left-behind", "e", {}))[0] == 200
+    finally:
+        again.stop()
