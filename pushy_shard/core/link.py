@@ -33,6 +33,7 @@ from pushy_shard.core.protocol import dumps, loads
 from pushy_shard.errors import LinkError, NotEncodable, RequestRefused
 
 NONE = b""  # an absent sid / message frame
+REDIS_DOWN = b"redis-down"  # a Pong's flag
 
 
 def body(value: Any) -> bytes:
@@ -337,10 +338,14 @@ class Welcome:
 
 @dataclass(frozen=True, slots=True)
 class Pong:
+    """A Ping answered; `redis_down` with several instances when the shard cannot reach
+    Redis now (the front's /health says so)."""
+
     OP: ClassVar[bytes] = b"P"
+    redis_down: bool = False
 
     def encode(self) -> list[bytes]:
-        return [self.OP]
+        return [self.OP, REDIS_DOWN] if self.redis_down else [self.OP]
 
 
 @dataclass(frozen=True, slots=True)
@@ -438,7 +443,7 @@ def decode_shard(frames: list[bytes]) -> Iterator[ShardMessage]:
     elif op == Left.OP:
         yield Left(_text(frames[1]), _text(frames[2]), frames[3] or None)
     elif op == Pong.OP:
-        yield Pong()
+        yield Pong(frames[1:2] == [REDIS_DOWN])
     elif op == Welcome.OP:
         fields = load(frames[1])
         yield Welcome(int(fields["shard"]), str(fields["incarnation"]),

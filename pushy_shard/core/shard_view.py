@@ -54,6 +54,7 @@ class ShardState(Generic[W]):
     incarnation: str | None = None
     synced: bool = False
     answered: float = 0.0  # when its last Welcome or Pong came
+    redis_down: bool = False  # its last Pong said it cannot reach Redis (several instances)
     pending: dict[bytes, Pending[W]] = field(default_factory=dict)
 
 
@@ -128,8 +129,17 @@ class ShardsView(Generic[W]):
     def disconnected(self, shard: int) -> None:
         self.shards[shard].synced = False
 
-    def pong(self, shard: int, now: float) -> None:
-        self.shards[shard].answered = now
+    def pong(self, shard: int, now: float, redis_down: bool = False) -> bool:
+        """A Pong came; True when it changed what the shard says of Redis."""
+        target = self.shards[shard]
+        target.answered = now
+        changed = target.redis_down != redis_down
+        target.redis_down = redis_down
+        return changed
+
+    def redis_down(self) -> list[int]:
+        """Shards whose last Pong said they cannot reach Redis."""
+        return [s.index for s in self.shards if s.synced and s.redis_down]
 
     def welcomed(self, shard: int, welcome: link.Welcome, now: float
                  ) -> tuple[Replay | None, list[Send]]:

@@ -131,7 +131,10 @@ class ShardLinks:
                 elif isinstance(message, link.Left):
                     self.handler.left(message)
                 elif isinstance(message, link.Pong):
-                    self.view.pong(shard, self.clock())
+                    if self.view.pong(shard, self.clock(), message.redis_down):
+                        log.warning("front %d: shard %d %s", self.front, shard,
+                                    "cannot reach Redis" if message.redis_down
+                                    else "reaches Redis again")
                 elif isinstance(message, link.Welcome):
                     self._welcomed(shard, message)
         except (LinkError, ValueError, KeyError, TypeError, IndexError) as exc:

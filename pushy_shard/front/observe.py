@@ -161,11 +161,17 @@ async def health(request: web.Request) -> web.Response:
     front: Front = request.app[FRONT_KEY]
     shards = front.config.workers
     down = front.links.down(time.monotonic(), HEALTH_STALE) if front.links else list(range(shards))
-    body: dict[str, object] = {"status": "unavailable" if down else "ok", "front": front.index,
-                               "shards": shards}
+    redis_down = front.links.view.redis_down() if front.links else []
+    failing = bool(down or redis_down)
+    body: dict[str, object] = {"status": "unavailable" if failing else "ok",
+                               "front": front.index, "shards": shards}
     if down:
         body["missing_shards"] = down
-    return web.json_response(body, status=503 if down else 200,
+    if front.config.cluster is not None:
+        body["redis"] = "unavailable" if redis_down else "ok"
+        if redis_down:
+            body["redis_down_shards"] = redis_down
+    return web.json_response(body, status=503 if failing else 200,
                              headers={"Cache-Control": NO_CACHE, FRONT_HEADER: str(front.index)})
 
 

@@ -110,6 +110,7 @@ class Shard:
         self._recovered = False  # its state was sent to the hooks process after recovery
         self.on_output = on_output  # told when output starts waiting (the shell flushes)
         self.on_recovered: Callable[[], None] | None = None  # every front replayed
+        self.redis_up = True  # with several instances: the shell's last word on Redis
         self.extra_stats: Callable[[], list[metrics.Sample]] | None = None  # the shell's
         # counted as plain ints on the effect path, reported by `stats`
         self.published = 0  # Broadcast effects
@@ -483,6 +484,8 @@ class Shard:
         self._hooks.append((app_of(effect.key), effect.event))
 
     def _send(self, identity: bytes, message: link.Welcome | link.Pong | link.Done) -> None:
+        if isinstance(message, link.Pong) and not self.redis_up:
+            message = link.Pong(redis_down=True)
         self._queue(identity, message.encode())
 
     def _queue(self, identity: bytes, frames: list[bytes]) -> None:

@@ -140,7 +140,8 @@ class RedisLink:
                                      retry=Retry(NoBackoff(), 0))
         self.count_sha = hashlib.sha1(COUNT_SCRIPT.encode()).hexdigest()
         self.pubsub = PubSub(cluster.redis, self._on_reply)
-        self.up = False  # the command connection answered the last time it was used
+        self._up = False  # the command connection answered the last time it was used
+        shard.redis_up = False
         self._queue: list[Turn] = []
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -163,6 +164,19 @@ class RedisLink:
         self.gaps = 0
         self.renewals = 0
         self.swept = 0
+
+    @property
+    def up(self) -> bool:
+        return self._up
+
+    @up.setter
+    def up(self, value: bool) -> None:
+        self._up = value
+        self._tell_shard()
+
+    def _tell_shard(self) -> None:
+        """The Shard's Pongs say whether both connections are up (fronts' /health)."""
+        self.shard.redis_up = self._up and self.pubsub.connected
 
     # -- life ----------------------------------------------------------------------------------
 
@@ -427,10 +441,12 @@ class RedisLink:
             log.info("shard %d: pub/sub link open again", self.shard.index)
             self._await_subscribed("resubscribed", set(keys))
         self._heard = True
+        self._tell_shard()
         self.pubsub.send("SUBSCRIBE", keys)
         self.loop.call_later(DEADLINE, self._overdue, keys)
 
     def _lost(self) -> None:
+        self._tell_shard()
         assert self.shard.cluster is not None
         if self.shard.cluster.listening:
             self.gaps += 1

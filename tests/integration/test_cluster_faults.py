@@ -10,7 +10,9 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 
 from pushy_shard.core.routing import shard_for
@@ -37,6 +39,11 @@ def pair(tmp_path: Path, redis_server: RedisServer) -> Iterator[tuple[Cluster, C
     b.stop()
 
 
+async def get_json(server: Cluster, path: str) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as http, http.get(server.base_url + path) as response:
+        return response.status, await response.json()
+
+
 async def test_redis_stalled_triggers_answer_503_and_connections_stay(
         pair: tuple[Cluster, Cluster], redis_server: RedisServer) -> None:
     a, b = pair
@@ -52,12 +59,16 @@ async def test_redis_stalled_triggers_answer_503_and_connections_stay(
             assert status == 503 and headers.get("Retry-After") == "1", body
             assert time.monotonic() - started < 2.5  # the deadline (1 s), never a hang
             a.log.wait_for(r"Redis unavailable", start=mark)
+            a.log.wait_for(r"front 0: shard \d cannot reach Redis", start=mark)
+            health = await get_json(a, "/health")
+            assert health[0] == 503 and health[1]["redis"] == "unavailable", health
             started = time.monotonic()  # known down: the next answers at once
             assert (await a.trigger("stall", "e", {"n": 2}))[0] == 503
             assert time.monotonic() - started < 0.5
         finally:
             redis_server.resume()
         a.log.wait_for(r"registered in Redis again", start=mark)
+        a.log.wait_for(r"front 0: shard \d reaches Redis again", start=mark)
         # both connections stayed open and hear again; the timed-out first trigger may
         # have been delivered (a timeout means "maybe"), the refused second never was
         assert (await a.trigger("stall", "e", {"n": 3}))[0] == 201

@@ -1,0 +1,199 @@
+"""The pure cores of several instances: the held outbox, a shard's cluster view and the
+pub/sub messages (SCALEOUT.md)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pushy_shard.core import cluster_wire as wire
+from pushy_shard.core.cluster_view import UNSUBSCRIBE_AFTER, ClusterView
+from pushy_shard.core.outbox import Outbox
+from pushy_shard.errors import ClusterMessageError
+
+# -- Outbox ------------------------------------------------------------------------------------
+
+
+def test_outbox_without_holds_sends_everything_in_order() -> None:
+    box = Outbox()
+    assert box.queue(b"f0", [b"1"]) is True  # the first of the open segment: flush
+    assert box.queue(b"f0", [b"2"]) is False
+    box.queue(b"f1", [b"x"])
+    assert box.take() == {b"f0": [[b"1"], [b"2"]], b"f1": [[b"x"]]}
+    assert box.take() == {} and not box
+
+
+def test_outbox_holds_what_came_before_a_token_and_everything_after_it() -> None:
+    box = Outbox()
+    box.queue(b"f0", [b"joined"])
+    box.hold(7)
+    assert box.take() == {}
+    box.queue(b"f0", [b"later"])
+    box.queue(b"f1", [b"other"])
+    assert box.take() == {}  # behind the held segment, though itself unheld
+    assert box.waiting
+    assert box.release(8) is False  # not its token
+    assert box.release(7) is True
+    assert box.take() == {b"f0": [[b"joined"], [b"later"]], b"f1": [[b"other"]]}
+    assert not box.waiting
+
+
+def test_outbox_releases_segments_in_order_only() -> None:
+    box = Outbox()
+    box.queue(b"f0", [b"a"])
+    box.hold(1)
+    box.take()
+    box.queue(b"f0", [b"b"])
+    box.hold(2)
+    box.take()
+    assert box.release(2) is False  # the first segment still waits
+    assert box.take() == {}
+    assert box.release(1) is True
+    assert box.take() == {b"f0": [[b"a"], [b"b"]]}
+
+
+def test_outbox_token_released_before_take_holds_nothing() -> None:
+    box = Outbox()
+    box.queue(b"f0", [b"a"])
+    box.hold(1)
+    box.release(1)
+    assert box.take() == {b"f0": [[b"a"]]}
+
+
+# -- ClusterView ---------------------------------------------------------------------------------
+
+
+def test_first_local_member_subscribes_and_waits_for_the_ack_and_the_write() -> None:
+    view = ClusterView()
+    tokens = view.changed("room", 1, now=0.0)
+    assert len(tokens) == 1
+    turn = view.turn()
+    assert turn.subscribe == ["room"] and turn.counts == {"room": 1}
+    assert turn.token is not None and turn.token not in tokens  # the write's own token
+    assert view.acknowledged("room") == tokens
+    assert view.acknowledged("room") == []  # once
+
+
+def test_more_members_write_counts_without_holding_output() -> None:
+    view = ClusterView()
+    view.changed("room", 1, 0.0)
+    view.turn()
+    view.acknowledged("room")
+    assert view.changed("room", 2, 0.1) == []
+    turn = view.turn()
+    assert turn.counts == {"room": 2} and turn.token is None and turn.subscribe == []
+    assert not view.turn()  # nothing changed since
+
+
+def test_a_second_member_during_the_subscribe_waits_too() -> None:
+    view = ClusterView()
+    first = view.changed("room", 1, 0.0)
+    view.turn()
+    second = view.changed("room", 2, 0.0)
+    assert second and second != first
+    assert sorted(view.acknowledged("room")) == sorted(first + second)
+
+
+def test_last_member_leaving_writes_zero_with_a_token_and_unsubscribes_later() -> None:
+    view = ClusterView()
+    view.changed("room", 1, 0.0)
+    view.turn()
+    view.acknowledged("room")
+    assert view.changed("room", 0, 10.0) == []
+    turn = view.turn()
+    assert turn.counts == {"room": 0} and turn.token is not None
+    view.idle(10.0 + UNSUBSCRIBE_AFTER / 2)
+    assert view.turn().unsubscribe == []
+    view.idle(10.0 + UNSUBSCRIBE_AFTER)
+    assert view.turn().unsubscribe == ["room"]
+    assert "room" not in view.listening
+
+
+def test_a_member_returning_before_the_delay_keeps_the_subscription() -> None:
+    view = ClusterView()
+    view.changed("room", 1, 0.0)
+    view.turn()
+    view.acknowledged("room")
+    view.changed("room", 0, 1.0)
+    assert view.changed("room", 1, 1.5) == []  # still subscribed: nothing waits
+    view.idle(1.0 + UNSUBSCRIBE_AFTER * 2)
+    assert view.turn().unsubscribe == []
+
+
+def test_created_and_emptied_in_one_turn_writes_nothing() -> None:
+    view = ClusterView()
+    view.changed("blip", 1, 0.0)
+    view.changed("blip", 0, 0.0)
+    turn = view.turn()
+    assert turn.counts == {} and turn.token is None and turn.subscribe == ["blip"]
+
+
+def test_lost_link_releases_waiting_tokens_and_keeps_channels_to_resubscribe() -> None:
+    view = ClusterView()
+    tokens = view.changed("room", 1, 0.0)
+    view.turn()
+    assert view.lost() == tokens
+    assert list(view.listening) == ["room"]
+    assert view.acknowledged("room") == []  # released already; now acknowledged again
+    assert view.listening["room"].acknowledged
+
+
+def test_unheard_subscribes_release_their_tokens_only() -> None:
+    view = ClusterView()
+    waiting = view.changed("slow", 1, 0.0)
+    view.changed("fast", 1, 0.0)
+    view.turn()
+    view.acknowledged("fast")
+    assert view.unheard(["slow", "fast"]) == waiting
+    assert not view.listening["slow"].acknowledged
+
+
+def test_rewrite_writes_every_count_again_even_unchanged_and_zeros() -> None:
+    view = ClusterView()
+    view.changed("a", 2, 0.0)
+    view.turn()
+    view.rewrite([("a", 2), ("gone", 0)])
+    assert view.turn().counts == {"a": 2, "gone": 0}
+    assert view.turn().counts == {}
+
+
+def test_publishes_go_in_order_with_their_waiters() -> None:
+    view = ClusterView()
+    view.publish("room", b"1", "w1")
+    view.publish("room", b"2", "w2")
+    turn = view.turn()
+    assert [(p.payload, p.waiter) for p in turn.publishes] == [(b"1", "w1"), (b"2", "w2")]
+    assert turn.token is None
+    assert not view.turn()
+
+
+# -- cluster_wire --------------------------------------------------------------------------------
+
+
+def test_keys_share_the_channel_hash_tag() -> None:
+    key = "10\x00presence-room"
+    assert wire.channel(key) == b"pushy:c:{10\x00presence-room}"
+    assert wire.occupancy(key) == "pushy:s:{10\x00presence-room}"
+    assert wire.key_of(wire.channel(key)) == key
+    assert wire.key_of(wire.channel("caf\u00e9")) == "caf\u00e9"
+
+
+@pytest.mark.parametrize("raw", [b"pushy:x:{a}", b"pushy:c:{a", b"other", b"pushy:c:{\xff}"])
+def test_key_of_refuses_what_is_not_ours(raw: bytes) -> None:
+    with pytest.raises(ClusterMessageError):
+        wire.key_of(raw)
+
+
+def test_published_round_trips() -> None:
+    message = wire.Published("client-typing", '{"a":1}', "123.456", 7, True)
+    assert wire.decode(message.encode()) == message
+    plain = wire.Published("e", {"nested": [1, "x"]})
+    assert wire.decode(plain.encode()) == plain
+
+
+@pytest.mark.parametrize("payload", [
+    b"", b"not json", b"{}", b"[]", b'["t"]', b'["t",1,null,null,null,false]',
+    b'["t","e",null,5,null,false]', b'["t","e",null,null,null,"yes"]', b'["z",1]',
+])
+def test_decode_refuses_malformed_messages(payload: bytes) -> None:
+    with pytest.raises(ClusterMessageError):
+        wire.decode(payload)
