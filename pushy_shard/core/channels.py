@@ -18,6 +18,7 @@ from pushy_shard.core.routing import app_of, channel_key
 from pushy_shard.errors import ChannelNotFound, NotSubscribed
 
 MAX_PRESENCE_BYTES = Limits().max_presence_data  # the default; shards pass the configured one
+PRESENCE_UNAVAILABLE = "Presence is unavailable (Redis), retry"  # several instances
 COUNT_QUIET_ABOVE = 100  # subscribers past which subscription counts are throttled
 COUNT_EVERY_MS = 5000  # ...to at most one per this long
 
@@ -215,6 +216,9 @@ class ChannelState(Protocol):
     on_breach: Callable[[str, str], None] | None
     max_presence_bytes: int
     hooks: frozenset[str]  # the webhook events to report as Hook effects (hook_events)
+    # several instances: presence lists, their add/quit messages and member hooks come from
+    # Redis (core/cluster_presence.py), not from this table's own members
+    shared_presence: bool
 
     def get(self, key: str) -> Channel | None: ...
 
@@ -241,6 +245,23 @@ class ChannelState(Protocol):
     def hook_state(self) -> dict[str, list[str] | None]:
         """Every channel by name, with the users of its presence channels (None on the
         others): what the hooks process compares its announcements to (link.HookState)."""
+        ...
+
+    def presence_entity(self, member: MemberState) -> str:
+        """Who `member` is present as (a Pushy member id; a Pusher user)."""
+        ...
+
+    def presence_success(self, chan: Channel, member: MemberState,
+                         records: list[dict[str, Any]]) -> bytes:
+        """`member`'s subscription success with the cluster-wide presence `records`."""
+        ...
+
+    def presence_change(self, display: str, record: dict[str, Any], added: bool) -> bytes:
+        """The message a presence change sends to the channel's other members."""
+        ...
+
+    def presence_refused(self, display: str) -> bytes:
+        """A presence join Redis could not take: retryable."""
         ...
 
 
@@ -316,6 +337,7 @@ class ChannelTable:
         # told (limit name, detail) when a request breaks a limit: the shell counts and logs
         self.on_breach: Callable[[str, str], None] | None = None
         self.hooks: frozenset[str] = frozenset()
+        self.shared_presence = False
 
     def __len__(self) -> int:
         return len(self.channels)
@@ -375,7 +397,7 @@ class ChannelTable:
             success["presence"] = [*chan.presence_list(), record]
         joined = protocol.event(protocol.SUBSCRIPTION_SUCCESS, success)
         add = None
-        if record is not None and chan.members:
+        if record is not None and chan.members and not self.shared_presence:
             add = protocol.event(protocol.PRESENCE_ADD, {"member": record}, chan.display)
         chan.add(Member(front, state))
         self.channels[key] = chan
@@ -386,7 +408,7 @@ class ChannelTable:
             effects += self._hook(chan, "channel_occupied")
         if add is not None:
             effects.append(Broadcast(key, chan.fronts(), add, sid))
-        if record is not None:
+        if record is not None and not self.shared_presence:
             effects += self._hook(chan, "member_added", member_id)
         return effects + self._count(chan, now_ms)
 
@@ -450,9 +472,10 @@ class ChannelTable:
             if state.sid not in restored.members:
                 restored.add(Member(front, state))
                 touched.add(state.key)
-                if state.record is not None:
+                if state.record is not None and not self.shared_presence:
                     effects += self._hook(restored, "member_added", state.member_id)
-                if announce and restored.presence and state.record is not None:
+                if (announce and restored.presence and state.record is not None
+                        and not self.shared_presence):
                     add = protocol.event(
                         protocol.PRESENCE_ADD, {"member": state.record}, restored.display
                     )
@@ -475,13 +498,14 @@ class ChannelTable:
     def _remove(self, chan: Channel, sid: str, reply: bytes | None) -> list[Effect]:
         record = chan.members[sid].state.record
         quit_ = None  # encoded before the member leaves, like subscribe's messages
-        if chan.presence and len(chan.members) > 1 and record is not None:
+        if (chan.presence and len(chan.members) > 1 and record is not None
+                and not self.shared_presence):
             quit_ = protocol.event(protocol.PRESENCE_QUIT, {"member": record}, chan.display)
         member = chan.remove(sid)
         effects: list[Effect] = [Left(member.front, sid, chan.key, reply)]
         if quit_ is not None:
             effects.append(Broadcast(chan.key, chan.fronts(), quit_, None))
-        if record is not None:
+        if record is not None and not self.shared_presence:
             effects += self._hook(chan, "member_removed", member.state.member_id)
         if not chan.members:
             del self.channels[chan.key]
@@ -510,6 +534,35 @@ class ChannelTable:
         if user_id is not None:
             event["user_id"] = user_id
         return [Hook(chan.key, event)]
+
+    def presence_entity(self, member: MemberState) -> str:
+        return member.member_id
+
+    def presence_success(self, chan: Channel, member: MemberState,
+                         records: list[dict[str, Any]]) -> bytes:
+        return protocol.event(protocol.SUBSCRIPTION_SUCCESS, {
+            "channel": chan.display, "memberId": member.member_id, "presence": records})
+
+    def presence_change(self, display: str, record: dict[str, Any], added: bool) -> bytes:
+        kind = protocol.PRESENCE_ADD if added else protocol.PRESENCE_QUIT
+        return protocol.event(kind, {"member": record}, display)
+
+    def presence_refused(self, display: str) -> bytes:
+        return protocol.event(protocol.SUBSCRIPTION_FAILED, {
+            "channel": display, "reason": PRESENCE_UNAVAILABLE})
+
+    def rename(self, key: str, sid: str, member_id: str) -> MemberState:
+        """Redis found `sid`'s member id taken on another instance and drew another
+        (several instances): the member takes it. Returns its new state."""
+        chan = self.channels[key]
+        member = chan.members[sid]
+        record = dict(member.state.record or {}, memberId=member_id)
+        state = MemberState(sid, key, chan.display, chan.presence, member_id, record,
+                            member.state.seq)
+        chan.member_ids.discard(member.state.member_id)
+        chan.member_ids.add(member_id)
+        member.state = state
+        return state
 
     def hook_state(self) -> dict[str, list[str] | None]:
         """Every channel, with the members of its presence channels (HookState)."""

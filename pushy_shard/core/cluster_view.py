@@ -34,6 +34,18 @@ class Publish:
 
 
 @dataclass(frozen=True, slots=True)
+class PresenceOp:
+    """A presence script to run (shard/redis_link.py): `join` (args: entity, record JSON,
+    sid, "1" when a taken Pushy member id may be drawn again), `leave` (sid), `snapshot`,
+    `prune` (the sids to keep); the shard is told the answer with `waiter`."""
+
+    kind: str
+    key: str
+    args: tuple[str, ...]
+    waiter: object
+
+
+@dataclass(frozen=True, slots=True)
 class Turn:
     """What one loop turn asks of Redis: `counts` (key -> local subscriptions, 0 removes
     the instance from the channel) and `publishes` in one pipeline, whose answer releases
@@ -44,9 +56,11 @@ class Turn:
     publishes: list[Publish]
     subscribe: list[str]
     unsubscribe: list[str]
+    presence: list[PresenceOp] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.counts or self.publishes or self.subscribe or self.unsubscribe)
+        return bool(self.counts or self.publishes or self.subscribe or self.unsubscribe
+                    or self.presence)
 
 
 class ClusterView:
@@ -58,6 +72,7 @@ class ClusterView:
         self._dirty: dict[str, int] = {}  # key -> local subscriptions now, not yet written
         self._forced: set[str] = set()  # ...written even where unchanged (`rewrite`)
         self._publishes: list[Publish] = []
+        self._presence: list[PresenceOp] = []
         self._subscribe: list[str] = []
         self._unsubscribe: list[str] = []
         self._next_token = 0
@@ -89,6 +104,9 @@ class ClusterView:
 
     def publish(self, key: str, payload: bytes, waiter: object) -> None:
         self._publishes.append(Publish(key, payload, waiter))
+
+    def presence(self, op: PresenceOp) -> None:
+        self._presence.append(op)
 
     def acknowledged(self, key: str) -> list[int]:
         """Redis confirmed the SUBSCRIBE of `key`: the tokens it releases."""
@@ -153,6 +171,8 @@ class ClusterView:
                 flipped = flipped or key in self.counts
                 self.counts.pop(key, None)
         token = self._token() if flipped else None
-        turn = Turn(token, counts, self._publishes, self._subscribe, self._unsubscribe)
+        turn = Turn(token, counts, self._publishes, self._subscribe, self._unsubscribe,
+                    self._presence)
         self._publishes, self._subscribe, self._unsubscribe = [], [], []
+        self._presence = []
         return turn

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pushy_shard.core.cluster_presence import Heard
 from pushy_shard.core.protocol import dumps, loads
 from pushy_shard.errors import ClusterMessageError
 
@@ -54,9 +55,19 @@ def lease(instance: str) -> str:
     return f"{PREFIX}lease:{instance}"
 
 
+def presence(key: str, instance: str) -> list[str]:
+    """The keys of a presence channel, in the order the scripts take them (redis_link):
+    HASH entity -> record; ZSET entity -> seq (join order); HASH entity -> connections
+    on every instance; the channel's seq counter; HASH sid -> entity of `instance`."""
+    base = _tagged("p", key)
+    return [f"{base}:m", f"{base}:o", f"{base}:n", f"{base}:seq", f"{base}:h:{instance}"]
+
+
 # -- pub/sub messages --------------------------------------------------------------------------
 
 TRIGGER = "t"
+ADDED = "a"  # ["a", seq, entity, record, sid]: published by the join script
+REMOVED = "r"  # ["r", seq, entity, record]: by the leave and prune scripts
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +86,7 @@ class Published:
         return dumps([TRIGGER, self.event, self.data, self.exclude, self.user_id, self.client])
 
 
-ClusterMessage = Published
+ClusterMessage = Published | Heard
 
 
 def decode(payload: bytes) -> ClusterMessage:
@@ -91,4 +102,10 @@ def decode(payload: bytes) -> ClusterMessage:
         if (isinstance(event, str) and (exclude is None or isinstance(exclude, str))
                 and isinstance(client, bool)):
             return Published(event, data, exclude, user_id, client)
+    elif item[0] in (ADDED, REMOVED) and len(item) == (5 if item[0] == ADDED else 4):
+        seq, entity, record = item[1], item[2], item[3]
+        sid = item[4] if item[0] == ADDED else None
+        if (isinstance(seq, int) and isinstance(entity, str) and isinstance(record, dict)
+                and (sid is None or isinstance(sid, str))):
+            return Heard(seq, item[0] == ADDED, entity, record, sid)
     raise ClusterMessageError(f"unknown or malformed cluster message {str(item[0])[:20]!r}")

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from pushy_shard.core import pusher_protocol as wire
 from pushy_shard.core.channels import (
+    PRESENCE_UNAVAILABLE,
     Broadcast,
     Channel,
     Effect,
@@ -83,6 +84,7 @@ class PusherChannels:
         self.on_breach: Callable[[str, str], None] | None = None
         self.max_presence_bytes = 0  # Pushy's limit; presence data is checked by the front
         self.hooks: frozenset[str] = frozenset()  # webhook events to report (hook_events)
+        self.shared_presence = False  # several instances: presence comes from Redis
         self._joins = 0
 
     def get(self, key: str) -> PusherChannel | None:
@@ -122,7 +124,7 @@ class PusherChannels:
                   if member is not None else None)
         state = MemberState(sid, key, channel, presence, user_key, record, self._joins)
         added = None
-        if record is not None and new_user and chan.members:
+        if record is not None and new_user and chan.members and not self.shared_presence:
             added = wire.member_added(channel, record["user_id"], record["user_info"])
         chan.add(Member(front, state))
         if presence:
@@ -136,7 +138,7 @@ class PusherChannels:
             effects += self._hook(chan, "channel_occupied")
         if added is not None:
             effects.append(Broadcast(key, chan.fronts(), added, sid))
-        if presence and new_user and record is not None:
+        if presence and new_user and record is not None and not self.shared_presence:
             effects += self._hook(chan, "member_added", user_id=record["user_id"])
         if parse_channel(channel).cache:  # the last event, or cache_miss (PUSHER.md 3)
             last = self.cached(key, now_ms)
@@ -188,7 +190,7 @@ class PusherChannels:
             touched.add(state.key)
             if state.presence:
                 self._count_user(restored, state, +1)
-                if new_user and state.record is not None:
+                if new_user and state.record is not None and not self.shared_presence:
                     if announce:
                         added = wire.member_added(restored.display, state.record["user_id"],
                                                   state.record.get("user_info", {}))
@@ -291,12 +293,13 @@ class PusherChannels:
         removed = None
         if chan.presence:
             user = chan.users.get(state.member_id)
-            if user is not None and user.connections == 1 and len(chan.members) > 1:
+            if (user is not None and user.connections == 1 and len(chan.members) > 1
+                    and not self.shared_presence):
                 removed = wire.member_removed(chan.display, user.user_id)
         member = chan.remove(sid)
         gone = chan.presence and self._count_user(chan, state, -1)
         effects: list[Effect] = [Left(member.front, sid, chan.key, None)]
-        if gone and state.record is not None:
+        if gone and state.record is not None and not self.shared_presence:
             effects += self._hook(chan, "member_removed", user_id=state.record["user_id"])
         if not chan.members:
             del self.channels[chan.key]
@@ -340,6 +343,24 @@ class PusherChannels:
         if user_id is not None:
             event["user_id"] = _text(user_id)
         return [Hook(chan.key, event)]
+
+    def presence_entity(self, member: MemberState) -> str:
+        return member.member_id  # the user's key: its user_id as text
+
+    def presence_success(self, chan: Channel, member: MemberState,
+                         records: list[dict[str, Any]]) -> bytes:
+        """Pusher's list is per user: ids and {user key: user_info}, in join order."""
+        ids = [record.get("user_id") for record in records]
+        users = {_text(record.get("user_id")): record.get("user_info", {}) for record in records}
+        return wire.presence_succeeded(chan.display, ids, users)
+
+    def presence_change(self, display: str, record: dict[str, Any], added: bool) -> bytes:
+        if added:
+            return wire.member_added(display, record.get("user_id"), record.get("user_info", {}))
+        return wire.member_removed(display, record.get("user_id"))
+
+    def presence_refused(self, display: str) -> bytes:
+        return wire.subscription_error(display, "ServiceUnavailable", PRESENCE_UNAVAILABLE, 503)
 
     def hook_state(self) -> dict[str, list[str] | None]:
         return {chan.display: ([_text(user.user_id) for user in chan.users.values()]

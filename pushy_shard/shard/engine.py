@@ -36,10 +36,12 @@ from pushy_shard.core.channels import (
     Hook,
     Joined,
     Left,
+    MemberState,
     Reply,
     hook_events,
 )
-from pushy_shard.core.cluster_view import ClusterView, Turn
+from pushy_shard.core.cluster_presence import Change, Heard, Mirror
+from pushy_shard.core.cluster_view import ClusterView, PresenceOp, Turn
 from pushy_shard.core.config import App, Config
 from pushy_shard.core.front_view import Answer, Apply, FrontsView, Restore
 from pushy_shard.core.metrics import Metrics
@@ -84,6 +86,16 @@ class _Waiter:
     pusher: bool  # a Pusher app's trigger: its answer has the subscription count
 
 
+@dataclass(frozen=True, slots=True)
+class _PresenceJoin:
+    """A local presence join waiting for Redis: its success goes when the channel's
+    mirror reached the join (core/cluster_presence.py)."""
+
+    front: int
+    sid: str
+    key: str
+
+
 class Shard:
     """Applies fronts' requests to its channels, in arrival order."""
 
@@ -104,6 +116,7 @@ class Shard:
         self._touched: set[str] = set()  # keys whose local member count may have changed
         self._turns: list[Turn] = []
         self._names: dict[str, str] = {}  # key -> display name, for cluster webhooks
+        self._mirrors: dict[str, Mirror] = {}  # presence channels as Redis has them
         self._hooks: list[tuple[str, dict[str, Any]]] = []  # transitions for the hooks process
         self._hook_messages: list[link.Transitions | link.HookState] = []  # ...in order
         self._hook_events = _hook_events(config)
@@ -136,6 +149,7 @@ class Shard:
                                  on_channel=self._channel_changed)
         state.on_breach = self.breach
         state.hooks = self._hook_events.get(app, frozenset())
+        state.shared_presence = self.config.cluster is not None
         return state
 
     def _app(self, app_id: str) -> App | None:
@@ -250,6 +264,10 @@ class Shard:
                 self._touched.update(member.key for member in action.members)
                 self.perform(self.channels.restore_front(action.front, action.members,
                                                          announce=action.announce))
+                if self.cluster is not None:  # idempotent in Redis: a replay joins once
+                    for member in action.members:
+                        if member.presence:
+                            self._presence_join(member, None)
 
     def _apply(self, apply: Apply) -> None:
         """Apply one request and always answer it (Done), so the front never waits it out.
@@ -347,6 +365,12 @@ class Shard:
             self.breach_line("cluster", f"dropped a pub/sub message on {key!r}: {exc}")
             return
         self.cluster_in += 1
+        if isinstance(message, Heard):
+            mirror = self._mirrors.get(key)
+            if mirror is not None:
+                self._tell(key, mirror.heard(message))
+                self._answer_ready(key, mirror)
+            return
         state = self.channels.for_key(key)
         _, effects = state.trigger(key, message.event, message.data, message.exclude,
                                    now_ms=int(time.time() * 1000), user_id=message.user_id,
@@ -366,6 +390,166 @@ class Shard:
         assert self.cluster is not None
         for token in self.cluster.acknowledged(key):
             self.release(token)
+        self._snapshot_if_needed(key)
+
+    def pubsub_lost(self) -> None:
+        """The pub/sub link dropped: every mirror waits for a new snapshot (the local
+        members are then told the difference)."""
+        for mirror in self._mirrors.values():
+            mirror.reset()
+
+    def cluster_replay(self) -> None:
+        """Redis lost (or may have lost) this shard's state: every count and every local
+        presence member again (the scripts are idempotent), and what Redis holds of this
+        shard beyond them goes (`prune`)."""
+        assert self.cluster is not None
+        self.cluster.rewrite(self.local_counts())
+        for key in list(self._mirrors):
+            chan = self.channels.get(key)
+            members = [m.state for m in chan.members.values()] if chan is not None else []
+            for member in members:
+                self._presence_join(member, None)
+            self._presence_op("prune", key, tuple(m.sid for m in members), None)
+            self._snapshot_if_needed(key)
+        self._wake()
+
+    def release_stale(self, keys: Sequence[str]) -> None:
+        """A predecessor of this shard had members in `keys` that no front replayed: its
+        counts and presence members there go."""
+        assert self.cluster is not None
+        self.cluster.rewrite([*self.local_counts(), *((key, 0) for key in keys)])
+        for key in keys:
+            self._presence_op("prune", key, (), None)
+        self._wake()
+
+    # -- presence across instances ---------------------------------------------------------
+
+    def _mirror(self, key: str) -> Mirror:
+        mirror = self._mirrors.get(key)
+        if mirror is None:
+            mirror = self._mirrors[key] = Mirror()
+        self._snapshot_if_needed(key)
+        return mirror
+
+    def _snapshot_if_needed(self, key: str) -> None:
+        """A mirror without its snapshot on a channel already listened to (a failed one is
+        asked again with the next join or when Redis is back): ask for it."""
+        assert self.cluster is not None
+        mirror = self._mirrors.get(key)
+        listening = self.cluster.listening.get(key)
+        if (mirror is not None and not mirror.live and not mirror.asking
+                and listening is not None and listening.acknowledged):
+            mirror.asking = True
+            self._presence_op("snapshot", key, (), mirror.generation)
+
+    def _presence_join(self, member: MemberState, waiter: _PresenceJoin | None) -> None:
+        state = self.channels.for_key(member.key)
+        self._mirror(member.key)
+        fresh = "1" if isinstance(state, ChannelTable) else "0"  # a Pushy id may be redrawn
+        record = link.body(member.record or {}).decode()
+        self._presence_op("join", member.key,
+                          (state.presence_entity(member), record, member.sid, fresh), waiter)
+
+    def _presence_op(self, kind: str, key: str, args: tuple[str, ...], waiter: object) -> None:
+        assert self.cluster is not None
+        self.cluster.presence(PresenceOp(kind, key, args, waiter))
+        self._wake()
+
+    def presence_done(self, op: PresenceOp, result: Any) -> None:
+        """Redis answered a presence script (None: it failed or timed out)."""
+        mirror = self._mirrors.get(op.key)
+        if op.kind == "join":
+            if result is None:
+                if isinstance(op.waiter, _PresenceJoin):
+                    self._refuse(op.waiter)
+                return
+            seq, added, entity = int(result[0]), bool(result[1]), _text(result[2])
+            waiter = op.waiter
+            if isinstance(waiter, _PresenceJoin) and entity != op.args[0]:
+                state = self.channels.for_key(op.key)
+                chan = state.get(op.key)
+                if (isinstance(state, ChannelTable) and chan is not None
+                        and waiter.sid in chan.members):
+                    state.rename(op.key, waiter.sid, entity)
+            if added:
+                self._presence_hook(op.key, "member_added", entity)
+            if isinstance(waiter, _PresenceJoin) and mirror is not None:
+                if mirror.wait(seq, waiter):
+                    self._answer_join(waiter, mirror)
+        elif op.kind == "leave":
+            if result is not None and bool(result[1]):
+                self._presence_hook(op.key, "member_removed", _text(result[2]))
+        elif op.kind == "snapshot" and mirror is not None:
+            if op.waiter != mirror.generation:
+                return  # asked before a gap: another is on its way
+            mirror.asking = False
+            if result is None:  # no list without Redis: the waiting joins fail, retryably
+                for waiter in mirror.abandon():
+                    assert isinstance(waiter, _PresenceJoin)
+                    self._refuse(waiter)
+                return
+            pairs = [(_text(result[i]), _record(result[i + 1]))
+                     for i in range(1, len(result) - 1, 2)]
+            self._tell(op.key, mirror.snapshot(int(result[0]), pairs))
+            self._answer_ready(op.key, mirror)
+        elif op.kind == "prune" and result is not None:
+            for i in range(1, len(result) - 1, 2):
+                self._presence_hook(op.key, "member_removed", _text(result[i]))
+
+    def presence_removed(self, key: str, entity: str) -> None:
+        """A sweep removed `entity` of a dead instance from `key`: its webhook, from here."""
+        self._presence_hook(key, "member_removed", entity)
+
+    def _answer_join(self, waiter: _PresenceJoin, mirror: Mirror) -> None:
+        """The mirror reached the join: its success, with the cluster-wide list."""
+        state = self.channels.for_key(waiter.key)
+        chan = state.get(waiter.key)
+        member = chan.members.get(waiter.sid) if chan is not None else None
+        if chan is None or member is None:
+            return  # left meanwhile
+        message = state.presence_success(chan, member.state, mirror.records())
+        self._deliver(Joined(waiter.front, waiter.sid, member.state, message))
+
+    def _answer_ready(self, key: str, mirror: Mirror) -> None:
+        for waiter in mirror.ready():
+            assert isinstance(waiter, _PresenceJoin)
+            self._answer_join(waiter, mirror)
+
+    def _refuse(self, waiter: _PresenceJoin) -> None:
+        """A presence join without Redis: the member goes again, the client is told to retry."""
+        state = self.channels.for_key(waiter.key)
+        chan = state.get(waiter.key)
+        if chan is None or waiter.sid not in chan.members:
+            return
+        display = chan.display
+        self.perform(state.leave(waiter.sid, (waiter.key,)))
+        self._deliver(Reply(waiter.front, waiter.sid, state.presence_refused(display)))
+
+    def _tell(self, key: str, changes: list[Change]) -> None:
+        """Presence changes to this shard's members of `key`."""
+        state = self.channels.for_key(key)
+        chan = state.get(key)
+        if chan is None:
+            return
+        for change in changes:
+            message = state.presence_change(chan.display, change.record, change.added)
+            self._deliver(Broadcast(key, chan.fronts(), message, change.exclude))
+
+    def _presence_hook(self, key: str, name: str, entity: str) -> None:
+        state = self.channels.for_key(key)
+        if name in state.hooks:
+            display = self._names.get(key, key.partition("\x00")[2] or key)
+            self._hook(Hook(key, {"name": name, "channel": display, "user_id": entity}))
+
+    def _deliver(self, effect: Effect) -> None:
+        """An effect made here, sent as it is (no cluster step in between)."""
+        if isinstance(effect, Broadcast):
+            self.published += 1
+            self.link_deliveries += len(effect.fronts)
+        for front, frames in _messages(effect):
+            identity = self.fronts.identity(front)
+            if identity is not None:
+                self._queue(identity, frames)
 
     def release(self, token: int) -> None:
         """What waited for `token` may go (Redis answered, failed or missed its deadline)."""
@@ -392,6 +576,12 @@ class Shard:
                 self._outbox.hold(token)
         self._touched.clear()
         turn = self.cluster.turn()
+        for key in turn.unsubscribe:
+            mirror = self._mirrors.pop(key, None)
+            if mirror is not None:
+                for waiter in mirror.abandon():
+                    assert isinstance(waiter, _PresenceJoin)
+                    self._refuse(waiter)
         if turn.token is not None:
             self._outbox.hold(turn.token)
         if turn:
@@ -427,7 +617,10 @@ class Shard:
             return {"error": UnknownCommand().payload()}
         for state in self.channels.apps.values():  # read at use (SIGHUP)
             state.max_presence_bytes = self.config.limits.max_presence_data
-        shard = ShardSide(self.channels, self.owns, int(time.time() * 1000))
+        # with several instances every broadcast goes through Redis: as a Forward, which
+        # the front sends back as a trigger of the channel's owner, which publishes it
+        owns = self.owns if self.cluster is None else _nobody
+        shard = ShardSide(self.channels, owns, int(time.time() * 1000))
         ctx = CommandContext(request.name, request.data, request.channel, request.sid, front,
                              shard=shard, address=request.address)
         forwards = []
@@ -468,8 +661,14 @@ class Shard:
                 self.subscriptions += 1
                 if cluster:
                     self._touched.add(effect.member.key)
+                    if effect.member.presence:  # its success waits for Redis
+                        self._presence_join(effect.member, _PresenceJoin(
+                            effect.front, effect.sid, effect.member.key))
+                        continue
             elif isinstance(effect, Left) and cluster:
                 self._touched.add(effect.key)
+                if effect.key in self._mirrors:
+                    self._presence_op("leave", effect.key, (effect.sid,), None)
             if isinstance(effect, Hook):
                 if not (cluster and effect.event.get("name") in _CLUSTER_HOOKS):
                     self._hook(effect)
@@ -557,3 +756,22 @@ def _messages(effect: Effect) -> list[tuple[int, list[bytes]]]:
     if isinstance(effect, Left):
         return [(effect.front, link.Left(effect.sid, effect.key, effect.message).encode())]
     return []
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogatepass")
+    return str(value)
+
+
+def _record(value: object) -> dict[str, Any]:
+    """A presence record as Redis keeps it (JSON text); {} for one that does not decode."""
+    try:
+        record = link.load(value if isinstance(value, bytes) else str(value).encode())
+    except LinkError:
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _nobody(key: str) -> bool:
+    return False

@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import random
 import secrets
@@ -36,10 +35,11 @@ from redis.connection import parse_url
 from redis.exceptions import RedisError
 
 from pushy_shard.core import cluster_wire as wire
-from pushy_shard.core.cluster_view import Publish, Turn
+from pushy_shard.core.cluster_view import PresenceOp, Publish, Turn
 from pushy_shard.core.config import Config
 from pushy_shard.errors import ClusterMessageError
 from pushy_shard.shard.engine import Shard
+from pushy_shard.shard.redis_scripts import COUNT, PRESENCE, SCRIPTS
 
 log = logging.getLogger(__name__)
 
@@ -47,22 +47,6 @@ DEADLINE = 1.0  # seconds Redis has to answer a pipeline, a SUBSCRIBE or a conne
 RECONNECT_FIRST, RECONNECT_MAX = 0.1, 5.0  # back-off between reconnect attempts
 SUBSCRIBE_BATCH = 512  # channels per SUBSCRIBE command
 READ_BYTES = 256 * 1024
-
-# An instance's local subscription count of one channel (0: it has none). Returns 1 when
-# this made the channel occupied cluster-wide, -1 when it made it vacant, else 0.
-COUNT_SCRIPT = """
-local before = redis.call('HLEN', KEYS[1])
-if tonumber(ARGV[2]) > 0 then
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-else
-  redis.call('HDEL', KEYS[1], ARGV[1])
-end
-local after = redis.call('HLEN', KEYS[1])
-if before == 0 and after > 0 then return 1 end
-if before > 0 and after == 0 then return -1 end
-return 0
-"""
-
 
 def node_name(config: Config) -> str:
     """The instance's name in Redis: cluster.node, or `<hostname>:<port>`."""
@@ -138,7 +122,6 @@ class RedisLink:
         self.client = Redis.from_url(cluster.redis, socket_timeout=DEADLINE,
                                      socket_connect_timeout=DEADLINE,
                                      retry=Retry(NoBackoff(), 0))
-        self.count_sha = hashlib.sha1(COUNT_SCRIPT.encode()).hexdigest()
         self.pubsub = PubSub(cluster.redis, self._on_reply)
         self._up = False  # the command connection answered the last time it was used
         shard.redis_up = False
@@ -224,11 +207,9 @@ class RedisLink:
         """What a predecessor left and no front brought back goes (once both are known)."""
         if not self._recovered or self._stale is None:
             return
-        counts = self.shard.local_counts()
-        stale = self._stale - {key for key, _ in counts}
+        stale = sorted(self._stale - {key for key, _ in self.shard.local_counts()})
         self._stale = set()
-        assert self.shard.cluster is not None
-        self.shard.cluster.rewrite([*counts, *((key, 0) for key in stale)])
+        self.shard.release_stale(stale)
         self._after_write(f"recovered; {len(stale)} channel(s) a predecessor left released")
 
     def send(self, turns: list[Turn]) -> None:
@@ -236,7 +217,7 @@ class RedisLink:
         for turn in turns:
             if turn.subscribe or turn.unsubscribe:
                 self._subscriptions(turn.subscribe, turn.unsubscribe)
-            if turn.counts or turn.publishes or turn.token is not None:
+            if turn.counts or turn.publishes or turn.presence or turn.token is not None:
                 self._queue.append(turn)
         if self._queue or self._written:
             self._wake.set()
@@ -252,8 +233,9 @@ class RedisLink:
             for turn in turns:
                 counts.update(turn.counts)
             publishes = [p for turn in turns for p in turn.publishes]
+            presence = [op for turn in turns for op in turn.presence]
             written, self._written = self._written, []
-            await self._execute(counts, publishes)
+            await self._execute(counts, publishes, presence)
             if self.up:
                 for line in written:
                     log.info("shard %d: %s (%d count(s) written)", self.shard.index, line,
@@ -265,16 +247,23 @@ class RedisLink:
                     self.shard.release(turn.token)
             self.flush()
 
-    async def _execute(self, counts: dict[str, int], publishes: list[Publish]) -> None:
+    async def _execute(self, counts: dict[str, int], publishes: list[Publish],
+                       presence: list[PresenceOp]) -> None:
+        """One pipeline: counts, then presence scripts, then publishes (each in its turns'
+        order); every waiter is answered, with None where Redis did not answer."""
         results: list[Any] | None = None
         if self.up:
             pipe = self.client.pipeline(transaction=False)
             for key, n in counts.items():
-                pipe.evalsha(self.count_sha, 1, wire.occupancy(key), self.instance, n)
+                pipe.evalsha(COUNT.sha, 1, wire.occupancy(key), self.instance, n)
                 if n:
                     pipe.sadd(wire.host_channels(self.instance), key)
                 else:
                     pipe.srem(wire.host_channels(self.instance), key)
+            for op in presence:
+                keys: list[str | bytes] = [*wire.presence(op.key, self.instance),
+                                           wire.channel(op.key)]
+                pipe.evalsha(PRESENCE[op.kind].sha, len(keys), *keys, *op.args)
             for publish in publishes:
                 pipe.hvals(wire.occupancy(publish.key))
                 pipe.publish(wire.channel(publish.key), publish.payload)
@@ -290,6 +279,8 @@ class RedisLink:
             if counts:
                 assert self.shard.cluster is not None
                 self.shard.cluster.rewrite(self.shard.local_counts())
+            for op in presence:
+                self.shard.presence_done(op, None)
             for publish in publishes:
                 self.failed_publishes += 1
                 self.shard.publish_done(publish.waiter, None)
@@ -303,6 +294,16 @@ class RedisLink:
                             key, transition)
                 self._down(transition)
         offset = 2 * len(counts)
+        for i, op in enumerate(presence):
+            answer = results[offset + i]
+            if isinstance(answer, Exception):
+                log.warning("shard %d: Redis refused a presence %s of %r: %s",
+                            self.shard.index, op.kind, op.key, answer)
+                self.shard.presence_done(op, None)
+                self._down(answer)
+            else:
+                self.shard.presence_done(op, answer)
+        offset += len(presence)
         for j, publish in enumerate(publishes):
             hosts, sent = results[offset + 2 * j], results[offset + 2 * j + 1]
             if isinstance(hosts, Exception) or isinstance(sent, Exception):
@@ -341,7 +342,8 @@ class RedisLink:
 
     async def _register(self) -> None:
         pipe = self.client.pipeline(transaction=False)
-        pipe.script_load(COUNT_SCRIPT)
+        for script in SCRIPTS:
+            pipe.script_load(script.text)
         pipe.set(wire.lease(self.instance), self.incarnation, px=self.lease_ms)
         pipe.sadd(wire.HOSTS, self.instance)
         pipe.smembers(wire.host_channels(self.instance))
@@ -353,9 +355,8 @@ class RedisLink:
     def _registered_again(self, why: str) -> None:
         """Registered after a loss: every local count is written again (the next pipeline
         logs when it is done)."""
-        log.info("shard %d: %s; writing every count again", self.shard.index, why)
-        assert self.shard.cluster is not None
-        self.shard.cluster.rewrite(self.shard.local_counts())
+        log.info("shard %d: %s; writing every count and member again", self.shard.index, why)
+        self.shard.cluster_replay()
         self._after_write("registered in Redis again")
 
     def _after_write(self, line: str) -> None:
@@ -405,8 +406,13 @@ class RedisLink:
             log.warning("shard %d: instance %s lost its lease; its %d channel(s) released",
                         self.shard.index, instance, len(keys))
             for key in keys:
-                transition = await self.client.evalsha(self.count_sha, 1,
-                                                       wire.occupancy(key), instance, 0)
+                presence: list[str | bytes] = [*wire.presence(key, instance), wire.channel(key)]
+                gone = await self.client.evalsha(PRESENCE["prune"].sha, len(presence),
+                                                 *presence)
+                for i in range(1, len(gone) - 1, 2):
+                    self.shard.presence_removed(key, _text(gone[i]))
+                transition = await self.client.evalsha(COUNT.sha, 1, wire.occupancy(key),
+                                                       instance, 0)
                 if transition == -1:
                     self.shard.occupancy(key, False)
             await self.client.delete(wire.host_channels(instance))
@@ -447,6 +453,7 @@ class RedisLink:
 
     def _lost(self) -> None:
         self._tell_shard()
+        self.shard.pubsub_lost()
         assert self.shard.cluster is not None
         if self.shard.cluster.listening:
             self.gaps += 1

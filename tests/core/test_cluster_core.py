@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pushy_shard.core import cluster_wire as wire
+from pushy_shard.core.cluster_presence import Change, Heard, Mirror
 from pushy_shard.core.cluster_view import UNSUBSCRIBE_AFTER, ClusterView
 from pushy_shard.core.outbox import Outbox
 from pushy_shard.errors import ClusterMessageError
@@ -197,3 +198,62 @@ def test_published_round_trips() -> None:
 def test_decode_refuses_malformed_messages(payload: bytes) -> None:
     with pytest.raises(ClusterMessageError):
         wire.decode(payload)
+
+
+# -- Mirror ----------------------------------------------------------------------------------------
+
+
+def added(seq: int, who: str, sid: str | None = None) -> Heard:
+    return Heard(seq, True, who, {"name": who}, sid)
+
+
+def removed(seq: int, who: str) -> Heard:
+    return Heard(seq, False, who, {"name": who})
+
+
+def test_mirror_holds_what_it_hears_until_the_snapshot_and_skips_what_it_contains() -> None:
+    mirror = Mirror()
+    assert mirror.heard(added(4, "cid", "s3")) == []  # before the snapshot: waits
+    assert mirror.heard(added(3, "bob")) == []
+    changes = mirror.snapshot(3, [("ann", {"name": "ann"}), ("bob", {"name": "bob"})])
+    assert changes == [Change(True, {"name": "cid"}, "s3")]  # bob (3) was in it
+    assert list(mirror.members) == ["ann", "bob", "cid"] and mirror.seq == 4
+    assert mirror.heard(added(4, "cid")) == []  # a duplicate
+    assert mirror.heard(removed(5, "ann")) == [Change(False, {"name": "ann"})]
+    assert mirror.heard(removed(6, "nobody")) == []
+
+
+def test_a_join_is_answered_once_the_mirror_reached_its_seq() -> None:
+    mirror = Mirror()
+    assert mirror.wait(2, "join-a") is False  # no snapshot yet
+    mirror.snapshot(1, [("x", {})])
+    assert mirror.ready() == []
+    mirror.heard(added(2, "a"))
+    assert mirror.ready() == ["join-a"]
+    assert mirror.wait(2, "join-b") is True  # reached already: answer now
+    assert mirror.abandon() == []
+
+
+def test_a_new_snapshot_after_a_gap_is_told_as_the_difference() -> None:
+    mirror = Mirror()
+    mirror.snapshot(2, [("ann", {"name": "ann"}), ("bob", {"name": "bob"})])
+    generation = mirror.generation
+    mirror.reset()
+    assert not mirror.live and mirror.generation == generation + 1
+    changes = mirror.snapshot(9, [("bob", {"name": "bob"}), ("eve", {"name": "eve"})])
+    assert changes == [Change(False, {"name": "ann"}), Change(True, {"name": "eve"})]
+
+
+def test_abandon_returns_the_waiting_joins() -> None:
+    mirror = Mirror()
+    mirror.wait(5, "j1")
+    mirror.wait(6, "j2")
+    assert mirror.abandon() == ["j1", "j2"] and mirror.ready() == []
+
+
+def test_presence_messages_decode() -> None:
+    assert wire.decode(b'["a",3,"ann",{"name":"ann"},"s1"]') == added(3, "ann", "s1")
+    assert wire.decode(b'["r",4,"ann",{"name":"ann"}]') == removed(4, "ann")
+    for bad in (b'["a",3,"ann",{}]', b'["r","4","ann",{}]', b'["a",3,"ann",[],"s"]'):
+        with pytest.raises(ClusterMessageError):
+            wire.decode(bad)

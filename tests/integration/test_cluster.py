@@ -6,6 +6,8 @@ instances differ in their shard counts (each host routes with its own crc32 % N)
 from __future__ import annotations
 
 import asyncio
+import json
+import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -218,3 +220,123 @@ async def test_metrics_show_the_cluster_links(pair: tuple[Cluster, Cluster]) -> 
     assert float(samples["pushy_cluster_messages_in_total"]) > 0
     assert float(samples["pushy_redis_pipelines_total"]) > 0
     assert float(samples["pushy_cluster_gaps_total"]) == 0
+
+
+# -- presence, one list across instances ---------------------------------------------------------
+
+
+async def join_presence(client: PushyClient, channel: str, name: str) -> dict[str, Any]:
+    data = json.dumps({"name": name})
+    answer = await client.subscribe(channel, auth=channel_token(client.socket_id, channel, data),
+                                    data=data)
+    assert answer["event"] == "pushy:subscription-success", answer
+    return answer["data"]
+
+
+async def presence_event(client: PushyClient) -> tuple[str, str]:
+    message = await client.next()
+    assert message["event"] in ("pushy:presence-add", "pushy:presence-quit"), message
+    return message["event"].rpartition("-")[2], message["data"]["member"]["name"]
+
+
+async def test_pushy_presence_is_one_list_across_instances(
+        pair: tuple[Cluster, Cluster]) -> None:
+    a, b = pair
+    room = "private-lobby"
+    ann, bob, cid = await a.client(), await b.client(), await a.client()
+    try:
+        first = await join_presence(ann, room, "ann")
+        assert [m["name"] for m in first["presence"]] == ["ann"]
+        second = await join_presence(bob, room, "bob")
+        assert [m["name"] for m in second["presence"]] == ["ann", "bob"]
+        assert await presence_event(ann) == ("add", "bob")
+        third = await join_presence(cid, room, "cid")
+        assert [m["name"] for m in third["presence"]] == ["ann", "bob", "cid"]
+        ids = [m["memberId"] for m in third["presence"]]
+        assert len(set(ids)) == 3 and third["memberId"] == ids[2]
+        assert await presence_event(ann) == ("add", "cid")
+        assert await presence_event(bob) == ("add", "cid")
+        await bob.close()
+        assert await presence_event(ann) == ("quit", "bob")
+        assert await presence_event(cid) == ("quit", "bob")
+        for member in (ann, cid):
+            await member.nothing_pending()
+    finally:
+        for client in (ann, cid):
+            await client.close()
+
+
+async def test_pushy_presence_under_random_joins_and_leaves_on_both(
+        pair: tuple[Cluster, Cluster]) -> None:
+    """Every member's view (its list, then the events it got, in order) ends equal to the
+    channel's members, with no event told twice or of someone not there."""
+    a, b = pair
+    room = "private-churn"
+    rng = random.Random(7)
+    present: dict[str, PushyClient] = {}
+    views: dict[str, set[str]] = {}
+    try:
+        for step in range(40):
+            if present and rng.random() < 0.4:
+                name = rng.choice(sorted(present))
+                views.pop(name)
+                await present.pop(name).close()
+            else:
+                name = f"m{step}"
+                client = await (a if rng.random() < 0.5 else b).client()
+                joined = await join_presence(client, room, name)
+                views[name] = {m["name"] for m in joined["presence"]}
+                present[name] = client
+        expected = {*present, "last", "last-b"}
+        final, other = await a.client(), await b.client()
+        listed = await join_presence(final, room, "last")
+        assert {m["name"] for m in listed["presence"]} == {*present, "last"}
+        listed_b = await join_presence(other, room, "last-b")
+        assert {m["name"] for m in listed_b["presence"]} == expected
+        for name, client in present.items():  # the events each got, in order
+            view = views[name]
+            while not {"last", "last-b"} <= view:
+                kind, who = await presence_event(client)
+                if kind == "add":
+                    assert who not in view, f"{name} told twice of {who}"
+                    view.add(who)
+                else:
+                    assert who in view, f"{name} told of {who} leaving, never joined"
+                    view.discard(who)
+            assert view == expected, name
+            await client.nothing_pending()
+        await final.close()
+        await other.close()
+    finally:
+        for client in present.values():
+            await client.close()
+
+
+async def test_pusher_presence_counts_users_across_instances(
+        pair: tuple[Cluster, Cluster]) -> None:
+    a, b = pair
+    room = "presence-team"
+    alice_a = await PusherClient.open(a)
+    bob_b = await PusherClient.open(b)
+    alice_b = await PusherClient.open(b)
+    try:
+        ok = await alice_a.subscribe(room, {"user_id": "alice", "user_info": {"n": 1}})
+        assert ok["data"]["presence"]["ids"] == ["alice"]
+        ok = await bob_b.subscribe(room, {"user_id": 7, "user_info": {"n": 2}})
+        assert ok["data"]["presence"]["ids"] == ["alice", 7]
+        assert ok["data"]["presence"]["count"] == 2
+        added = await alice_a.expect("pusher_internal:member_added")
+        assert added["data"] == {"user_id": 7, "user_info": {"n": 2}}
+        # alice's second connection, on the other instance: no member_added anywhere
+        ok = await alice_b.subscribe(room, {"user_id": "alice", "user_info": {"n": 1}})
+        assert ok["data"]["presence"]["ids"] == ["alice", 7]
+        await alice_a.nothing_pending()
+        await bob_b.nothing_pending()
+        # her first connection goes: she is still there through the second
+        await alice_a.close()
+        await bob_b.nothing_pending()
+        await alice_b.close()
+        removed = await bob_b.expect("pusher_internal:member_removed")
+        assert removed["data"] == {"user_id": "alice"}
+    finally:
+        await bob_b.close()

@@ -5,6 +5,7 @@ instance's channels are released within seconds, and waits follow the product's 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -16,7 +17,7 @@ import aiohttp
 import pytest
 
 from pushy_shard.core.routing import shard_for
-from tests.integration.harness import Cluster
+from tests.integration.harness import Cluster, PushyClient, channel_token
 from tests.integration.redis_server import RedisServer
 from tests.integration.test_cluster import LEASE, events, instance
 
@@ -167,3 +168,80 @@ async def test_restarted_instance_releases_what_its_predecessor_left(
         assert (await b.trigger("left-behind", "e", {}))[0] == 200
     finally:
         again.stop()
+
+
+async def join_presence(client: PushyClient, channel: str, name: str) -> dict[str, Any]:
+    """The answer to a presence subscribe, success or not."""
+    data = json.dumps({"name": name})
+    await client.send("subscribe", {"channel": channel, "data": data,
+                                    "auth": channel_token(client.socket_id, channel, data)})
+    return await client.next()
+
+
+async def test_killed_instance_members_leave_with_presence_quit(
+        pair: tuple[Cluster, Cluster]) -> None:
+    a, b = pair
+    ann, bob = await a.client(), await b.client()
+    try:
+        await join_presence(ann, "private-room", "ann")
+        await join_presence(bob, "private-room", "bob")
+        assert (await ann.expect("pushy:presence-add"))["data"]["member"]["name"] == "bob"
+        killed = time.monotonic()
+        os.killpg(b.process.pid, signal.SIGKILL)
+        quit_ = await ann.expect("pushy:presence-quit", timeout=1.5 * LEASE + 5)
+        assert quit_["data"]["member"]["name"] == "bob"
+        assert time.monotonic() - killed < 1.5 * LEASE + 1
+        cid = await a.client()
+        joined = await join_presence(cid, "private-room", "cid")
+        assert [m["name"] for m in joined["data"]["presence"]] == ["ann", "cid"]
+        await cid.close()
+        await bob.session.close()
+    finally:
+        await ann.close()
+
+
+async def test_presence_join_while_redis_is_stalled_fails_retryably(
+        pair: tuple[Cluster, Cluster], redis_server: RedisServer) -> None:
+    a, _ = pair
+    ann = await a.client()
+    try:
+        mark = a.log.mark
+        redis_server.pause()
+        try:
+            started = time.monotonic()
+            answer = await join_presence(ann, "private-stalled", "ann")
+            assert answer["event"] == "pushy:subscription-failed", answer
+            assert answer["data"]["reason"] == "Presence is unavailable (Redis), retry"
+            assert time.monotonic() - started < 2.5
+        finally:
+            redis_server.resume()
+        a.log.wait_for(r"registered in Redis again", start=mark)
+        answer = await join_presence(ann, "private-stalled", "ann")  # the retry works
+        assert answer["event"] == "pushy:subscription-success", answer
+        assert [m["name"] for m in answer["data"]["presence"]] == ["ann"]
+    finally:
+        await ann.close()
+
+
+async def test_redis_restarted_presence_comes_back_whole(
+        pair: tuple[Cluster, Cluster], redis_server: RedisServer) -> None:
+    a, b = pair
+    ann, bob = await a.client(), await b.client()
+    try:
+        await join_presence(ann, "private-kept", "ann")
+        await join_presence(bob, "private-kept", "bob")
+        await ann.expect("pushy:presence-add")
+        marks = a.log.mark, b.log.mark
+        redis_server.restart()
+        for server, mark in zip((a, b), marks, strict=True):
+            server.log.wait_for(r"registered in Redis again \(", count=server.workers,
+                                start=mark)
+            server.log.wait_for(r"every resubscribed channel subscribed", count=server.workers,
+                                start=mark)
+        cid = await a.client()
+        joined = await join_presence(cid, "private-kept", "cid")
+        assert {m["name"] for m in joined["data"]["presence"]} == {"ann", "bob", "cid"}
+        await cid.close()
+    finally:
+        await ann.close()
+        await bob.close()
