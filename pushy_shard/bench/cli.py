@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import secrets
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -39,7 +40,7 @@ from pushy_shard.bench.measure import Settings
 from pushy_shard.bench.report import Result
 
 SCENARIOS = {"burst": "a", "channels": "b", "latency": "c", "idle": "d", "presence": "e",
-             "scaling": "f"}
+             "scaling": "f", "cluster": "g"}
 SUMMARY = {
     "burst": "one channel, a burst of events",
     "channels": "many channels, small audiences",
@@ -47,6 +48,7 @@ SUMMARY = {
     "idle": "memory of idle subscribed connections",
     "presence": "presence joins and leaves",
     "scaling": "(a) and (b) over fronts = workers",
+    "cluster": "(a) and (b): two instances on Redis beside one with as many processes",
 }
 
 
@@ -162,6 +164,33 @@ def _scaling(settings: Settings, args: argparse.Namespace) -> list[Result]:
     return results
 
 
+def _cluster(settings: Settings, args: argparse.Namespace, protocols: list[str]
+             ) -> list[Result]:
+    """(g) Two instances of --workers/--fronts on one redis-server, subscribers split over
+    both, triggers through the first; beside one instance of twice as many processes."""
+    results = []
+    for proto in protocols:
+        for pair in (False, True):
+            if pair:
+                server = target.cluster_pair(args.workers, args.fronts, args.secret,
+                                             args.prefix, proto)
+            else:
+                server = target.local(2 * args.workers, 2 * args.fronts, args.secret,
+                                      args.prefix, proto)
+            print(f"-- (g) cluster, {proto}: {server.label}", file=sys.stderr, flush=True)
+            try:
+                runs = [fanout.burst(settings, server, args.subscribers, args.events,
+                                     "g burst"),
+                        fanout.channels(settings, server, args.channels, args.per_channel,
+                                        args.triggers, "g channels")]
+            finally:
+                server.stop()
+            for result in runs:
+                result.params.update({"protocol": proto, "instances": 2 if pair else 1})
+            results.extend(runs)
+    return results
+
+
 def _run(args: argparse.Namespace, settings: Settings) -> list[Result]:
     chosen = {v: k for k, v in SCENARIOS.items()}.get(args.scenario, args.scenario)
     names = list(SCENARIOS) if chosen == "all" else [chosen]
@@ -176,6 +205,17 @@ def _run(args: argparse.Namespace, settings: Settings) -> list[Result]:
                       file=sys.stderr)
                 continue
             results.extend(_scaling(settings, args))
+            continue
+        if name == "cluster":
+            if args.url:
+                print("(g) cluster needs servers this tool starts; skipped with --url",
+                      file=sys.stderr)
+                continue
+            if chosen == "all" and shutil.which("redis-server") is None:
+                print("(g) cluster needs redis-server (apt-get install redis-server); skipped",
+                      file=sys.stderr)
+                continue
+            results.extend(_cluster(settings, args, protocols))
             continue
         hooks = {"off": [False], "on": [True], "both": [False, True]}[args.webhooks]
         for proto, webhooks in [(p, w) for p in protocols for w in hooks]:

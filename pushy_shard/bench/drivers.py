@@ -172,10 +172,10 @@ class Subscribers:
         self.offsets = [sum(sizes[:i]) for i in range(processes)]
         self.sizes = sizes
         self.procs = [
-            ClientProc([str(exe), "sub", target.host, str(target.port), target.sockjs_path,
-                        str(size), str(CONNECT_CONCURRENCY), str(int(timeout * 1000)),
-                        str(nap_us)])
-            for size in sizes
+            ClientProc([str(exe), "sub", target.host, str(target.port_for(k)),
+                        target.sockjs_path, str(size), str(CONNECT_CONCURRENCY),
+                        str(int(timeout * 1000)), str(nap_us)])
+            for k, size in enumerate(sizes)
         ]
         self._armed = [{"cpu_ns": 0, "reads": 0}] * processes
 

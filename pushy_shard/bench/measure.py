@@ -47,6 +47,9 @@ class Span:
         self.steal_s = 0.0
         self.own_start = time.process_time()
         self.own_s = 0.0  # this orchestrator's CPU: neither server nor "other"
+        # the cluster scenario's Redis, by its own figures (INFO): what the span cost it
+        self.redis_start = target.redis.stats() if target.redis is not None else None
+        self.redis: dict[str, float] | None = None
 
     def stop(self) -> float | None:
         """Seconds of server CPU, None when the server's processes are unknown."""
@@ -55,6 +58,9 @@ class Span:
         self.irq_s = (machine.irq_ns - self.machine_start.irq_ns) / 1e9
         self.steal_s = (machine.steal_ns - self.machine_start.steal_ns) / 1e9
         self.own_s = time.process_time() - self.own_start
+        if self.redis_start is not None and self.target.redis is not None:
+            end_stats = self.target.redis.stats()
+            self.redis = {k: end_stats[k] - v for k, v in self.redis_start.items()}
         if not self.pids:
             return None
         # processes started during the span (a restarted child) count from zero
@@ -154,6 +160,16 @@ def fill(result: Result, run: FanOut) -> Result:
     if tally.client_reads:
         result.client_deliveries_per_read = tally.total / tally.client_reads
     account(result, run.span, run.server_cpu_s, result.client_cpu_s)
+    redis = run.span.redis
+    if redis is not None and redis["publishes"]:
+        per = {"redis_command_us_per_publish": redis["command_usec"] / redis["publishes"],
+               "redis_cpu_us_per_publish": redis["cpu_s"] * 1e6 / redis["publishes"],
+               "redis_publishes": redis["publishes"]}
+        result.params.update({k: round(v, 2) for k, v in per.items()})
+        result.notes.append(
+            f"Redis: {redis['publishes']:.0f} PUBLISH; per published message "
+            f"{per['redis_command_us_per_publish']:.2f} us in commands (commandstats), "
+            f"{per['redis_cpu_us_per_publish']:.2f} us of its process CPU")
     if run.server_cpu_s is not None:
         result.server_cpu_s = run.server_cpu_s
         if tally.total:

@@ -71,8 +71,10 @@ class LocalServer:
     """
 
     def __init__(self, workers: int, fronts: int, secret: str, prefix: str,
-                 start_timeout: float = 60.0, webhooks: bool = False) -> None:
+                 start_timeout: float = 60.0, webhooks: bool = False,
+                 cluster: dict[str, object] | None = None) -> None:
         self.workers, self.fronts = workers, fronts
+        self.cluster = cluster  # config.json's `cluster`: one instance of several
         # with webhooks: every event of the Pusher app and the Pushy channels goes to a sink
         self.sink = WebhookSink() if webhooks else None
         for _ in range(PORT_ATTEMPTS):
@@ -101,6 +103,8 @@ class LocalServer:
             # command rate limit (a production policy) would refuse it, so it is lifted here
             "limits": {"commands_per_second": 1_000_000, "commands_burst": 1_000_000},
         }
+        if self.cluster is not None:
+            config["cluster"] = self.cluster
         if self.sink is not None:
             hooks = [{"url": self.sink.url, "events": WEBHOOK_EVENTS}]
             config["apps"][0]["webhooks"] = hooks  # type: ignore[index]
@@ -179,6 +183,14 @@ class Target:
     pid_list: list[int] = field(default_factory=list)
     pid_pattern: str | None = None
     protocol: str = "pushy"  # or "pusher": the app PUSHER_APP, signed with `secret`
+    # several instances on one Redis (SCALEOUT.md): the others, subscribers spread over all
+    others: list[LocalServer] = field(default_factory=list)
+    redis: RedisProc | None = None
+
+    def port_for(self, k: int) -> int:
+        """The port subscriber process `k` connects to: the instances in turn."""
+        ports = [self.port, *(other.port for other in self.others)]
+        return ports[k % len(ports)]
 
     @property
     def sockjs_path(self) -> str:
@@ -191,7 +203,7 @@ class Target:
     def pids(self) -> list[int]:
         """The server's processes now (a restarted child is picked up)."""
         if self.server is not None:
-            return self.server.pids()
+            return [*self.server.pids(), *(p for other in self.others for p in other.pids())]
         if self.pid_pattern:
             return procstat.pids_matching(self.pid_pattern)
         return [pid for pid in self.pid_list if Path(f"/proc/{pid}").exists()]
@@ -201,11 +213,14 @@ class Target:
         return self.server is not None or bool(self.pid_list) or bool(self.pid_pattern)
 
     def problems(self) -> list[str]:
-        return list(self.server.problems) if self.server else []
+        servers = [self.server, *self.others] if self.server else []
+        return [line for server in servers for line in server.problems]
 
     def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
+        for server in ([self.server] if self.server else []) + self.others:
+            server.stop()
+        if self.redis is not None:
+            self.redis.stop()
 
 
 def local(workers: int, fronts: int, secret: str, prefix: str,
@@ -215,6 +230,82 @@ def local(workers: int, fronts: int, secret: str, prefix: str,
     label += " +webhooks" if webhooks else ""
     return Target("127.0.0.1", server.port, "", prefix, secret, label, server=server,
                   protocol=protocol)
+
+
+class RedisProc:
+    """Debian's redis-server on a free loopback port, for the cluster scenario; `stats` reads
+    its own figures (INFO commandstats and cpu)."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise BenchError("the cluster scenario needs redis-server: apt-get install "
+                             "redis-server")
+        self.port = free_port()
+        self.folder = tempfile.mkdtemp(prefix="psb-redis-")
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.folder],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        import redis  # the server's own dependency
+
+        self.client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                self.client.ping()
+                break
+            except redis.RedisError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    self.stop()
+                    raise BenchError("redis-server did not start") from None
+                time.sleep(0.05)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stats(self) -> dict[str, float]:
+        """PUBLISH calls (scripts' included), the microseconds every command took, and the
+        process's CPU seconds."""
+        commands = self.client.info("commandstats")
+        cpu = self.client.info("cpu")
+        publish = commands.get("cmdstat_publish", {})
+        return {"publishes": float(publish.get("calls", 0)),
+                "publish_usec": float(publish.get("usec", 0)),
+                "command_usec": float(sum(c.get("usec", 0) for c in commands.values())),
+                "cpu_s": float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"])}
+
+    def stop(self) -> None:
+        self.client.close()
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def cluster_pair(workers: int, fronts: int, secret: str, prefix: str,
+                 protocol: str = "pushy") -> Target:
+    """Two instances of `workers` shards and `fronts` fronts each on one Redis."""
+    redis = RedisProc()
+    servers: list[LocalServer] = []
+    try:
+        for node in ("bench-a", "bench-b"):
+            servers.append(LocalServer(workers, fronts, secret, prefix,
+                                       cluster={"redis": redis.url, "node": node}))
+    except BaseException:
+        for server in servers:
+            server.stop()
+        redis.stop()
+        raise
+    label = f"2 x pushy-shard w{workers} f{fronts} + redis" + (
+        " pusher" if protocol == "pusher" else "")
+    return Target("127.0.0.1", servers[0].port, "", prefix, secret, label, server=servers[0],
+                  protocol=protocol, others=servers[1:], redis=redis)
 
 
 def external(url: str, secret: str, prefix: str, pids: list[int], pattern: str | None,
