@@ -56,11 +56,18 @@ def lease(instance: str) -> str:
 
 
 def presence(key: str, instance: str) -> list[str]:
-    """The keys of a presence channel, in the order the scripts take them (redis_link):
+    """The keys of a presence channel, in the order the scripts take them (redis_scripts):
     HASH entity -> record; ZSET entity -> seq (join order); HASH entity -> connections
-    on every instance; the channel's seq counter; HASH sid -> entity of `instance`."""
+    on every instance; the channel's seq counter; HASH sid -> entity of `instance`; HASH
+    entity -> 1 while its member_added is announced."""
     base = _tagged("p", key)
-    return [f"{base}:m", f"{base}:o", f"{base}:n", f"{base}:seq", f"{base}:h:{instance}"]
+    return [f"{base}:m", f"{base}:o", f"{base}:n", f"{base}:seq", f"{base}:h:{instance}",
+            f"{base}:w"]
+
+
+def announced(key: str) -> str:
+    """Set while the channel's channel_occupied is announced (webhooks)."""
+    return _tagged("w", key)
 
 
 # -- pub/sub messages --------------------------------------------------------------------------

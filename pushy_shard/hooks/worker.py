@@ -76,7 +76,9 @@ class HooksWorker:
         self.channel: ZmqChannel | None = None
         self.http: aiohttp.ClientSession | None = None
         self.metrics = metrics.Metrics()
-        self.unasked = set(range(config.workers))  # shards whose state we have not had
+        # shards whose state we have not had (none to ask with several instances: Redis
+        # decides every transition there)
+        self.unasked = set(range(config.workers)) if config.cluster is None else set()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: int | None = None
         self._posts: set[asyncio.Task[None]] = set()
@@ -104,6 +106,9 @@ class HooksWorker:
         if isinstance(decoded, link.Transitions):
             for app, event in decoded.events:
                 try:
+                    if self.config.cluster is not None:  # decided, held and checked in Redis
+                        self._queue([(app, dict(event))], now)
+                        continue
                     self._queue(self.announcer.apply(app, event, now), now)
                 except BadTransition as exc:
                     self._line("malformed", f"dropped a transition of shard {decoded.shard}: "

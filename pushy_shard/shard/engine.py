@@ -117,6 +117,7 @@ class Shard:
         self._turns: list[Turn] = []
         self._names: dict[str, str] = {}  # key -> display name, for cluster webhooks
         self._mirrors: dict[str, Mirror] = {}  # presence channels as Redis has them
+        self._checks: list[tuple[float, PresenceOp]] = []  # departures' webhook checks
         self._hooks: list[tuple[str, dict[str, Any]]] = []  # transitions for the hooks process
         self._hook_messages: list[link.Transitions | link.HookState] = []  # ...in order
         self._hook_events = _hook_events(config)
@@ -184,6 +185,10 @@ class Shard:
         self.perform(self.channels.tick(int(time.time() * 1000)))
         if self.cluster is not None:
             self.cluster.idle(now)
+            checks = [op for due, op in self._checks if due <= now]
+            self._checks = [(due, op) for due, op in self._checks if due > now]
+            for op in checks:
+                self.cluster.presence(op)
             self._wake()
 
     def end_recovery(self) -> None:
@@ -207,7 +212,10 @@ class Shard:
 
     def send_hook_state(self, announce: bool) -> None:
         """This shard's channels of every app with webhooks (link.HookState), after the
-        transitions before it."""
+        transitions before it. Not with several instances: Redis decides every transition
+        there (shard/redis_scripts.py), and a shard's own channels are not the truth."""
+        if self.cluster is not None:
+            return
         self._end_transitions()
         state = {app: self.channels.app(app).hook_state() for app in self._hook_events}
         self._hook_messages.append(link.HookState(self.index, announce, state))
@@ -377,13 +385,31 @@ class Shard:
                                    client=message.client)
         self.perform([effect for effect in effects if not isinstance(effect, Hook)])
 
-    def occupancy(self, key: str, occupied: bool) -> None:
-        """Redis says this instance's write made `key` occupied (or vacated) cluster-wide:
-        the webhook transition, announced once."""
-        name = "channel_occupied" if occupied else "channel_vacated"
-        if name in self.channels.for_key(key).hooks:
-            display = self._names.get(key, key.partition("\x00")[2] or key)
-            self._hook(Hook(key, {"name": name, "channel": display}))
+    def wants_occupancy(self, key: str) -> bool:
+        """Whether a webhook of `key`'s app wants occupied / vacated (redis_scripts.COUNT)."""
+        return "channel_occupied" in self.channels.for_key(key).hooks
+
+    def occupancy(self, key: str, transition: int) -> None:
+        """Redis says this instance's write changed `key`'s occupancy cluster-wide (COUNT's
+        answer): 1 occupied, announced now; -1 vacant, announced if still so after the hold."""
+        if transition == 1:
+            self._cluster_hook(key, "channel_occupied")
+        elif transition == -1 and self.wants_occupancy(key):
+            self._later("vacant", key, ())
+
+    def _later(self, kind: str, key: str, args: tuple[str, ...]) -> None:
+        """A departure's check, `webhook_delivery.hold` seconds from now (at a sweep)."""
+        due = time.monotonic() + self.config.webhook_delivery.hold
+        self._checks.append((due, PresenceOp(kind, key, args, None)))
+
+    def _cluster_hook(self, key: str, name: str, user_id: str | None = None) -> None:
+        if name not in self.channels.for_key(key).hooks:
+            return
+        event: dict[str, Any] = {"name": name,
+                                 "channel": self._names.get(key, key.partition("\x00")[2] or key)}
+        if user_id is not None:
+            event["user_id"] = user_id
+        self._hook(Hook(key, event))
 
     def subscribed(self, key: str) -> None:
         """Redis acknowledged the SUBSCRIBE of `key`: the output waiting for it may go."""
@@ -446,9 +472,10 @@ class Shard:
         state = self.channels.for_key(member.key)
         self._mirror(member.key)
         fresh = "1" if isinstance(state, ChannelTable) else "0"  # a Pushy id may be redrawn
+        hooked = "1" if "member_added" in state.hooks else "0"
         record = link.body(member.record or {}).decode()
-        self._presence_op("join", member.key,
-                          (state.presence_entity(member), record, member.sid, fresh), waiter)
+        self._presence_op("join", member.key, (state.presence_entity(member), record,
+                                               member.sid, fresh, hooked), waiter)
 
     def _presence_op(self, kind: str, key: str, args: tuple[str, ...], waiter: object) -> None:
         assert self.cluster is not None
@@ -463,7 +490,7 @@ class Shard:
                 if isinstance(op.waiter, _PresenceJoin):
                     self._refuse(op.waiter)
                 return
-            seq, added, entity = int(result[0]), bool(result[1]), _text(result[2])
+            seq, added, entity = int(result[0]), int(result[1]), _text(result[2])
             waiter = op.waiter
             if isinstance(waiter, _PresenceJoin) and entity != op.args[0]:
                 state = self.channels.for_key(op.key)
@@ -471,14 +498,14 @@ class Shard:
                 if (isinstance(state, ChannelTable) and chan is not None
                         and waiter.sid in chan.members):
                     state.rename(op.key, waiter.sid, entity)
-            if added:
-                self._presence_hook(op.key, "member_added", entity)
+            if added == 1:  # (2: back within its removal's hold, announced before)
+                self._cluster_hook(op.key, "member_added", entity)
             if isinstance(waiter, _PresenceJoin) and mirror is not None:
                 if mirror.wait(seq, waiter):
                     self._answer_join(waiter, mirror)
         elif op.kind == "leave":
-            if result is not None and bool(result[1]):
-                self._presence_hook(op.key, "member_removed", _text(result[2]))
+            if result is not None and int(result[1]):
+                self.presence_removed(op.key, _text(result[2]))
         elif op.kind == "snapshot" and mirror is not None:
             if op.waiter != mirror.generation:
                 return  # asked before a gap: another is on its way
@@ -494,11 +521,17 @@ class Shard:
             self._answer_ready(op.key, mirror)
         elif op.kind == "prune" and result is not None:
             for i in range(1, len(result) - 1, 2):
-                self._presence_hook(op.key, "member_removed", _text(result[i]))
+                self.presence_removed(op.key, _text(result[i]))
+        elif op.kind == "gone" and result is not None and int(result):
+            self._cluster_hook(op.key, "member_removed", op.args[0])
+        elif op.kind == "vacant" and result is not None and int(result):
+            self._cluster_hook(op.key, "channel_vacated")
 
     def presence_removed(self, key: str, entity: str) -> None:
-        """A sweep removed `entity` of a dead instance from `key`: its webhook, from here."""
-        self._presence_hook(key, "member_removed", entity)
+        """`entity` left `key` (a leave, a prune, a sweep of a dead instance): its
+        member_removed is announced if it is still gone after the hold."""
+        if "member_removed" in self.channels.for_key(key).hooks:
+            self._later("gone", key, (entity,))
 
     def _answer_join(self, waiter: _PresenceJoin, mirror: Mirror) -> None:
         """The mirror reached the join: its success, with the cluster-wide list."""
@@ -534,12 +567,6 @@ class Shard:
         for change in changes:
             message = state.presence_change(chan.display, change.record, change.added)
             self._deliver(Broadcast(key, chan.fronts(), message, change.exclude))
-
-    def _presence_hook(self, key: str, name: str, entity: str) -> None:
-        state = self.channels.for_key(key)
-        if name in state.hooks:
-            display = self._names.get(key, key.partition("\x00")[2] or key)
-            self._hook(Hook(key, {"name": name, "channel": display, "user_id": entity}))
 
     def _deliver(self, effect: Effect) -> None:
         """An effect made here, sent as it is (no cluster step in between)."""

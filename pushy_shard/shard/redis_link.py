@@ -39,7 +39,7 @@ from pushy_shard.core.cluster_view import PresenceOp, Publish, Turn
 from pushy_shard.core.config import Config
 from pushy_shard.errors import ClusterMessageError
 from pushy_shard.shard.engine import Shard
-from pushy_shard.shard.redis_scripts import COUNT, PRESENCE, SCRIPTS
+from pushy_shard.shard.redis_scripts import COUNT, PRESENCE, SCRIPTS, VACANT
 
 log = logging.getLogger(__name__)
 
@@ -255,12 +255,16 @@ class RedisLink:
         if self.up:
             pipe = self.client.pipeline(transaction=False)
             for key, n in counts.items():
-                pipe.evalsha(COUNT.sha, 1, wire.occupancy(key), self.instance, n)
+                pipe.evalsha(COUNT.sha, 2, wire.occupancy(key), wire.announced(key),
+                             self.instance, n, "1" if self.shard.wants_occupancy(key) else "0")
                 if n:
                     pipe.sadd(wire.host_channels(self.instance), key)
                 else:
                     pipe.srem(wire.host_channels(self.instance), key)
             for op in presence:
+                if op.kind == "vacant":
+                    pipe.evalsha(VACANT.sha, 2, wire.occupancy(op.key), wire.announced(op.key))
+                    continue
                 keys: list[str | bytes] = [*wire.presence(op.key, self.instance),
                                            wire.channel(op.key)]
                 pipe.evalsha(PRESENCE[op.kind].sha, len(keys), *keys, *op.args)
@@ -288,7 +292,7 @@ class RedisLink:
         for i, key in enumerate(counts):
             transition = results[2 * i]
             if isinstance(transition, int) and transition:
-                self.shard.occupancy(key, transition > 0)
+                self.shard.occupancy(key, transition)
             elif isinstance(transition, Exception):  # NOSCRIPT: loaded again, rewritten
                 log.warning("shard %d: Redis refused a count of %r: %s", self.shard.index,
                             key, transition)
@@ -411,10 +415,10 @@ class RedisLink:
                                                  *presence)
                 for i in range(1, len(gone) - 1, 2):
                     self.shard.presence_removed(key, _text(gone[i]))
-                transition = await self.client.evalsha(COUNT.sha, 1, wire.occupancy(key),
-                                                       instance, 0)
-                if transition == -1:
-                    self.shard.occupancy(key, False)
+                transition = await self.client.evalsha(
+                    COUNT.sha, 2, wire.occupancy(key), wire.announced(key), instance, 0,
+                    "1" if self.shard.wants_occupancy(key) else "0")
+                self.shard.occupancy(key, int(transition))
             await self.client.delete(wire.host_channels(instance))
             await self.client.srem(wire.HOSTS, instance)
             self.swept += 1

@@ -4,7 +4,14 @@ all of which share the channel's hash tag (core/cluster_wire.py names them).
 Presence keys, in the order every presence script takes them: KEYS[1] m (HASH entity ->
 record JSON), KEYS[2] o (ZSET entity -> seq: the join order), KEYS[3] n (HASH entity ->
 connections on every instance), KEYS[4] seq (the channel's counter), KEYS[5] h (HASH sid ->
-entity of one instance), KEYS[6] the channel's pub/sub channel. An entity is a Pushy member
+entity of one instance), KEYS[6] w (HASH entity -> 1: member_added was announced),
+KEYS[7] the channel's pub/sub channel.
+
+Webhooks (PUSHER.md 9) are decided here too, once per cluster-wide transition: a channel's
+occupied (`pushy:w:{C}` set) and a member's added (its field of w) are announced when they
+were not announced before; their departures only when a check `hold` seconds later (asked
+by the shard that saw the departure) still finds them gone, so a return within the hold,
+on any instance, cancels the departure and is itself not announced. An entity is a Pushy member
 id or a Pusher user key; a Pusher user is added with its first connection anywhere and
 removed with its last. Every change INCRs seq and PUBLISHes ["a", seq, entity, record, sid]
 or ["r", seq, entity, record]. A channel's counter outlives its last member by a day, so
@@ -29,6 +36,9 @@ class Script:
 
 # An instance's local subscription count of one channel (0: it has none). Returns 1 when
 # this made the channel occupied cluster-wide, -1 when it made it vacant, else 0.
+# KEYS: the occupancy hash, the channel's webhook flag; ARGV: instance, count, "1" when
+# occupancy webhooks are wanted (then 1 is returned only if occupied was not announced yet,
+# 2 for a return within a vacate's hold).
 COUNT = Script("count", """
 local before = redis.call('HLEN', KEYS[1])
 if tonumber(ARGV[2]) > 0 then
@@ -37,8 +47,18 @@ else
   redis.call('HDEL', KEYS[1], ARGV[1])
 end
 local after = redis.call('HLEN', KEYS[1])
-if before == 0 and after > 0 then return 1 end
+if before == 0 and after > 0 then
+  if ARGV[3] == '1' and not redis.call('SET', KEYS[2], '1', 'NX') then return 2 end
+  return 1
+end
 if before > 0 and after == 0 then return -1 end
+return 0
+""")
+
+# KEYS as COUNT's. 1 when the channel is still vacant and its occupied was announced: now
+# its vacated is.
+VACANT = Script("vacant", """
+if redis.call('HLEN', KEYS[1]) == 0 and redis.call('DEL', KEYS[2]) == 1 then return 1 end
 return 0
 """)
 
@@ -57,16 +77,17 @@ local function leave(sid)
   redis.call('ZREM', KEYS[2], entity)
   local s = redis.call('INCR', KEYS[4])
   if redis.call('HLEN', KEYS[3]) == 0 then redis.call('PEXPIRE', KEYS[4], 86400000) end
-  redis.call('PUBLISH', KEYS[6], '["r",' .. s .. ',' .. cjson.encode(entity) .. ',' ..
+  redis.call('PUBLISH', KEYS[7], '["r",' .. s .. ',' .. cjson.encode(entity) .. ',' ..
     record .. ']')
   return {entity, record}
 end
 """
 
 # ARGV: entity, record JSON, sid, "1" when a taken entity (a Pushy member id of 8 hex
-# digits) is drawn again. A sid already held is a replay: nothing changes. Returns {seq,
-# 1 when the entity was added, the entity}: the joining shard answers its member once its
-# mirror reached seq.
+# digits) is drawn again, "1" when member webhooks are wanted. A sid already held is a
+# replay: nothing changes. Returns {seq, 1 when the entity was added and member_added is to
+# be announced (2: added, but back within its removal's hold), the entity}: the joining
+# shard answers its member once its mirror reached seq.
 JOIN = Script("join", """
 local held = redis.call('HGET', KEYS[5], ARGV[3])
 if held then return {""" + _SEQ + """, 0, held} end
@@ -84,8 +105,11 @@ local s = redis.call('INCR', KEYS[4])
 redis.call('PERSIST', KEYS[4])
 redis.call('HSET', KEYS[1], entity, ARGV[2])
 redis.call('ZADD', KEYS[2], s, entity)
-redis.call('PUBLISH', KEYS[6], '["a",' .. s .. ',' .. cjson.encode(entity) .. ',' ..
+redis.call('PUBLISH', KEYS[7], '["a",' .. s .. ',' .. cjson.encode(entity) .. ',' ..
   ARGV[2] .. ',' .. cjson.encode(ARGV[3]) .. ']')
+if ARGV[5] == '1' and redis.call('HSETNX', KEYS[6], entity, '1') == 0 then
+  return {s, 2, entity}
+end
 return {s, 1, entity}
 """)
 
@@ -126,5 +150,13 @@ out[1] = """ + _SEQ + """
 return out
 """)
 
-SCRIPTS = (COUNT, JOIN, LEAVE, SNAPSHOT, PRUNE)
-PRESENCE = {script.name: script for script in (JOIN, LEAVE, SNAPSHOT, PRUNE)}
+# ARGV: entity. 1 when it is still gone and its member_added was announced: now its
+# member_removed is.
+GONE = Script("gone", """
+if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 0 and redis.call('HDEL', KEYS[6], ARGV[1]) == 1
+then return 1 end
+return 0
+""")
+
+SCRIPTS = (COUNT, VACANT, JOIN, LEAVE, SNAPSHOT, PRUNE, GONE)
+PRESENCE = {script.name: script for script in (JOIN, LEAVE, SNAPSHOT, PRUNE, GONE)}
