@@ -11,6 +11,7 @@ shard that refuses an attribute that does not apply. Every refusal is ApiError 4
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from pushy_shard.core.channels import Channel
@@ -65,7 +66,23 @@ def check_users(pusher: bool, name: str) -> None:
 # -- what a shard answers from its state -------------------------------------------------------
 
 
-def list_channels(channels: Iterable[Channel], prefix: str, info: tuple[str, ...],
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What a query reads of one occupied channel: from a shard's table (`facts`), or with
+    several instances from Redis's cluster-wide counts."""
+
+    key: str
+    display: str
+    presence: bool
+    subscriptions: int
+    users: int
+
+
+def facts(chan: Channel) -> Facts:
+    return Facts(chan.key, chan.display, chan.presence, len(chan.members), _user_count(chan))
+
+
+def list_channels(channels: Iterable[Facts], prefix: str, info: tuple[str, ...],
                   pusher: bool) -> dict[str, dict[str, int]]:
     """The occupied channels whose name starts with `prefix`, with the attributes asked
     for that apply (a Pushy channel's name is case-insensitive, so is its prefix)."""
@@ -77,23 +94,23 @@ def list_channels(channels: Iterable[Channel], prefix: str, info: tuple[str, ...
             continue
         attributes: dict[str, int] = {}
         if "user_count" in info and chan.presence:
-            attributes["user_count"] = _user_count(chan)
+            attributes["user_count"] = chan.users
         if "subscription_count" in info:
-            attributes["subscription_count"] = len(chan.members)
+            attributes["subscription_count"] = chan.subscriptions
         out[chan.display] = attributes
     return out
 
 
-def channel_info(chan: Channel | None, info: tuple[str, ...], cached: Cached | None,
+def channel_info(chan: Facts | None, info: tuple[str, ...], cached: Cached | None,
                  now_ms: int) -> dict[str, Any]:
     """`{"occupied": bool, attributes...}` of one channel."""
     out: dict[str, Any] = {"occupied": chan is not None}
     if "user_count" in info:
         if chan is not None and not chan.presence:
             raise ApiError(400, "user_count is only for presence channels")
-        out["user_count"] = _user_count(chan) if chan is not None else 0
+        out["user_count"] = chan.users if chan is not None else 0
     if "subscription_count" in info:
-        out["subscription_count"] = len(chan.members) if chan is not None else 0
+        out["subscription_count"] = chan.subscriptions if chan is not None else 0
     if "cache" in info:
         out["cache"] = None if cached is None else {
             "data": cached.data, "ttl": max(0, (cached.until - now_ms) // 1000)}

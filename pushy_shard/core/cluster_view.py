@@ -46,6 +46,14 @@ class PresenceOp:
 
 
 @dataclass(frozen=True, slots=True)
+class Asked:
+    """An HTTP API query to answer from Redis (`request` a link.Query)."""
+
+    request: object
+    waiter: object
+
+
+@dataclass(frozen=True, slots=True)
 class Turn:
     """What one loop turn asks of Redis: `counts` (key -> local subscriptions, 0 removes
     the instance from the channel) and `publishes` in one pipeline, whose answer releases
@@ -57,10 +65,11 @@ class Turn:
     subscribe: list[str]
     unsubscribe: list[str]
     presence: list[PresenceOp] = field(default_factory=list)
+    queries: list[Asked] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.counts or self.publishes or self.subscribe or self.unsubscribe
-                    or self.presence)
+                    or self.presence or self.queries)
 
 
 class ClusterView:
@@ -73,6 +82,7 @@ class ClusterView:
         self._forced: set[str] = set()  # ...written even where unchanged (`rewrite`)
         self._publishes: list[Publish] = []
         self._presence: list[PresenceOp] = []
+        self._queries: list[Asked] = []
         self._subscribe: list[str] = []
         self._unsubscribe: list[str] = []
         self._next_token = 0
@@ -102,11 +112,20 @@ class ClusterView:
             return [token]
         return []
 
+    def listen(self, key: str) -> None:
+        """Subscribe to `key` for good (a control channel: no members, no count)."""
+        if key not in self.listening:
+            self.listening[key] = _Listening()
+            self._subscribe.append(key)
+
     def publish(self, key: str, payload: bytes, waiter: object) -> None:
         self._publishes.append(Publish(key, payload, waiter))
 
     def presence(self, op: PresenceOp) -> None:
         self._presence.append(op)
+
+    def query(self, asked: Asked) -> None:
+        self._queries.append(asked)
 
     def acknowledged(self, key: str) -> list[int]:
         """Redis confirmed the SUBSCRIBE of `key`: the tokens it releases."""
@@ -172,7 +191,7 @@ class ClusterView:
                 self.counts.pop(key, None)
         token = self._token() if flipped else None
         turn = Turn(token, counts, self._publishes, self._subscribe, self._unsubscribe,
-                    self._presence)
+                    self._presence, self._queries)
         self._publishes, self._subscribe, self._unsubscribe = [], [], []
-        self._presence = []
+        self._presence, self._queries = [], []
         return turn

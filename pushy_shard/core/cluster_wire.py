@@ -73,6 +73,8 @@ def announced(key: str) -> str:
 # -- pub/sub messages --------------------------------------------------------------------------
 
 TRIGGER = "t"
+TERMINATE = "k"  # ["k", app, user, origin node]: on TERMINATE_KEY, heard by every shard 0
+TERMINATE_KEY = "\x01terminate"  # a key no channel has: its pub/sub channel
 ADDED = "a"  # ["a", seq, entity, record, sid]: published by the join script
 REMOVED = "r"  # ["r", seq, entity, record]: by the leave and prune scripts
 
@@ -93,7 +95,20 @@ class Published:
         return dumps([TRIGGER, self.event, self.data, self.exclude, self.user_id, self.client])
 
 
-ClusterMessage = Published | Heard
+@dataclass(frozen=True, slots=True)
+class Terminate:
+    """terminate_connections asked on instance `origin`: every other closes the user's
+    connections too."""
+
+    app: str
+    user: str
+    origin: str
+
+    def encode(self) -> bytes:
+        return dumps([TERMINATE, self.app, self.user, self.origin])
+
+
+ClusterMessage = Published | Heard | Terminate
 
 
 def decode(payload: bytes) -> ClusterMessage:
@@ -109,6 +124,8 @@ def decode(payload: bytes) -> ClusterMessage:
         if (isinstance(event, str) and (exclude is None or isinstance(exclude, str))
                 and isinstance(client, bool)):
             return Published(event, data, exclude, user_id, client)
+    elif item[0] == TERMINATE and len(item) == 4 and all(isinstance(x, str) for x in item):
+        return Terminate(item[1], item[2], item[3])
     elif item[0] in (ADDED, REMOVED) and len(item) == (5 if item[0] == ADDED else 4):
         seq, entity, record = item[1], item[2], item[3]
         sid = item[4] if item[0] == ADDED else None

@@ -187,7 +187,7 @@ class Join:
                                     "member": self.member})]
 
 
-QUERIES = ("channels", "channel", "users")
+QUERIES = ("channels", "channel", "users", "terminate")  # terminate: several instances
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,7 +411,20 @@ class Deliver:
         return [self.OP, self.key.encode(), exclude, self.message]
 
 
-ShardMessage = Welcome | Pong | Done | Reply | Joined | Left | Deliver
+@dataclass(frozen=True, slots=True)
+class Terminate:
+    """Close app `app`'s connections signed in as `user` (4009): terminate_connections
+    asked on another instance (several instances)."""
+
+    OP: ClassVar[bytes] = b"k"
+    app: str
+    user: str
+
+    def encode(self) -> list[bytes]:
+        return [self.OP, self.app.encode(), self.user.encode()]
+
+
+ShardMessage = Welcome | Pong | Done | Reply | Joined | Left | Deliver | Terminate
 BATCH = b"B"  # several messages in one multipart: [BATCH, [len, ...], frames...]
 
 
@@ -444,6 +457,8 @@ def decode_shard(frames: list[bytes]) -> Iterator[ShardMessage]:
         yield Left(_text(frames[1]), _text(frames[2]), frames[3] or None)
     elif op == Pong.OP:
         yield Pong(frames[1:2] == [REDIS_DOWN])
+    elif op == Terminate.OP:
+        yield Terminate(_text(frames[1]), _text(frames[2]))
     elif op == Welcome.OP:
         fields = load(frames[1])
         yield Welcome(int(fields["shard"]), str(fields["incarnation"]),
@@ -521,6 +536,7 @@ def decode_hooks(frames: list[bytes]) -> Transitions | HookState:
 __all__ = [
     "BATCH", "NONE", "Command", "Deliver", "Done", "FrontMessage", "Hello", "Join", "Joined",
     "HookState", "Leave", "Left", "Malformed", "NotEncodable", "Ping", "Pong", "Query",
+    "Terminate",
     "Reply", "Request", "Resync", "ShardMessage", "Stats", "Transitions", "Trigger",
     "WantState", "Welcome", "batch", "body", "decode_control", "decode_hooks",
     "decode_request", "decode_shard", "front_identity", "hooks_identity", "is_request",

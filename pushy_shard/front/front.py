@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from pushy_shard.core import admission, link
@@ -94,6 +94,8 @@ class Front:
         self.index = index
         self.shards = config.workers
         self.hub = Hub(config.workers)
+        # told (app id, user id) when another instance's terminate_connections reaches here
+        self.on_terminate: Callable[[str, str], int] | None = None
         self.links: ShardLinks | None = None
         self.metrics = Metrics()
         self.stopping = False  # set by a graceful stop: no new connections from then on
@@ -220,6 +222,12 @@ class Front:
 
     def left(self, message: link.Left) -> None:
         self.hub.left(message.sid, message.key, message.message)
+
+    def terminate(self, message: link.Terminate) -> None:
+        """terminate_connections asked on another instance: the protocol that has users
+        (Pusher) closes theirs here."""
+        if self.on_terminate is not None:
+            self.on_terminate(message.app, message.user)
 
     def sweep(self) -> None:
         """Once a second: tell every shard we are alive, expire requests none answered."""

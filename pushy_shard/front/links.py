@@ -39,6 +39,8 @@ class LinkHandler(Protocol):
 
     def left(self, message: link.Left) -> None: ...
 
+    def terminate(self, message: link.Terminate) -> None: ...
+
 
 class ShardLinks:
     """Requests with futures over every shard's link, and the replay protocol."""
@@ -130,6 +132,8 @@ class ShardLinks:
                     self.handler.joined(message)
                 elif isinstance(message, link.Left):
                     self.handler.left(message)
+                elif isinstance(message, link.Terminate):
+                    self.handler.terminate(message)
                 elif isinstance(message, link.Pong):
                     if self.view.pong(shard, self.clock(), message.redis_down):
                         log.warning("front %d: shard %d %s", self.front, shard,

@@ -78,6 +78,7 @@ class Pusher:
         self.front = front
         self.sessions: dict[str, Session] = {}  # socket id -> the connection's state
         self._apps: dict[str, PusherApp] = {}
+        front.on_terminate = self.terminate
 
     def app(self, app_id: str) -> App | None:
         """The app's settings now (SIGHUP may change them)."""

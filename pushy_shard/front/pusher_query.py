@@ -97,6 +97,11 @@ async def terminate(pusher: Pusher, app: App, request: web.Request, body: bytes
         answers = await _gather(front, [relay.post(i, TERMINATE_PATH, order, timeout)
                                         for i in others])
         closed += sum(int(loads(answer).get("closed", 0)) for answer in answers)
+    if front.config.cluster is not None:  # and every other instance, through Redis
+        told = await _gather(front, [front.request(app_key(app.id, ""), link.Query(
+            app.id, "terminate", name=user_id), front.config.timeouts.query)])
+        if told[0].get("unavailable"):
+            raise ApiError(503, "Redis unavailable, retry", retry_after=1)
     log.info("front %d: terminated %d connection(s) of user %r of app %s", front.index,
              closed, user_id[:60], app.id)
     return {}

@@ -41,7 +41,7 @@ from pushy_shard.core.channels import (
     hook_events,
 )
 from pushy_shard.core.cluster_presence import Change, Heard, Mirror
-from pushy_shard.core.cluster_view import ClusterView, PresenceOp, Turn
+from pushy_shard.core.cluster_view import Asked, ClusterView, PresenceOp, Turn
 from pushy_shard.core.config import App, Config
 from pushy_shard.core.front_view import Answer, Apply, FrontsView, Restore
 from pushy_shard.core.metrics import Metrics
@@ -116,6 +116,7 @@ class Shard:
         self._touched: set[str] = set()  # keys whose local member count may have changed
         self._turns: list[Turn] = []
         self._names: dict[str, str] = {}  # key -> display name, for cluster webhooks
+        self._node = ""  # this instance's node name (the shell sets it)
         self._mirrors: dict[str, Mirror] = {}  # presence channels as Redis has them
         self._checks: list[tuple[float, PresenceOp]] = []  # departures' webhook checks
         self._hooks: list[tuple[str, dict[str, Any]]] = []  # transitions for the hooks process
@@ -324,6 +325,18 @@ class Shard:
                 return {"members": members, **state.info(request.key)}
             return {"members": members}
         if isinstance(request, link.Query):
+            if request.what == "terminate":  # several instances: tell the others
+                if self.cluster is None:
+                    return {"api_error": [400, "terminate is asked of the fronts"]}
+                message = cluster_wire.Terminate(request.app, request.name, self._node)
+                self.cluster.publish(cluster_wire.TERMINATE_KEY, message.encode(),
+                                     _Waiter(identity, rid, False))
+                self._wake()
+                return PENDING
+            if self.cluster is not None:  # asked of Redis: every instance's channels
+                self.cluster.query(Asked(request, _Waiter(identity, rid, False)))
+                self._wake()
+                return PENDING
             return self._query(request)
         if isinstance(request, link.Join):
             state = self.channels.for_key(request.key)
@@ -373,6 +386,12 @@ class Shard:
             self.breach_line("cluster", f"dropped a pub/sub message on {key!r}: {exc}")
             return
         self.cluster_in += 1
+        if isinstance(message, cluster_wire.Terminate):
+            if message.origin != self._node:  # the origin's fronts did theirs already
+                order = link.Terminate(message.app, message.user)
+                for identity in list(self.fronts.identities.values()):
+                    self._send(identity, order)
+            return
         if isinstance(message, Heard):
             mirror = self._mirrors.get(key)
             if mirror is not None:
@@ -583,6 +602,15 @@ class Shard:
         if self._outbox.release(token):
             self._wake()
 
+    def join_cluster(self, node: str) -> None:
+        """The shell is linked to Redis as instance `node`: shard 0 listens for the other
+        instances' terminate_connections."""
+        assert self.cluster is not None
+        self._node = node
+        if self.index == 0:
+            self.cluster.listen(cluster_wire.TERMINATE_KEY)
+            self._wake()
+
     def local_counts(self) -> list[tuple[str, int]]:
         """Every channel with local members, with their number (to write them again)."""
         return [(chan.key, len(chan.members)) for chan in self.channels.all()]
@@ -618,6 +646,37 @@ class Shard:
         if self.on_output is not None:
             self.on_output()
 
+    def query_done(self, asked: Asked, found: Any, answered: bool = True) -> None:
+        """Redis's answer to an HTTP API query (shard/redis_link.py: facts of the channels
+        this shard owns, or of one channel, or the users), unless Redis did not answer."""
+        request, waiter = asked.request, asked.waiter
+        assert isinstance(request, link.Query) and isinstance(waiter, _Waiter)
+        if not answered:
+            result: dict[str, Any] = {"api_error": [503, "Redis unavailable, retry"]}
+        else:
+            try:
+                result = self._cluster_answer(request, found)
+            except ApiError as exc:
+                result = {"api_error": [exc.status, exc.message]}
+        self._send(waiter.identity, link.Done(waiter.rid, link.body(result)))
+
+    def _cluster_answer(self, request: link.Query, found: Any) -> dict[str, Any]:
+        """`found`: the Facts of the channels (a list), or of one channel (Facts or None),
+        or the users (a list of ids; False: the channel is occupied but no presence one)."""
+        pusher = request.app != PUSHY_APP
+        info = tuple(request.info)
+        if request.what == "channels":
+            return {"channels": query.list_channels(found, request.prefix, info, pusher)}
+        if request.what == "users":
+            if found is False:
+                raise ApiError(400, "users are only listed for presence channels")
+            return {"users": [{"id": entity} for entity in found]}
+        key = app_key(request.app, request.name)
+        state = self.channels.apps.get(request.app)
+        now_ms = int(time.time() * 1000)
+        cached = state.cached(key, now_ms) if isinstance(state, PusherChannels) else None
+        return {"channel": query.channel_info(found, info, cached, now_ms)}
+
     def _query(self, request: link.Query) -> dict[str, Any]:
         """The HTTP API's question, answered from this shard's channels of the app; a
         refusal is `{"api_error": [status, message]}` (core/channel_query.py)."""
@@ -626,7 +685,7 @@ class Shard:
         info = tuple(request.info)
         try:
             if request.what == "channels":
-                found = state.all() if state is not None else ()
+                found = [query.facts(c) for c in state.all()] if state is not None else []
                 return {"channels": query.list_channels(found, request.prefix, info, pusher)}
             key = app_key(request.app, request.name)
             chan = state.get(key) if state is not None else None
@@ -634,7 +693,8 @@ class Shard:
                 return {"users": query.users(chan)}
             now_ms = int(time.time() * 1000)
             cached = state.cached(key, now_ms) if isinstance(state, PusherChannels) else None
-            return {"channel": query.channel_info(chan, info, cached, now_ms)}
+            found_one = query.facts(chan) if chan is not None else None
+            return {"channel": query.channel_info(found_one, info, cached, now_ms)}
         except ApiError as exc:
             return {"api_error": [exc.status, exc.message]}
 
@@ -709,7 +769,8 @@ class Shard:
             self.on_output()
         self._hooks.append((app_of(effect.key), effect.event))
 
-    def _send(self, identity: bytes, message: link.Welcome | link.Pong | link.Done) -> None:
+    def _send(self, identity: bytes,
+              message: link.Welcome | link.Pong | link.Done | link.Terminate) -> None:
         if isinstance(message, link.Pong) and not self.redis_up:
             message = link.Pong(redis_down=True)
         self._queue(identity, message.encode())

@@ -35,8 +35,11 @@ from redis.connection import parse_url
 from redis.exceptions import RedisError
 
 from pushy_shard.core import cluster_wire as wire
-from pushy_shard.core.cluster_view import PresenceOp, Publish, Turn
+from pushy_shard.core import link
+from pushy_shard.core.channel_query import Facts
+from pushy_shard.core.cluster_view import Asked, PresenceOp, Publish, Turn
 from pushy_shard.core.config import Config
+from pushy_shard.core.routing import PUSHY_APP, app_key, app_of
 from pushy_shard.errors import ClusterMessageError
 from pushy_shard.shard.engine import Shard
 from pushy_shard.shard.redis_scripts import COUNT, PRESENCE, SCRIPTS, VACANT
@@ -171,6 +174,7 @@ class RedisLink:
             self.up = True
         except (RedisError, OSError, TimeoutError) as exc:
             self._down(exc)
+        self.shard.join_cluster(node_name(self.shard.config))
         for job in (self._pump(), self._listen(), self._renew(), self._sweep()):
             self._tasks.append(self.loop.create_task(job))
         log.info("shard %d: in the cluster as %s on %s", self.shard.index, self.instance,
@@ -217,6 +221,8 @@ class RedisLink:
         for turn in turns:
             if turn.subscribe or turn.unsubscribe:
                 self._subscriptions(turn.subscribe, turn.unsubscribe)
+            for asked in turn.queries:
+                self._tasks.append(self.loop.create_task(self._answer(asked)))
             if turn.counts or turn.publishes or turn.presence or turn.token is not None:
                 self._queue.append(turn)
         if self._queue or self._written:
@@ -341,6 +347,66 @@ class RedisLink:
         self.up = True
         self.reconnects += 1
         self._registered_again("Redis is back")
+
+    # -- the HTTP API's queries ------------------------------------------------------------------
+
+    async def _answer(self, asked: Asked) -> None:
+        """A query, read from Redis within DEADLINE (else the front answers 503)."""
+        found: Any = None
+        answered = False
+        if self.up:
+            try:
+                found = await asyncio.wait_for(self._read(asked.request), DEADLINE)
+                answered = True
+            except (RedisError, OSError, TimeoutError) as exc:
+                log.warning("shard %d: a query found Redis unavailable (%s)", self.shard.index,
+                            exc.__class__.__name__)
+        self.shard.query_done(asked, found, answered)
+        self._tasks = [task for task in self._tasks if not task.done()]
+        self.flush()
+
+    async def _read(self, request: object) -> Any:
+        assert isinstance(request, link.Query)
+        if request.what == "channels":
+            # every instance's channels: the union of the sets each shard keeps of its own
+            # (written in its order, so never stale but for a dead instance not swept yet);
+            # this shard answers for the keys it owns here, the others for theirs
+            hosts = [_text(h) for h in await self.client.smembers(wire.HOSTS)]
+            union = await self.client.sunion([wire.host_channels(h) for h in hosts]) if hosts \
+                else set()
+            keys = sorted(key for key in map(_text, union)
+                          if app_of(key) == request.app and self.shard.owns(key))
+            found = await self._facts(keys)
+            return [facts for facts in found if facts is not None]
+        key = app_key(request.app, request.name)
+        if request.what == "users":
+            presence = wire.presence(key, self.instance)
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zrange(presence[1], 0, -1)
+            pipe.hlen(wire.occupancy(key))
+            ids, occupied = await pipe.execute()
+            if not ids and occupied:
+                return False
+            return [_text(entity) for entity in ids]
+        return (await self._facts([key]))[0]
+
+    async def _facts(self, keys: list[str]) -> list[Facts | None]:
+        """Each channel's cluster-wide counts: its instances' subscriptions and its users."""
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hvals(wire.occupancy(key))
+            pipe.hlen(wire.presence(key, self.instance)[2])
+        answers = await pipe.execute()
+        out: list[Facts | None] = []
+        for i, key in enumerate(keys):
+            counts, users = answers[2 * i], int(answers[2 * i + 1])
+            if not counts:
+                out.append(None)
+                continue
+            display = key if app_of(key) == PUSHY_APP else key.partition("\x00")[2]
+            out.append(Facts(key, display, users > 0 or display.startswith("presence-"),
+                             sum(int(n) for n in counts), users))
+        return out
 
     # -- the lease ------------------------------------------------------------------------------
 

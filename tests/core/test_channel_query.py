@@ -57,19 +57,25 @@ def test_the_names_say_which_attribute_applies() -> None:
     assert "presence" in refusal(query.check_users, True, "private-x")
 
 
+def all_facts(state: ChannelTable | PusherChannels) -> list[query.Facts]:
+    return [query.facts(chan) for chan in state.all()]
+
+
 def test_a_shard_lists_its_channels_with_their_attributes() -> None:
     state = pusher_state()
-    assert query.list_channels(state.all(), "news", ("subscription_count",), True) == {
+    assert query.list_channels(all_facts(state), "news", ("subscription_count",), True) == {
         "news": {"subscription_count": 2}, "news-2": {"subscription_count": 1}}
-    assert query.list_channels(state.all(), "presence-", ("user_count",), True) == {
+    assert query.list_channels(all_facts(state), "presence-", ("user_count",), True) == {
         "presence-r": {"user_count": 2}}
-    assert query.list_channels(state.all(), "NEWS", (), True) == {}  # Pusher: case counts
+    assert query.list_channels(all_facts(state), "NEWS", (), True) == {}  # Pusher: case counts
 
 
 def test_one_channel_and_its_users() -> None:
     state = pusher_state()
     chan = state.get(app_key("5", "presence-r"))
-    assert query.channel_info(chan, ("subscription_count", "user_count"), None, NOW) == {
+    assert chan is not None
+    assert query.channel_info(query.facts(chan), ("subscription_count", "user_count"), None,
+                              NOW) == {
         "occupied": True, "subscription_count": 3, "user_count": 2}
     assert query.channel_info(None, ("user_count",), None, NOW) == {
         "occupied": False, "user_count": 0}
@@ -88,8 +94,10 @@ def test_the_pushy_channels_answer_case_insensitively_by_member() -> None:
     for sid in ("s1", "s2"):
         table.subscribe(front=0, sid=sid, channel="Room", request={}, now_ms=NOW,
                         new_member_id=lambda: next(ids))
-    assert query.list_channels(table.all(), "ROOM", ("subscription_count",), False) == {
+    assert query.list_channels(all_facts(table), "ROOM", ("subscription_count",), False) == {
         "Room": {"subscription_count": 2}}
     room = table.get("room")
-    assert "presence" in refusal(query.channel_info, room, ("user_count",), None, NOW)
+    assert room is not None
+    assert "presence" in refusal(query.channel_info, query.facts(room), ("user_count",), None,
+                                 NOW)
     assert "presence" in refusal(query.users, room)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pushy_shard.core import cluster_wire as wire
+from pushy_shard.core import link
 from pushy_shard.core.cluster_presence import Change, Heard, Mirror
 from pushy_shard.core.cluster_view import UNSUBSCRIBE_AFTER, ClusterView
 from pushy_shard.core.outbox import Outbox
@@ -257,3 +258,15 @@ def test_presence_messages_decode() -> None:
     for bad in (b'["a",3,"ann",{}]', b'["r","4","ann",{}]', b'["a",3,"ann",[],"s"]'):
         with pytest.raises(ClusterMessageError):
             wire.decode(bad)
+
+
+def test_terminate_round_trips_on_redis_and_on_the_link() -> None:
+    order = wire.Terminate("10", "doomed", "host-a")
+    assert wire.decode(order.encode()) == order
+    with pytest.raises(ClusterMessageError):
+        wire.decode(b'["k","10",7,"host-a"]')
+    message = link.Terminate("10", "doomed")
+    assert list(link.decode_shard(message.encode())) == [message]
+    pong = link.Pong(redis_down=True)
+    assert list(link.decode_shard(pong.encode())) == [pong]
+    assert list(link.decode_shard(link.Pong().encode())) == [link.Pong()]

@@ -340,3 +340,62 @@ async def test_pusher_presence_counts_users_across_instances(
         assert removed["data"] == {"user_id": "alice"}
     finally:
         await bob_b.close()
+
+
+# -- the query API, cluster-wide ---------------------------------------------------------------
+
+
+async def ask(server: Cluster, method: str, *args: Any) -> Any:
+    return await asyncio.to_thread(getattr(sdk(server), method), *args)
+
+
+async def test_queries_answer_for_every_instance(pair: tuple[Cluster, Cluster]) -> None:
+    a, b = pair
+    on_a = [await PusherClient.open(a) for _ in range(2)]
+    on_b = [await PusherClient.open(b) for _ in range(3)]
+    try:
+        for client in (*on_a, *on_b[:2]):
+            await client.subscribe("q-news")
+        await on_b[2].subscribe("q-only-b")
+        users = [("ann", on_a[0]), ("bob", on_b[0]), ("ann", on_b[1])]
+        for user, client in users:
+            answer = await client.subscribe("presence-q", {"user_id": user})
+            assert answer["event"] == "pusher_internal:subscription_succeeded"
+        for server in (a, b):  # either instance answers the same
+            listed = await ask(server, "channels_info", "q-", ["subscription_count"])
+            assert listed == {"channels": {"q-news": {"subscription_count": 4},
+                                           "q-only-b": {"subscription_count": 1}}}
+            info = await ask(server, "channel_info", "presence-q",
+                             ["user_count", "subscription_count"])
+            assert info == {"occupied": True, "user_count": 2, "subscription_count": 3}
+            assert await ask(server, "users_info", "presence-q") == {
+                "users": [{"id": "ann"}, {"id": "bob"}]}
+            assert await ask(server, "channel_info", "q-none") == {"occupied": False}
+    finally:
+        for client in (*on_a, *on_b):
+            await client.close()
+
+
+async def test_terminate_connections_reaches_every_instance(
+        pair: tuple[Cluster, Cluster]) -> None:
+    a, b = pair
+    doomed = []
+    for server in (a, b, b):
+        client = await PusherClient.open(server)
+        await client.send("pusher:signin", sdk(server).authenticate_user(
+            client.socket_id, {"id": "doomed"}))
+        await client.expect("pusher:signin_success")
+        doomed.append(client)
+    spared = await PusherClient.open(b)
+    await spared.send("pusher:signin", sdk(b).authenticate_user(spared.socket_id,
+                                                                {"id": "spared"}))
+    await spared.expect("pusher:signin_success")
+    try:
+        assert await ask(a, "terminate_user_connections", "doomed") == {}
+        for client in doomed:
+            code, _ = await client.closed()
+            assert code == 4009
+        await spared.nothing_pending()
+    finally:
+        for client in (*doomed, spared):
+            await client.close()
