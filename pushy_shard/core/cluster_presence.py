@@ -48,6 +48,8 @@ class Mirror:
     _known: bool = False  # `members` held a snapshot once (a new one is told as a diff)
     asking: bool = False  # a snapshot was asked for and not answered yet
     generation: int = 0  # gaps so far: a snapshot asked before the last one is stale
+    catch_up: bool = False  # made for replayed members: their first snapshot tells what
+    #                         they missed since this shard's predecessor last applied
 
     @property
     def live(self) -> bool:

@@ -66,10 +66,11 @@ class Turn:
     unsubscribe: list[str]
     presence: list[PresenceOp] = field(default_factory=list)
     queries: list[Asked] = field(default_factory=list)
+    applied: dict[str, int] = field(default_factory=dict)  # presence key -> seq told
 
     def __bool__(self) -> bool:
         return bool(self.counts or self.publishes or self.subscribe or self.unsubscribe
-                    or self.presence or self.queries)
+                    or self.presence or self.queries or self.applied)
 
 
 class ClusterView:
@@ -83,6 +84,7 @@ class ClusterView:
         self._publishes: list[Publish] = []
         self._presence: list[PresenceOp] = []
         self._queries: list[Asked] = []
+        self.applied: dict[str, int] = {}  # presence key -> seq told, not yet written
         self._subscribe: list[str] = []
         self._unsubscribe: list[str] = []
         self._next_token = 0
@@ -191,7 +193,7 @@ class ClusterView:
                 self.counts.pop(key, None)
         token = self._token() if flipped else None
         turn = Turn(token, counts, self._publishes, self._subscribe, self._unsubscribe,
-                    self._presence, self._queries)
+                    self._presence, self._queries, self.applied)
         self._publishes, self._subscribe, self._unsubscribe = [], [], []
-        self._presence, self._queries = [], []
+        self._presence, self._queries, self.applied = [], [], {}
         return turn

@@ -59,10 +59,11 @@ def presence(key: str, instance: str) -> list[str]:
     """The keys of a presence channel, in the order the scripts take them (redis_scripts):
     HASH entity -> record; ZSET entity -> seq (join order); HASH entity -> connections
     on every instance; the channel's seq counter; HASH sid -> entity of `instance`; HASH
-    entity -> 1 while its member_added is announced."""
+    entity -> 1 while its member_added is announced; LIST of the last changes; HASH
+    instance -> the last seq its shard applied."""
     base = _tagged("p", key)
     return [f"{base}:m", f"{base}:o", f"{base}:n", f"{base}:seq", f"{base}:h:{instance}",
-            f"{base}:w"]
+            f"{base}:w", f"{base}:log", f"{base}:at"]
 
 
 def announced(key: str) -> str:

@@ -117,6 +117,7 @@ class Shard:
         self._turns: list[Turn] = []
         self._names: dict[str, str] = {}  # key -> display name, for cluster webhooks
         self._node = ""  # this instance's node name (the shell sets it)
+        self._instance = ""  # ...and this shard's name in Redis
         self._mirrors: dict[str, Mirror] = {}  # presence channels as Redis has them
         self._checks: list[tuple[float, PresenceOp]] = []  # departures' webhook checks
         self._hooks: list[tuple[str, dict[str, Any]]] = []  # transitions for the hooks process
@@ -135,6 +136,7 @@ class Shard:
         self.hooks_dropped = 0  # webhook transitions the hooks link could not queue
         self.cluster_in = 0  # pub/sub messages applied
         self.cluster_malformed = 0  # pub/sub messages that did not decode
+        self.presence_gaps = 0  # catch-ups the presence log was too short for
 
     @property
     def incarnation(self) -> str:
@@ -276,6 +278,8 @@ class Shard:
                 if self.cluster is not None:  # idempotent in Redis: a replay joins once
                     for member in action.members:
                         if member.presence:
+                            if member.key not in self._mirrors:
+                                self._mirrors[member.key] = Mirror(catch_up=True)
                             self._presence_join(member, None)
 
     def _apply(self, apply: Apply) -> None:
@@ -397,6 +401,7 @@ class Shard:
             if mirror is not None:
                 self._tell(key, mirror.heard(message))
                 self._answer_ready(key, mirror)
+                self._applied(key, mirror)
             return
         state = self.channels.for_key(key)
         _, effects = state.trigger(key, message.event, message.data, message.exclude,
@@ -485,7 +490,8 @@ class Shard:
         if (mirror is not None and not mirror.live and not mirror.asking
                 and listening is not None and listening.acknowledged):
             mirror.asking = True
-            self._presence_op("snapshot", key, (), mirror.generation)
+            catch_up = "1" if mirror.catch_up else "0"
+            self._presence_op("snapshot", key, (catch_up, self._instance), mirror.generation)
 
     def _presence_join(self, member: MemberState, waiter: _PresenceJoin | None) -> None:
         state = self.channels.for_key(member.key)
@@ -534,10 +540,16 @@ class Shard:
                     assert isinstance(waiter, _PresenceJoin)
                     self._refuse(waiter)
                 return
+            seq, at, logged = int(result[0]), int(result[1]), int(result[2])
+            log_end = 3 + logged
             pairs = [(_text(result[i]), _record(result[i + 1]))
-                     for i in range(1, len(result) - 1, 2)]
-            self._tell(op.key, mirror.snapshot(int(result[0]), pairs))
+                     for i in range(log_end, len(result) - 1, 2)]
+            if mirror.catch_up:  # what the replayed members missed, in order, then the rest
+                mirror.catch_up = False
+                self._catch_up(op.key, at, seq, result[3:log_end])
+            self._tell(op.key, mirror.snapshot(seq, pairs))
             self._answer_ready(op.key, mirror)
+            self._applied(op.key, mirror)
         elif op.kind == "prune" and result is not None:
             for i in range(1, len(result) - 1, 2):
                 self.presence_removed(op.key, _text(result[i]))
@@ -577,6 +589,32 @@ class Shard:
         self.perform(state.leave(waiter.sid, (waiter.key,)))
         self._deliver(Reply(waiter.front, waiter.sid, state.presence_refused(display)))
 
+    def _applied(self, key: str, mirror: Mirror) -> None:
+        """Redis learns the seq this shard's members were told up to (a successor catches
+        them up from there)."""
+        if mirror.seq is not None:
+            assert self.cluster is not None
+            self.cluster.applied[key] = mirror.seq
+
+    def _catch_up(self, key: str, at: int, seq: int, log: list[Any]) -> None:
+        """Tell the replayed members of `key` the changes of the log after `at` (their
+        predecessor's last) up to the snapshot's `seq`."""
+        if at < 0:
+            return  # no predecessor applied anything here
+        heard = []
+        for raw in log:
+            try:
+                message = cluster_wire.decode(raw if isinstance(raw, bytes) else str(raw).encode())
+            except ClusterMessageError:
+                continue
+            if isinstance(message, Heard) and at < message.seq <= seq:
+                heard.append(message)
+        if seq > at and (not heard or heard[0].seq != at + 1):
+            self.presence_gaps += 1
+            self.breach_line("cluster", f"presence of {key!r}: the log no longer holds every "
+                             f"change since seq {at}; replayed members may miss some")
+        self._tell(key, [Change(h.added, h.record, h.sid) for h in heard])
+
     def _tell(self, key: str, changes: list[Change]) -> None:
         """Presence changes to this shard's members of `key`."""
         state = self.channels.for_key(key)
@@ -602,11 +640,11 @@ class Shard:
         if self._outbox.release(token):
             self._wake()
 
-    def join_cluster(self, node: str) -> None:
-        """The shell is linked to Redis as instance `node`: shard 0 listens for the other
-        instances' terminate_connections."""
+    def join_cluster(self, node: str, instance: str) -> None:
+        """The shell is linked to Redis as `instance` of `node`: shard 0 listens for the
+        other instances' terminate_connections."""
         assert self.cluster is not None
-        self._node = node
+        self._node, self._instance = node, instance
         if self.index == 0:
             self.cluster.listen(cluster_wire.TERMINATE_KEY)
             self._wake()
@@ -819,6 +857,7 @@ class Shard:
             return []
         return [("pushy_cluster_messages_in_total", (), float(self.cluster_in)),
                 ("pushy_cluster_malformed_total", (), float(self.cluster_malformed)),
+                ("pushy_cluster_presence_gaps_total", (), float(self.presence_gaps)),
                 ("pushy_cluster_subscriptions", (), float(len(self.cluster.listening)))]
 
 

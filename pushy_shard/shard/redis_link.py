@@ -174,7 +174,7 @@ class RedisLink:
             self.up = True
         except (RedisError, OSError, TimeoutError) as exc:
             self._down(exc)
-        self.shard.join_cluster(node_name(self.shard.config))
+        self.shard.join_cluster(node_name(self.shard.config), self.instance)
         for job in (self._pump(), self._listen(), self._renew(), self._sweep()):
             self._tasks.append(self.loop.create_task(job))
         log.info("shard %d: in the cluster as %s on %s", self.shard.index, self.instance,
@@ -223,7 +223,8 @@ class RedisLink:
                 self._subscriptions(turn.subscribe, turn.unsubscribe)
             for asked in turn.queries:
                 self._tasks.append(self.loop.create_task(self._answer(asked)))
-            if turn.counts or turn.publishes or turn.presence or turn.token is not None:
+            if (turn.counts or turn.publishes or turn.presence or turn.applied
+                    or turn.token is not None):
                 self._queue.append(turn)
         if self._queue or self._written:
             self._wake.set()
@@ -236,12 +237,14 @@ class RedisLink:
             self._wake.clear()
             turns, self._queue = self._queue, []
             counts: dict[str, int] = {}
+            applied: dict[str, int] = {}
             for turn in turns:
                 counts.update(turn.counts)
+                applied.update(turn.applied)
             publishes = [p for turn in turns for p in turn.publishes]
             presence = [op for turn in turns for op in turn.presence]
             written, self._written = self._written, []
-            await self._execute(counts, publishes, presence)
+            await self._execute(counts, publishes, presence, applied)
             if self.up:
                 for line in written:
                     log.info("shard %d: %s (%d count(s) written)", self.shard.index, line,
@@ -254,7 +257,7 @@ class RedisLink:
             self.flush()
 
     async def _execute(self, counts: dict[str, int], publishes: list[Publish],
-                       presence: list[PresenceOp]) -> None:
+                       presence: list[PresenceOp], applied: dict[str, int]) -> None:
         """One pipeline: counts, then presence scripts, then publishes (each in its turns'
         order); every waiter is answered, with None where Redis did not answer."""
         results: list[Any] | None = None
@@ -277,6 +280,8 @@ class RedisLink:
             for publish in publishes:
                 pipe.hvals(wire.occupancy(publish.key))
                 pipe.publish(wire.channel(publish.key), publish.payload)
+            for key, seq in applied.items():  # last in the pipeline: its answers are unread
+                pipe.hset(wire.presence(key, self.instance)[7], self.instance, seq)
             started = time.perf_counter()
             try:
                 results = await asyncio.wait_for(pipe.execute(raise_on_error=False), DEADLINE)

@@ -5,7 +5,9 @@ Presence keys, in the order every presence script takes them: KEYS[1] m (HASH en
 record JSON), KEYS[2] o (ZSET entity -> seq: the join order), KEYS[3] n (HASH entity ->
 connections on every instance), KEYS[4] seq (the channel's counter), KEYS[5] h (HASH sid ->
 entity of one instance), KEYS[6] w (HASH entity -> 1: member_added was announced),
-KEYS[7] the channel's pub/sub channel.
+KEYS[7] log (LIST of the last LOG_KEEP changes, as published), KEYS[8] at (HASH instance ->
+the last seq its shard applied: a restarted shard tells its replayed members what they
+missed from there), KEYS[9] the channel's pub/sub channel.
 
 Webhooks (PUSHER.md 9) are decided here too, once per cluster-wide transition: a channel's
 occupied (`pushy:w:{C}` set) and a member's added (its field of w) are announced when they
@@ -64,8 +66,19 @@ return 0
 
 _SEQ = "tonumber(redis.call('GET', KEYS[4]) or '0')"
 
+LOG_KEEP = 256  # presence changes kept per channel for restarted shards' catch-up
+
+# Publish a change and keep it in the channel's log.
+_CHANGED = """
+local function changed(message)
+  redis.call('PUBLISH', KEYS[9], message)
+  redis.call('RPUSH', KEYS[7], message)
+  redis.call('LTRIM', KEYS[7], -""" + str(LOG_KEEP) + """, -1)
+end
+"""
+
 # Forget one connection (sid) of this instance: the entity leaves with its last connection.
-_LEAVE = """
+_LEAVE = _CHANGED + """
 local function leave(sid)
   local entity = redis.call('HGET', KEYS[5], sid)
   if not entity then return nil end
@@ -77,8 +90,7 @@ local function leave(sid)
   redis.call('ZREM', KEYS[2], entity)
   local s = redis.call('INCR', KEYS[4])
   if redis.call('HLEN', KEYS[3]) == 0 then redis.call('PEXPIRE', KEYS[4], 86400000) end
-  redis.call('PUBLISH', KEYS[7], '["r",' .. s .. ',' .. cjson.encode(entity) .. ',' ..
-    record .. ']')
+  changed('["r",' .. s .. ',' .. cjson.encode(entity) .. ',' .. record .. ']')
   return {entity, record}
 end
 """
@@ -88,7 +100,7 @@ end
 # replay: nothing changes. Returns {seq, 1 when the entity was added and member_added is to
 # be announced (2: added, but back within its removal's hold), the entity}: the joining
 # shard answers its member once its mirror reached seq.
-JOIN = Script("join", """
+JOIN = Script("join", _CHANGED + """
 local held = redis.call('HGET', KEYS[5], ARGV[3])
 if held then return {""" + _SEQ + """, 0, held} end
 local entity = ARGV[1]
@@ -105,8 +117,8 @@ local s = redis.call('INCR', KEYS[4])
 redis.call('PERSIST', KEYS[4])
 redis.call('HSET', KEYS[1], entity, ARGV[2])
 redis.call('ZADD', KEYS[2], s, entity)
-redis.call('PUBLISH', KEYS[7], '["a",' .. s .. ',' .. cjson.encode(entity) .. ',' ..
-  ARGV[2] .. ',' .. cjson.encode(ARGV[3]) .. ']')
+changed('["a",' .. s .. ',' .. cjson.encode(entity) .. ',' .. ARGV[2] .. ',' ..
+  cjson.encode(ARGV[3]) .. ']')
 if ARGV[5] == '1' and redis.call('HSETNX', KEYS[6], entity, '1') == 0 then
   return {s, 2, entity}
 end
@@ -120,9 +132,18 @@ if gone then return {""" + _SEQ + """, 1, gone[1]} end
 return {""" + _SEQ + """, 0, ''}
 """)
 
-# Returns {seq, entity, record, ...} in join order.
+# ARGV: "1" to catch up (a restarted shard's replayed members), the instance. Returns {seq,
+# the seq this instance's shard applied last (-1: none, or not asked), the number of log
+# entries that follow, the log (oldest first), then entity, record, ... in join order}.
 SNAPSHOT = Script("snapshot", """
-local out = {""" + _SEQ + """}
+local out = {""" + _SEQ + """, -1, 0}
+if ARGV[1] == '1' then
+  local at = redis.call('HGET', KEYS[8], ARGV[2])
+  out[2] = tonumber(at or '-1')
+  local log = redis.call('LRANGE', KEYS[7], 0, -1)
+  out[3] = #log
+  for _, message in ipairs(log) do out[#out + 1] = message end
+end
 local records = {}
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all, 2 do records[all[i]] = all[i + 1] end

@@ -245,3 +245,34 @@ async def test_redis_restarted_presence_comes_back_whole(
     finally:
         await ann.close()
         await bob.close()
+
+
+async def test_restarted_shard_catches_its_members_up_on_presence(
+        pair: tuple[Cluster, Cluster]) -> None:
+    """What changed elsewhere while a shard was down reaches its replayed members once,
+    in order (from the channel's log, after the seq its predecessor last told)."""
+    a, b = pair
+    room = next(f"private-up-{n}" for n in range(100) if shard_for(f"private-up-{n}", 2) == 0)
+    ann, bob = await a.client(), await b.client()
+    cid = await b.client()
+    try:
+        await join_presence(ann, room, "ann")
+        await join_presence(bob, room, "bob")
+        assert (await ann.expect("pushy:presence-add"))["data"]["member"]["name"] == "bob"
+        mark = a.kill("shard", 0)
+        joined = await join_presence(cid, room, "cid")  # on B, while A's shard is down
+        assert joined["event"] == "pushy:subscription-success", joined
+        await bob.close()
+        a.wait_restarted("shard", 0, mark)
+        a.log.wait_for(r"shard 0: every replayed channel subscribed", start=mark)
+        told = [(m["event"], m["data"]["member"]["name"])
+                for m in [await ann.next(), await ann.next()]]
+        assert told == [("pushy:presence-add", "cid"), ("pushy:presence-quit", "bob")]
+        await ann.nothing_pending()
+        late = await a.client()
+        listed = await join_presence(late, room, "late")
+        assert [m["name"] for m in listed["data"]["presence"]] == ["ann", "cid", "late"]
+        await late.close()
+    finally:
+        await ann.close()
+        await cid.close()
