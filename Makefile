@@ -43,13 +43,16 @@ bench: $(BENCH_STAMP)
 # Soak (tests/soak/soak.py): churn and presence while a random shard or front is SIGKILLed
 # every few seconds; prints a summary table, exits non-zero on a lost event or an
 # inconsistent presence view. Then the webhook soak (tests/soak/webhooks.py): every
-# occupancy and presence transition announced exactly once through the same kills.
-# `make soak SOAK_ARGS="--minutes 2"` (each of the two runs that long).
+# occupancy and presence transition announced exactly once through the same kills. Then
+# the cluster soak (tests/soak/cluster.py, needs redis-server): three instances on one
+# Redis while shards, an instance and Redis are killed.
+# `make soak SOAK_ARGS="--minutes 2"` (each of the three runs that long).
 SOAK_ARGS ?= --minutes 10
 
 soak: $(STAMP)
 	$(BIN)/python -m tests.soak.soak $(SOAK_ARGS)
 	$(BIN)/python -m tests.soak.webhooks $(SOAK_ARGS)
+	$(BIN)/python -m tests.soak.cluster $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -31,10 +31,11 @@ class Heard:
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """What to tell the local members of the channel: `record` came (or went); `exclude` is
-    a connection not to tell."""
+    """What to tell the local members of the channel: `entity` with `record` came (or
+    went); `exclude` is a connection not to tell (the joining one)."""
 
     added: bool
+    entity: str
     record: dict[str, Any]
     exclude: str | None = None
 
@@ -69,9 +70,9 @@ class Mirror:
         self.seq = change.seq
         if change.added:
             self.members[change.entity] = change.record
-            return [Change(True, change.record, change.sid)]
+            return [Change(True, change.entity, change.record, change.sid)]
         record = self.members.pop(change.entity, None)
-        return [] if record is None else [Change(False, record)]
+        return [] if record is None else [Change(False, change.entity, record)]
 
     def snapshot(self, seq: int, members: list[tuple[str, dict[str, Any]]]) -> list[Change]:
         """Redis's state at `seq`. The first one is told to nobody (the local members' lists
@@ -82,9 +83,9 @@ class Mirror:
         self._known = True
         changes: list[Change] = []
         if before is not None:
-            changes += [Change(False, record) for entity, record in before.items()
+            changes += [Change(False, entity, record) for entity, record in before.items()
                         if entity not in self.members]
-            changes += [Change(True, record) for entity, record in self.members.items()
+            changes += [Change(True, entity, record) for entity, record in self.members.items()
                         if entity not in before]
         early, self._early = self._early, []
         for change in early:

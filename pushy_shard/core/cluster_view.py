@@ -26,11 +26,13 @@ class _Listening:
 
 @dataclass(frozen=True, slots=True)
 class Publish:
-    """One event to PUBLISH; `waiter` is what the shard answers when Redis has it."""
+    """One event to PUBLISH; `waiter` is what the shard answers when Redis has it; `mark`
+    (the request's front and id) makes a re-sent request publish once."""
 
     key: str
     payload: bytes
     waiter: object
+    mark: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +122,8 @@ class ClusterView:
             self.listening[key] = _Listening()
             self._subscribe.append(key)
 
-    def publish(self, key: str, payload: bytes, waiter: object) -> None:
-        self._publishes.append(Publish(key, payload, waiter))
+    def publish(self, key: str, payload: bytes, waiter: object, mark: bytes = b"") -> None:
+        self._publishes.append(Publish(key, payload, waiter, mark))
 
     def presence(self, op: PresenceOp) -> None:
         self._presence.append(op)

@@ -46,6 +46,11 @@ def occupancy(key: str) -> str:
     return _tagged("s", key)
 
 
+def once(key: str, mark: bytes) -> str:
+    """A trigger's mark (its front's identity and request id): published at most once."""
+    return f"{_tagged('once', key)}:{mark.hex()}"
+
+
 def host_channels(instance: str) -> str:
     """SET of the channel keys `instance` has members in (what a sweep of it releases)."""
     return f"{PREFIX}hostch:{instance}"

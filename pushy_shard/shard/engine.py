@@ -365,7 +365,8 @@ class Shard:
             self.perform(state.client_hook(request.key, request.event, text,
                                            request.exclude, request.user_id))
         self.cluster.publish(request.key, message.encode(),
-                             _Waiter(identity, rid, isinstance(state, PusherChannels)))
+                             _Waiter(identity, rid, isinstance(state, PusherChannels)),
+                             mark=identity + b"/" + rid)
         self._wake()
         return PENDING
 
@@ -613,7 +614,7 @@ class Shard:
             self.presence_gaps += 1
             self.breach_line("cluster", f"presence of {key!r}: the log no longer holds every "
                              f"change since seq {at}; replayed members may miss some")
-        self._tell(key, [Change(h.added, h.record, h.sid) for h in heard])
+        self._tell(key, [Change(h.added, h.entity, h.record, h.sid) for h in heard])
 
     def _tell(self, key: str, changes: list[Change]) -> None:
         """Presence changes to this shard's members of `key`."""
@@ -623,7 +624,12 @@ class Shard:
             return
         for change in changes:
             message = state.presence_change(chan.display, change.record, change.added)
-            self._deliver(Broadcast(key, chan.fronts(), message, change.exclude))
+            # a member is never told of itself (after a gap it may be removed and added
+            # again while Redis is refilled; its own connection keeps its place)
+            exclude = change.exclude or next(
+                (sid for sid, m in chan.members.items() if m.state.member_id == change.entity),
+                None)
+            self._deliver(Broadcast(key, chan.fronts(), message, exclude))
 
     def _deliver(self, effect: Effect) -> None:
         """An effect made here, sent as it is (no cluster step in between)."""

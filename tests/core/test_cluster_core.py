@@ -217,10 +217,10 @@ def test_mirror_holds_what_it_hears_until_the_snapshot_and_skips_what_it_contain
     assert mirror.heard(added(4, "cid", "s3")) == []  # before the snapshot: waits
     assert mirror.heard(added(3, "bob")) == []
     changes = mirror.snapshot(3, [("ann", {"name": "ann"}), ("bob", {"name": "bob"})])
-    assert changes == [Change(True, {"name": "cid"}, "s3")]  # bob (3) was in it
+    assert changes == [Change(True, "cid", {"name": "cid"}, "s3")]  # bob (3) was in it
     assert list(mirror.members) == ["ann", "bob", "cid"] and mirror.seq == 4
     assert mirror.heard(added(4, "cid")) == []  # a duplicate
-    assert mirror.heard(removed(5, "ann")) == [Change(False, {"name": "ann"})]
+    assert mirror.heard(removed(5, "ann")) == [Change(False, "ann", {"name": "ann"})]
     assert mirror.heard(removed(6, "nobody")) == []
 
 
@@ -242,7 +242,8 @@ def test_a_new_snapshot_after_a_gap_is_told_as_the_difference() -> None:
     mirror.reset()
     assert not mirror.live and mirror.generation == generation + 1
     changes = mirror.snapshot(9, [("bob", {"name": "bob"}), ("eve", {"name": "eve"})])
-    assert changes == [Change(False, {"name": "ann"}), Change(True, {"name": "eve"})]
+    assert changes == [Change(False, "ann", {"name": "ann"}),
+                       Change(True, "eve", {"name": "eve"})]
 
 
 def test_abandon_returns_the_waiting_joins() -> None:
