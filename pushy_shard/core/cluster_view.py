@@ -11,6 +11,7 @@ one pipeline, plus the SUBSCRIBEs for the pub/sub link. Output that must wait fo
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -26,13 +27,11 @@ class _Listening:
 
 @dataclass(frozen=True, slots=True)
 class Publish:
-    """One event to PUBLISH; `waiter` is what the shard answers when Redis has it; `mark`
-    (the request's front and id) makes a re-sent request publish once."""
+    """One event to PUBLISH; `waiter` is what the shard answers when Redis has it."""
 
     key: str
     payload: bytes
     waiter: object
-    mark: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,8 +121,8 @@ class ClusterView:
             self.listening[key] = _Listening()
             self._subscribe.append(key)
 
-    def publish(self, key: str, payload: bytes, waiter: object, mark: bytes = b"") -> None:
-        self._publishes.append(Publish(key, payload, waiter, mark))
+    def publish(self, key: str, payload: bytes, waiter: object) -> None:
+        self._publishes.append(Publish(key, payload, waiter))
 
     def presence(self, op: PresenceOp) -> None:
         self._presence.append(op)
@@ -199,3 +198,25 @@ class ClusterView:
         self._publishes, self._subscribe, self._unsubscribe = [], [], []
         self._presence, self._queries, self.applied = [], [], {}
         return turn
+
+
+class RecentMarks:
+    """The marks of the triggers a shard heard in the last `keep` seconds: one heard again
+    is a request its front re-sent after the publishing shard died (published twice), and
+    is dropped. Memory: one entry per trigger heard in the window."""
+
+    def __init__(self, keep: float) -> None:
+        self.keep = keep
+        self._marks: set[str] = set()
+        self._order: deque[tuple[float, str]] = deque()
+
+    def seen(self, mark: str, now: float) -> bool:
+        """True when `mark` was heard within the window; else it is recorded."""
+        order = self._order
+        while order and order[0][0] <= now - self.keep:
+            self._marks.discard(order.popleft()[1])
+        if mark in self._marks:
+            return True
+        self._marks.add(mark)
+        order.append((now, mark))
+        return False

@@ -46,11 +46,6 @@ def occupancy(key: str) -> str:
     return _tagged("s", key)
 
 
-def once(key: str, mark: bytes) -> str:
-    """A trigger's mark (its front's identity and request id): published at most once."""
-    return f"{_tagged('once', key)}:{mark.hex()}"
-
-
 def host_channels(instance: str) -> str:
     """SET of the channel keys `instance` has members in (what a sweep of it releases)."""
     return f"{PREFIX}hostch:{instance}"
@@ -89,16 +84,20 @@ REMOVED = "r"  # ["r", seq, entity, record]: by the leave and prune scripts
 class Published:
     """An event for every member of the channel on every instance: a trigger, a Pusher
     client event (with its sender's user_id on presence channels) or a custom command's
-    forward. `exclude` is a socket id, unique across instances."""
+    forward. `exclude` is a socket id, unique across instances. `mark` names the request
+    (its front and id): a front re-sends a request its shard died before answering, and
+    the receivers drop a mark they heard already (core/cluster_view.RecentMarks)."""
 
     event: str
     data: Any
     exclude: str | None = None
     user_id: Any = None
     client: bool = False
+    mark: str = ""
 
     def encode(self) -> bytes:
-        return dumps([TRIGGER, self.event, self.data, self.exclude, self.user_id, self.client])
+        return dumps([TRIGGER, self.event, self.data, self.exclude, self.user_id, self.client,
+                      self.mark])
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,11 +124,11 @@ def decode(payload: bytes) -> ClusterMessage:
         raise ClusterMessageError(f"undecodable cluster message: {exc}") from exc
     if not isinstance(item, list) or not item:
         raise ClusterMessageError("a cluster message is a non-empty JSON array")
-    if item[0] == TRIGGER and len(item) == 6:
-        _, event, data, exclude, user_id, client = item
+    if item[0] == TRIGGER and len(item) == 7:
+        _, event, data, exclude, user_id, client, mark = item
         if (isinstance(event, str) and (exclude is None or isinstance(exclude, str))
-                and isinstance(client, bool)):
-            return Published(event, data, exclude, user_id, client)
+                and isinstance(client, bool) and isinstance(mark, str)):
+            return Published(event, data, exclude, user_id, client, mark)
     elif item[0] == TERMINATE and len(item) == 4 and all(isinstance(x, str) for x in item):
         return Terminate(item[1], item[2], item[3])
     elif item[0] in (ADDED, REMOVED) and len(item) == (5 if item[0] == ADDED else 4):

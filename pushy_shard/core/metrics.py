@@ -106,9 +106,9 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("pushy_cluster_messages_out_total", COUNTER, "Events published to Redis."),
     Family("pushy_cluster_publish_failures_total", COUNTER,
            "Events Redis did not take in time (answered 503 with Retry-After)."),
-    Family("pushy_cluster_republished_total", COUNTER,
-           "Triggers a front re-sent after its shard died that Redis had already published "
-           "(not published twice)."),
+    Family("pushy_cluster_duplicates_dropped_total", COUNTER,
+           "Pub/sub messages of a trigger heard twice (its front re-sent it after the "
+           "publishing shard died), dropped."),
     Family("pushy_cluster_presence_gaps_total", COUNTER,
            "Catch-ups of a restarted shard's presence members the channel's log was too "
            "short for."),

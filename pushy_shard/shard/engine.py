@@ -41,7 +41,7 @@ from pushy_shard.core.channels import (
     hook_events,
 )
 from pushy_shard.core.cluster_presence import Change, Heard, Mirror
-from pushy_shard.core.cluster_view import Asked, ClusterView, PresenceOp, Turn
+from pushy_shard.core.cluster_view import Asked, ClusterView, PresenceOp, RecentMarks, Turn
 from pushy_shard.core.config import App, Config
 from pushy_shard.core.front_view import Answer, Apply, FrontsView, Restore
 from pushy_shard.core.metrics import Metrics
@@ -137,6 +137,9 @@ class Shard:
         self.cluster_in = 0  # pub/sub messages applied
         self.cluster_malformed = 0  # pub/sub messages that did not decode
         self.presence_gaps = 0  # catch-ups the presence log was too short for
+        self.cluster_duplicates = 0  # re-sent triggers heard twice, dropped
+        # twice the trigger timeout: fronts re-send within it
+        self._marks = RecentMarks(2 * config.timeouts.trigger)
 
     @property
     def incarnation(self) -> str:
@@ -359,14 +362,14 @@ class Shard:
         on its subscription (one order per channel: Redis's). The Done waits for Redis."""
         assert self.cluster is not None
         message = cluster_wire.Published(request.event, request.data, request.exclude,
-                                         request.user_id, request.client)
+                                         request.user_id, request.client,
+                                         mark=(identity + b"/" + rid).hex())
         if request.client and isinstance(state, PusherChannels):  # announced here, once
             text = request.data if isinstance(request.data, str) else ""
             self.perform(state.client_hook(request.key, request.event, text,
                                            request.exclude, request.user_id))
         self.cluster.publish(request.key, message.encode(),
-                             _Waiter(identity, rid, isinstance(state, PusherChannels)),
-                             mark=identity + b"/" + rid)
+                             _Waiter(identity, rid, isinstance(state, PusherChannels)))
         self._wake()
         return PENDING
 
@@ -403,6 +406,9 @@ class Shard:
                 self._tell(key, mirror.heard(message))
                 self._answer_ready(key, mirror)
                 self._applied(key, mirror)
+            return
+        if message.mark and self._marks.seen(message.mark, time.monotonic()):
+            self.cluster_duplicates += 1  # re-sent by its front after its shard died
             return
         state = self.channels.for_key(key)
         _, effects = state.trigger(key, message.event, message.data, message.exclude,
@@ -864,6 +870,7 @@ class Shard:
         return [("pushy_cluster_messages_in_total", (), float(self.cluster_in)),
                 ("pushy_cluster_malformed_total", (), float(self.cluster_malformed)),
                 ("pushy_cluster_presence_gaps_total", (), float(self.presence_gaps)),
+                ("pushy_cluster_duplicates_dropped_total", (), float(self.cluster_duplicates)),
                 ("pushy_cluster_subscriptions", (), float(len(self.cluster.listening)))]
 
 

@@ -42,7 +42,7 @@ from pushy_shard.core.config import Config
 from pushy_shard.core.routing import PUSHY_APP, app_key, app_of
 from pushy_shard.errors import ClusterMessageError
 from pushy_shard.shard.engine import Shard
-from pushy_shard.shard.redis_scripts import COUNT, PRESENCE, PUBLISH, SCRIPTS, VACANT
+from pushy_shard.shard.redis_scripts import COUNT, PRESENCE, SCRIPTS, VACANT
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,6 @@ class RedisLink:
         self.round_trip_seconds = 0.0
         self.published = 0
         self.failed_publishes = 0
-        self.republished = 0  # re-sent triggers already published by a dead predecessor
         self.reconnects = 0
         self.gaps = 0
         self.renewals = 0
@@ -278,15 +277,9 @@ class RedisLink:
                 keys: list[str | bytes] = [*wire.presence(op.key, self.instance),
                                            wire.channel(op.key)]
                 pipe.evalsha(PRESENCE[op.kind].sha, len(keys), *keys, *op.args)
-            once_ms = int(self.shard.config.timeouts.trigger * 2000)  # past any re-send
             for publish in publishes:
-                if publish.mark:
-                    pipe.evalsha(PUBLISH.sha, 2, wire.occupancy(publish.key),
-                                 wire.once(publish.key, publish.mark),
-                                 wire.channel(publish.key), publish.payload, once_ms)
-                else:
-                    pipe.hvals(wire.occupancy(publish.key))
-                    pipe.publish(wire.channel(publish.key), publish.payload)
+                pipe.hvals(wire.occupancy(publish.key))
+                pipe.publish(wire.channel(publish.key), publish.payload)
             for key, seq in applied.items():  # last in the pipeline: its answers are unread
                 pipe.hset(wire.presence(key, self.instance)[7], self.instance, seq)
             started = time.perf_counter()
@@ -326,23 +319,14 @@ class RedisLink:
             else:
                 self.shard.presence_done(op, answer)
         offset += len(presence)
-        for publish in publishes:
-            if publish.mark:  # PUBLISH's answer: 1 (published now) or 0, then the counts
-                answers = [results[offset]]
-                offset += 1
-            else:  # HVALS, PUBLISH
-                answers = results[offset:offset + 2]
-                offset += 2
-            if any(isinstance(answer, Exception) for answer in answers):
+        for j, publish in enumerate(publishes):
+            hosts, sent = results[offset + 2 * j], results[offset + 2 * j + 1]
+            if isinstance(hosts, Exception) or isinstance(sent, Exception):
                 self.failed_publishes += 1
                 self.shard.publish_done(publish.waiter, None)
                 continue
-            counts = answers[0][1:] if publish.mark else answers[0]
-            if not publish.mark or int(answers[0][0]):
-                self.published += 1
-            else:
-                self.republished += 1  # its front re-sent it: published already
-            self.shard.publish_done(publish.waiter, [int(n) for n in counts])
+            self.published += 1
+            self.shard.publish_done(publish.waiter, [int(n) for n in hosts])
 
     def _down(self, exc: BaseException) -> None:
         if self.up or not self._probing:
@@ -595,7 +579,6 @@ class RedisLink:
             ("pushy_redis_round_trip_seconds_total", (), self.round_trip_seconds),
             ("pushy_cluster_messages_out_total", (), float(self.published)),
             ("pushy_cluster_publish_failures_total", (), float(self.failed_publishes)),
-            ("pushy_cluster_republished_total", (), float(self.republished)),
             ("pushy_redis_reconnects_total", (), float(self.reconnects)),
             ("pushy_cluster_gaps_total", (), float(self.gaps)),
             ("pushy_cluster_lease_renewals_total", (), float(self.renewals)),

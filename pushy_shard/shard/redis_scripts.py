@@ -57,19 +57,6 @@ if before > 0 and after == 0 then return -1 end
 return 0
 """)
 
-# A trigger, once: KEYS the occupancy hash, the request's mark (its front and request id),
-# ARGV the pub/sub channel, the message, the mark's lifetime (ms). A front re-sends a request
-# its shard did not answer before dying: if the dead shard had published it, its mark is
-# there and it is not published again. Returns the instances' subscription counts (every
-# instance with members), and 0 / 1 before them: 1 when it was published now.
-PUBLISH = Script("publish", """
-local first = redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[3])
-if first then redis.call('PUBLISH', ARGV[1], ARGV[2]) end
-local out = redis.call('HVALS', KEYS[1])
-table.insert(out, 1, first and 1 or 0)
-return out
-""")
-
 # KEYS as COUNT's. 1 when the channel is still vacant and its occupied was announced: now
 # its vacated is.
 VACANT = Script("vacant", """
@@ -192,5 +179,5 @@ then return 1 end
 return 0
 """)
 
-SCRIPTS = (COUNT, PUBLISH, VACANT, JOIN, LEAVE, SNAPSHOT, PRUNE, GONE)
+SCRIPTS = (COUNT, VACANT, JOIN, LEAVE, SNAPSHOT, PRUNE, GONE)
 PRESENCE = {script.name: script for script in (JOIN, LEAVE, SNAPSHOT, PRUNE, GONE)}

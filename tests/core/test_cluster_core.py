@@ -8,7 +8,7 @@ import pytest
 from pushy_shard.core import cluster_wire as wire
 from pushy_shard.core import link
 from pushy_shard.core.cluster_presence import Change, Heard, Mirror
-from pushy_shard.core.cluster_view import UNSUBSCRIBE_AFTER, ClusterView
+from pushy_shard.core.cluster_view import UNSUBSCRIBE_AFTER, ClusterView, RecentMarks
 from pushy_shard.core.outbox import Outbox
 from pushy_shard.errors import ClusterMessageError
 
@@ -186,15 +186,16 @@ def test_key_of_refuses_what_is_not_ours(raw: bytes) -> None:
 
 
 def test_published_round_trips() -> None:
-    message = wire.Published("client-typing", '{"a":1}', "123.456", 7, True)
+    message = wire.Published("client-typing", '{"a":1}', "123.456", 7, True, "f0.1/02")
     assert wire.decode(message.encode()) == message
     plain = wire.Published("e", {"nested": [1, "x"]})
     assert wire.decode(plain.encode()) == plain
 
 
 @pytest.mark.parametrize("payload", [
-    b"", b"not json", b"{}", b"[]", b'["t"]', b'["t",1,null,null,null,false]',
-    b'["t","e",null,5,null,false]', b'["t","e",null,null,null,"yes"]', b'["z",1]',
+    b"", b"not json", b"{}", b"[]", b'["t"]', b'["t",1,null,null,null,false,""]',
+    b'["t","e",null,5,null,false,""]', b'["t","e",null,null,null,"yes",""]', b'["z",1]',
+    b'["t","e",null,null,null,false]', b'["t","e",null,null,null,false,7]',
 ])
 def test_decode_refuses_malformed_messages(payload: bytes) -> None:
     with pytest.raises(ClusterMessageError):
@@ -271,3 +272,13 @@ def test_terminate_round_trips_on_redis_and_on_the_link() -> None:
     pong = link.Pong(redis_down=True)
     assert list(link.decode_shard(pong.encode())) == [pong]
     assert list(link.decode_shard(link.Pong().encode())) == [link.Pong()]
+
+
+def test_recent_marks_drop_a_mark_heard_again_within_the_window() -> None:
+    marks = RecentMarks(keep=10.0)
+    assert marks.seen("a", 0.0) is False
+    assert marks.seen("b", 1.0) is False
+    assert marks.seen("a", 5.0) is True  # heard again: dropped
+    assert marks.seen("a", 10.5) is False  # past the window: forgotten, heard anew
+    assert marks.seen("b", 10.5) is True  # heard at 1.0: within the window still
+    assert marks.seen("b", 11.5) is False

@@ -18,6 +18,7 @@ import pytest
 
 from pushy_shard.core.routing import shard_for
 from tests.integration.harness import Cluster, PushyClient, channel_token
+from tests.integration.pusher_client import PusherClient
 from tests.integration.redis_server import RedisServer
 from tests.integration.test_cluster import LEASE, events, instance
 
@@ -276,3 +277,62 @@ async def test_restarted_shard_catches_its_members_up_on_presence(
     finally:
         await ann.close()
         await cid.close()
+
+
+async def test_a_subscriber_redis_drops_for_its_backlog_is_a_gap_and_resubscribes(
+        pair: tuple[Cluster, Cluster], redis_server: RedisServer) -> None:
+    """A shard that cannot keep up (here: stopped) never holds Redis or the other
+    instance up: Redis drops its subscription at the pub/sub output limit, the shard counts
+    a gap, subscribes again, and its members hear again."""
+    a, b = pair
+    channel = next(f"slow-{n}" for n in range(100) if shard_for(f"slow-{n}", 2) == 0)
+    with redis_server.client() as control:
+        control.config_set("client-output-buffer-limit", "pubsub 1mb 512kb 2")
+    slow, fast = await a.client(), await b.client()
+    try:
+        await slow.subscribe(channel)
+        await fast.subscribe(channel)
+        mark = a.log.mark
+        shard = a.pid("shard", 0)
+        os.kill(shard, signal.SIGSTOP)
+        try:
+            # 24 MB for the stopped shard: past what the loopback socket buffers hold, then
+            # past Redis's limit for it
+            blob = {"pad": "x" * 48_000}
+            count = 500
+            for n in range(count):  # the other instance is not held up: it hears each
+                assert (await b.trigger(channel, "e", {**blob, "n": n}))[0] == 201
+                assert (await events(fast, 1))[0]["n"] == n
+        finally:
+            os.kill(shard, signal.SIGCONT)
+        a.log.wait_for(r"shard 0: Redis pub/sub link lost", start=mark)
+        a.log.wait_for(r"shard 0: every resubscribed channel subscribed", start=mark)
+        assert (await b.trigger(channel, "e", {"n": "after"}))[0] == 201
+        while (message := await slow.next())["data"].get("n") != "after":
+            assert message["event"] == "e"  # some of the backlog may have come through
+        async with aiohttp.ClientSession() as http, \
+                http.get(f"{a.base_url}/metrics") as response:
+            text = await response.text()
+        gaps = [line for line in text.splitlines() if line.startswith("pushy_cluster_gaps")]
+        assert gaps and float(gaps[0].rsplit(" ", 1)[1]) >= 1, gaps
+    finally:
+        await slow.close()
+        await fast.close()
+
+
+async def test_killed_instance_pusher_members_are_removed(
+        pair: tuple[Cluster, Cluster]) -> None:
+    a, b = pair
+    watcher, leaving = await PusherClient.open(a), await PusherClient.open(b)
+    try:
+        await watcher.subscribe("presence-gone", {"user_id": "stays"})
+        await leaving.subscribe("presence-gone", {"user_id": "goes"})
+        added = await watcher.expect("pusher_internal:member_added")
+        assert added["data"]["user_id"] == "goes"
+        os.killpg(b.process.pid, signal.SIGKILL)
+        removed = await watcher.expect("pusher_internal:member_removed",
+                                       timeout=1.5 * LEASE + 5)
+        assert removed["data"] == {"user_id": "goes"}
+        await leaving.http.close()
+    finally:
+        await watcher.close()
