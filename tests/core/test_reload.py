@@ -65,6 +65,7 @@ def test_live_settings_are_applied() -> None:
     ({"commands": {"chat": "pushy_shard.examples.chat:say"}}, "commands"),
     ({"demo": False}, "demo"),
     ({"log_format": "json"}, "log_format"),
+    ({"cluster": {"redis": "redis://127.0.0.1:6379/0"}}, "cluster"),  # joining one live: no
 ])
 def test_fixed_settings_are_refused_and_keep_their_value(raw: dict[str, Any], key: str) -> None:
     old = config()

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.harness import Cluster
+from tests.integration.redis_server import RedisServer
 
 
 @pytest.fixture(scope="module")
@@ -20,5 +21,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 def own_cluster(tmp_path: Path) -> Iterator[Cluster]:
     """A server of the test's own, for tests that kill its processes."""
     server = Cluster(tmp_path)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A redis-server of the test's own on a free port (skipped without one; CI: failed)."""
+    server = RedisServer()
     yield server
     server.stop()

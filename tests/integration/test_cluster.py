@@ -52,7 +52,9 @@ def sdk(server: Cluster) -> pusher.Pusher:
                          port=server.port, ssl=False)
 
 
-async def events(client: PushyClient, count: int, event: str = "e") -> list[Any]:
+async def events(client: PushyClient | PusherClient, count: int, event: str = "e"
+                 ) -> list[Any]:
+    """The data of the next `count` events named `event` (others skipped)."""
     out = []
     while len(out) < count:
         message = await client.next()
@@ -160,15 +162,6 @@ async def test_private_channel_across_instances(pair: tuple[Cluster, Cluster]) -
 # -- the Pusher protocol ------------------------------------------------------------------------
 
 
-async def pusher_events(client: PusherClient, count: int, event: str) -> list[Any]:
-    out = []
-    while len(out) < count:
-        message = await client.next()
-        if message.get("event") == event:
-            out.append(message["data"])
-    return out
-
-
 async def test_pusher_sdk_trigger_reaches_both_instances(pair: tuple[Cluster, Cluster]) -> None:
     a, b = pair
     on_a, on_b = await PusherClient.open(a), await PusherClient.open(b)
@@ -179,12 +172,12 @@ async def test_pusher_sdk_trigger_reaches_both_instances(pair: tuple[Cluster, Cl
         await asyncio.to_thread(sdk(a).trigger, "news", "story", {"id": 1})
         await asyncio.to_thread(sdk(b).trigger, "news", "story", {"id": 2})
         for client in (on_a, on_b):
-            assert await pusher_events(client, 2, "story") == [{"id": 1}, {"id": 2}]
+            assert await events(client, 2, "story") == [{"id": 1}, {"id": 2}]
         # the SDK's socket_id exclusion, across instances
         await asyncio.to_thread(sdk(b).trigger, "news", "story", {"id": 3}, on_a.socket_id)
         await asyncio.to_thread(sdk(b).trigger, "news", "story", {"id": 4})
-        assert await pusher_events(on_b, 2, "story") == [{"id": 3}, {"id": 4}]
-        assert await pusher_events(on_a, 1, "story") == [{"id": 4}]
+        assert await events(on_b, 2, "story") == [{"id": 3}, {"id": 4}]
+        assert await events(on_a, 1, "story") == [{"id": 4}]
     finally:
         await on_a.close()
         await on_b.close()
@@ -199,7 +192,7 @@ async def test_pusher_client_event_reaches_the_other_instance(
             answer = await client.subscribe("private-chat")
             assert answer["event"] == "pusher_internal:subscription_succeeded"
         await sender.send("client-typing", {"who": "a"}, channel="private-chat")
-        assert await pusher_events(receiver, 1, "client-typing") == [{"who": "a"}]
+        assert await events(receiver, 1, "client-typing") == [{"who": "a"}]
         await sender.nothing_pending()  # not echoed to its sender
     finally:
         await sender.close()

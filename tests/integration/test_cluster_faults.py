@@ -24,13 +24,6 @@ from tests.integration.test_cluster import LEASE, events, instance
 
 
 @pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def pair(tmp_path: Path, redis_server: RedisServer) -> Iterator[tuple[Cluster, Cluster]]:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()

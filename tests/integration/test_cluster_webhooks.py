@@ -40,13 +40,6 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 @pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def pair(tmp_path: Path, redis_server: RedisServer,
          receiver: Receiver) -> Iterator[tuple[Cluster, Cluster]]:
     servers = []

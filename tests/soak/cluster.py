@@ -41,7 +41,7 @@ import aiohttp
 from pushy_shard.core.routing import shard_for
 from tests.integration.harness import Cluster
 from tests.integration.redis_server import RedisServer
-from tests.soak.soak import EVENT, Member
+from tests.soak.soak import EVENT, Member, check_presence
 
 NODES = ("soak-a", "soak-b", "soak-c")
 KILLABLE = 2  # the index of the instance that is killed whole
@@ -292,37 +292,6 @@ class ClusterSoak:
                 self.result.out_of_order += sum(1 for a, b in zip(got, got[1:], strict=False)
                                                 if b <= a)
 
-    async def check_presence(self, members: list[Member]) -> None:
-        for channel in self.presence:
-            checker = await Member.connect(self.servers[0], f"checker-{channel}")
-            try:
-                reply = await checker.join(channel)
-                assert reply["event"] == "pushy:subscription-success", reply
-                server = {r["memberId"]: r.get("name", "") for r in reply["data"]["presence"]}
-                mine = reply["data"]["memberId"]
-                inside = [m for m in members if channel in m.views and m.closed is None]
-                for member in inside:
-                    await member.wait_until(
-                        lambda v=member.views, c=channel, i=mine: i in v.get(c, {}), 15)
-                    view = member.views.get(channel, {})
-                    if view == server:
-                        self.result.presence_passed += 1
-                    else:
-                        self.result.presence_failed += 1
-                        self.result.presence_details.append(
-                            f"{channel}: {member.name} sees {sorted(view.values())}, the list "
-                            f"is {sorted(server.values())}")
-                expected = Counter(m.name for m in inside) + Counter([checker.name])
-                if Counter(server.values()) == expected:
-                    self.result.presence_passed += 1
-                else:
-                    self.result.presence_failed += 1
-                    self.result.presence_details.append(
-                        f"{channel}: the list is {sorted(server.values())}, the connected "
-                        f"members are {sorted(expected.elements())}")
-            finally:
-                await checker.close()
-
     async def run(self) -> Result:
         options = self.options
         started = time.monotonic()
@@ -350,7 +319,8 @@ class ClusterSoak:
             self.result.stable_lost_connection = sum(m.closed is not None for _, m in stable)
             self.count(stable)
             survivors = [m for _, m in stable] + [m for m in self.churners if m is not None]
-            await self.check_presence(survivors)
+            await check_presence(self.result, self.presence, survivors,
+                                 lambda name: Member.connect(self.servers[0], name))
         finally:
             for member in [m for _, m in stable] + [m for m in self.churners if m]:
                 await member.close()

@@ -37,9 +37,10 @@ import tempfile
 import time
 import urllib.parse
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -205,6 +206,55 @@ class Member:
             pass
 
 
+class PresenceTally(Protocol):
+    presence_passed: int
+    presence_failed: int
+    presence_details: list[str]
+
+
+async def check_presence(result: PresenceTally, channels: list[str], members: list[Member],
+                         checker: Callable[[str], Awaitable[Member]],
+                         trace: list[str] | None = None) -> None:
+    """A fresh client (`checker`) joins each presence channel; once every member inside has
+    seen its presence-add (events of a channel arrive in one order, so everything before it
+    has arrived too), each member's view must equal the list the checker got, and the list
+    must be exactly the connected members."""
+    for channel in channels:
+        check = await checker(f"checker-{channel}")
+        try:
+            reply = await check.join(channel)
+            assert reply["event"] == "pushy:subscription-success", reply
+            server = {r["memberId"]: r.get("name", "") for r in reply["data"]["presence"]}
+            mine = reply["data"]["memberId"]
+            inside = [m for m in members if channel in m.views and m.closed is None]
+            for member in inside:
+                await member.wait_until(
+                    lambda v=member.views, c=channel, i=mine: i in v.get(c, {}), 15)
+                view = member.views.get(channel, {})
+                if view == server:
+                    result.presence_passed += 1
+                    continue
+                result.presence_failed += 1
+                ghosts = sorted(set(view) ^ set(server))
+                result.presence_details.append(
+                    f"{channel}: {member.name} sees {sorted(view.values())}, the list is "
+                    f"{sorted(server.values())}; differing member ids {ghosts}")
+                for ghost in ghosts:
+                    result.presence_details += [f"    {line}" for line in trace or ()
+                                                if ghost in line]
+            expected = Counter(m.name for m in inside) + Counter([check.name])
+            if Counter(server.values()) == expected:
+                result.presence_passed += 1
+            else:
+                result.presence_failed += 1
+                result.presence_details.append(
+                    f"{channel}: the list is {sorted(server.values())}, the connected "
+                    f"members are {sorted(expected.elements())}")
+            await check.request("unsubscribe", {"channel": channel})
+        finally:
+            await check.close()
+
+
 class Soak:
     def __init__(self, cluster: Cluster, options: Options) -> None:
         self.cluster = cluster
@@ -336,42 +386,8 @@ class Soak:
                     1 for n in set(got) if n in self.refused[channel])
 
     async def check_presence(self, members: list[Member]) -> None:
-        for channel in self.presence:
-            checker = await Member.connect(self.cluster, f"checker-{channel}",
-                                           front=FRONT_NEVER_KILLED)
-            try:
-                reply = await checker.join(channel)
-                assert reply["event"] == "pushy:subscription-success", reply
-                server = {r["memberId"]: r.get("name", "") for r in reply["data"]["presence"]}
-                mine = reply["data"]["memberId"]
-                inside = [m for m in members if channel in m.views and m.closed is None]
-                for member in inside:
-                    await member.wait_until(
-                        lambda v=member.views, c=channel, i=mine: i in v.get(c, {}), 15)
-                    view = member.views.get(channel, {})
-                    if view == server:
-                        self.result.presence_passed += 1
-                    else:
-                        self.result.presence_failed += 1
-                        ghosts = sorted(set(view) ^ set(server))
-                        self.result.presence_details.append(
-                            f"{channel}: {member.name} sees {len(view)}, server has "
-                            f"{len(server)}; differing member ids {ghosts}")
-                        for ghost in ghosts:
-                            self.result.presence_details += [
-                                f"    {line}" for line in self.trace if ghost in line]
-                # and the server's list is exactly the members that are in it
-                expected_names = Counter(m.name for m in inside) + Counter([checker.name])
-                if Counter(server.values()) != expected_names:
-                    self.result.presence_failed += 1
-                    self.result.presence_details.append(
-                        f"{channel}: server lists {sorted(server.values())}, connected "
-                        f"members are {sorted(expected_names.elements())}")
-                else:
-                    self.result.presence_passed += 1
-                await checker.request("unsubscribe", {"channel": channel})
-            finally:
-                await checker.close()
+        await check_presence(self.result, self.presence, members, lambda name: Member.connect(
+            self.cluster, name, front=FRONT_NEVER_KILLED), self.trace)
 
     # -- the run ------------------------------------------------------------------------------
 
