@@ -57,12 +57,14 @@ class Left:
 
 @dataclass(frozen=True, slots=True)
 class Broadcast:
-    """Each front in `fronts` writes `message` to its members of `key`, except `exclude`."""
+    """Each front in `fronts` writes `message` to its members of `key`, except `exclude`.
+    `mark` (several instances) names the trigger: a front writes one mark once."""
 
     key: str
     fronts: tuple[int, ...]
     message: bytes
     exclude: str | None
+    mark: str = ""
 
 
 @dataclass(frozen=True, slots=True)

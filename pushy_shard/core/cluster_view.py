@@ -201,9 +201,9 @@ class ClusterView:
 
 
 class RecentMarks:
-    """The marks of the triggers a shard heard in the last `keep` seconds: one heard again
-    is a request its front re-sent after the publishing shard died (published twice), and
-    is dropped. Memory: one entry per trigger heard in the window."""
+    """The marks of the triggers a front wrote in the last `keep` seconds: one delivered
+    again is a request its front re-sent after the publishing shard died (published twice),
+    and is dropped. Memory: one entry per trigger delivered in the window."""
 
     def __init__(self, keep: float) -> None:
         self.keep = keep

@@ -86,7 +86,7 @@ class Published:
     client event (with its sender's user_id on presence channels) or a custom command's
     forward. `exclude` is a socket id, unique across instances. `mark` names the request
     (its front and id): a front re-sends a request its shard died before answering, and
-    the receivers drop a mark they heard already (core/cluster_view.RecentMarks)."""
+    the fronts write a mark once (core/cluster_view.RecentMarks)."""
 
     event: str
     data: Any

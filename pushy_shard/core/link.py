@@ -399,15 +399,19 @@ class Left:
 
 @dataclass(frozen=True, slots=True)
 class Deliver:
-    """An event for every local member of channel `key` but `exclude`."""
+    """An event for every local member of channel `key` but `exclude`; `mark` (several
+    instances) names the trigger it came from (the front drops one it wrote already)."""
 
     OP: ClassVar[bytes] = b"d"
     key: str
     exclude: str | None
     message: bytes
+    mark: str = ""
 
     def encode(self) -> list[bytes]:
         exclude = self.exclude.encode() if self.exclude else NONE
+        if self.mark:
+            return [self.OP, self.key.encode(), exclude, self.message, self.mark.encode()]
         return [self.OP, self.key.encode(), exclude, self.message]
 
 
@@ -441,7 +445,8 @@ def decode_shard(frames: list[bytes]) -> Iterator[ShardMessage]:
     decode; the ones before it were yielded)."""
     op = frames[0]
     if op == Deliver.OP:  # the fan-out path first
-        yield Deliver(_text(frames[1]), _text(frames[2]) if frames[2] else None, frames[3])
+        yield Deliver(_text(frames[1]), _text(frames[2]) if frames[2] else None, frames[3],
+                      _text(frames[4]) if len(frames) > 4 else "")
     elif op == BATCH:
         start = 2
         for size in load(frames[1]):

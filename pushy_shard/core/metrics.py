@@ -107,8 +107,8 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("pushy_cluster_publish_failures_total", COUNTER,
            "Events Redis did not take in time (answered 503 with Retry-After)."),
     Family("pushy_cluster_duplicates_dropped_total", COUNTER,
-           "Pub/sub messages of a trigger heard twice (its front re-sent it after the "
-           "publishing shard died), dropped."),
+           "Deliveries of a trigger a front got twice (its front re-sent it after the "
+           "publishing shard died), dropped by the front."),
     Family("pushy_cluster_presence_gaps_total", COUNTER,
            "Catch-ups of a restarted shard's presence members the channel's log was too "
            "short for."),

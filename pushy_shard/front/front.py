@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from pushy_shard.core import admission, link
+from pushy_shard.core.cluster_view import RecentMarks
 from pushy_shard.core.config import Config
 from pushy_shard.core.metrics import Metrics
 from pushy_shard.core.origins import client_address
@@ -94,6 +95,9 @@ class Front:
         self.index = index
         self.shards = config.workers
         self.hub = Hub(config.workers)
+        # several instances: the marks of the triggers written lately (twice the trigger
+        # timeout: fronts re-send within it)
+        self._marks = RecentMarks(2 * config.timeouts.trigger)
         # told (app id, user id) when another instance's terminate_connections reaches here
         self.on_terminate: Callable[[str, str], int] | None = None
         self.links: ShardLinks | None = None
@@ -209,6 +213,11 @@ class Front:
     # -- what shards send (the links' LinkHandler) -------------------------------------------
 
     def deliver(self, message: link.Deliver) -> None:
+        if message.mark and self._marks.seen(message.mark, time.monotonic()):
+            # a trigger its front re-sent after the shard that published it died: the
+            # restarted shard (or another instance's) delivers it again
+            self.metrics.inc("pushy_cluster_duplicates_dropped_total")
+            return
         self.hub.deliver(message)
 
     def reply(self, message: link.Reply) -> None:

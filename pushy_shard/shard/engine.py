@@ -14,7 +14,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pushy_shard.commands import (
@@ -41,7 +41,7 @@ from pushy_shard.core.channels import (
     hook_events,
 )
 from pushy_shard.core.cluster_presence import Change, Heard, Mirror
-from pushy_shard.core.cluster_view import Asked, ClusterView, PresenceOp, RecentMarks, Turn
+from pushy_shard.core.cluster_view import Asked, ClusterView, PresenceOp, Turn
 from pushy_shard.core.config import App, Config
 from pushy_shard.core.front_view import Answer, Apply, FrontsView, Restore
 from pushy_shard.core.metrics import Metrics
@@ -137,9 +137,6 @@ class Shard:
         self.cluster_in = 0  # pub/sub messages applied
         self.cluster_malformed = 0  # pub/sub messages that did not decode
         self.presence_gaps = 0  # catch-ups the presence log was too short for
-        self.cluster_duplicates = 0  # re-sent triggers heard twice, dropped
-        # twice the trigger timeout: fronts re-send within it
-        self._marks = RecentMarks(2 * config.timeouts.trigger)
 
     @property
     def incarnation(self) -> str:
@@ -407,14 +404,14 @@ class Shard:
                 self._answer_ready(key, mirror)
                 self._applied(key, mirror)
             return
-        if message.mark and self._marks.seen(message.mark, time.monotonic()):
-            self.cluster_duplicates += 1  # re-sent by its front after its shard died
-            return
         state = self.channels.for_key(key)
         _, effects = state.trigger(key, message.event, message.data, message.exclude,
                                    now_ms=int(time.time() * 1000), user_id=message.user_id,
                                    client=message.client)
-        self.perform([effect for effect in effects if not isinstance(effect, Hook)])
+        # the mark goes with it: a front writes one trigger once, though its front re-sent
+        # it after the publishing shard died (and that shard had published it)
+        self.perform([replace(effect, mark=message.mark) if isinstance(effect, Broadcast)
+                      else effect for effect in effects if not isinstance(effect, Hook)])
 
     def wants_occupancy(self, key: str) -> bool:
         """Whether a webhook of `key`'s app wants occupied / vacated (redis_scripts.COUNT)."""
@@ -870,7 +867,6 @@ class Shard:
         return [("pushy_cluster_messages_in_total", (), float(self.cluster_in)),
                 ("pushy_cluster_malformed_total", (), float(self.cluster_malformed)),
                 ("pushy_cluster_presence_gaps_total", (), float(self.presence_gaps)),
-                ("pushy_cluster_duplicates_dropped_total", (), float(self.cluster_duplicates)),
                 ("pushy_cluster_subscriptions", (), float(len(self.cluster.listening)))]
 
 
@@ -887,7 +883,7 @@ def _hook_events(config: Config) -> dict[str, frozenset[str]]:
 def _messages(effect: Effect) -> list[tuple[int, list[bytes]]]:
     """An effect as the link messages it sends: (front, frames) pairs."""
     if isinstance(effect, Broadcast):
-        deliver = link.Deliver(effect.key, effect.exclude, effect.message).encode()
+        deliver = link.Deliver(effect.key, effect.exclude, effect.message, effect.mark).encode()
         return [(front, deliver) for front in effect.fronts]
     if isinstance(effect, Reply):
         return [(effect.front, link.Reply(effect.sid, effect.message).encode())]

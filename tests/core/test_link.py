@@ -22,7 +22,7 @@ ANN = MemberState("ann", "room", "Room", True, "0000000a", {"name": "ann"}, 3)
     link.Done(b"7", b'{"members":true}'), link.Reply("sid", b'{"e":1}'),
     link.Joined(ANN, b'{"s":1}'), link.Left("sid", "room", b'{"x":1}'),
     link.Left("sid", "room", None), link.Deliver("room", "sid", b"{}"),
-    link.Deliver("room", None, b"{}"),
+    link.Deliver("room", None, b"{}"), link.Deliver("room", None, b"{}", "66302e31"),
 ])
 def test_shard_messages_round_trip(message: link.ShardMessage) -> None:
     assert list(link.decode_shard(message.encode())) == [message]
