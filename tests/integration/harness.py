@@ -266,7 +266,12 @@ class PushyClient:
                       ) -> PushyClient:
         own = session is None
         http = session or aiohttp.ClientSession()
-        ws = await http.ws_connect(url, autoping=True)
+        try:
+            ws = await http.ws_connect(url, autoping=True)
+        except BaseException:  # a server that is down (a killed instance in the soaks)
+            if own:
+                await http.close()
+            raise
         client = cls(http, ws, own)
         opening = await client._frame()
         assert opening == "o", opening
