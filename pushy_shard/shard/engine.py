@@ -192,6 +192,10 @@ class Shard:
             self._checks = [(due, op) for due, op in self._checks if due > now]
             for op in checks:
                 self.cluster.presence(op)
+            # display names are kept while a channel is listened to or has a check to come
+            keep = {op.key for _, op in self._checks} | {op.key for op in checks}
+            keep |= set(self.cluster.listening)
+            self._names = {key: name for key, name in self._names.items() if key in keep}
             self._wake()
 
     def end_recovery(self) -> None:
