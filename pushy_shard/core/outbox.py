@@ -55,6 +55,9 @@ class Outbox:
     def take(self) -> dict[bytes, list[Frames]]:
         """What may go now, per front identity, in order: the segments no token holds, up
         to the first that one does."""
+        if not self._held and not self._open.waits:  # nothing waits (one host): all of it
+            ready, self._open.messages = self._open.messages, {}
+            return ready
         if self._open.messages or self._open.waits:
             self._held.append(self._open)
             self._open = _Segment()

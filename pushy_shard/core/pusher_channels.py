@@ -32,6 +32,7 @@ from pushy_shard.core.channels import (
 )
 from pushy_shard.core.protocol import dumps
 from pushy_shard.core.pusher_names import Kind, parse_channel
+from pushy_shard.core.routing import name_of
 
 CACHE_MS = 30 * 60 * 1000  # a cache channel keeps its last event this long
 
@@ -214,7 +215,7 @@ class PusherChannels:
         presence channel carries its sender's `user_id`. A cache channel keeps the last
         event triggered over HTTP (not client events)."""
         chan = self.channels.get(key)
-        display = chan.display if chan is not None else key.partition("\x00")[2]
+        display = chan.display if chan is not None else name_of(key)
         text = data if isinstance(data, str) else dumps(data).decode()
         message = wire.event(event, display, text, user_id if client else None)
         if not client and parse_channel(display).cache:

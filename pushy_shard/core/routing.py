@@ -31,6 +31,12 @@ def app_of(key: str) -> str:
     return app if separator else PUSHY_APP
 
 
+def name_of(key: str) -> str:
+    """The channel name a key holds (a Pushy key is its lower-cased name)."""
+    _, separator, name = key.partition(_APP_SEPARATOR)
+    return name if separator else key
+
+
 def shard_for(key: str, shards: int) -> int:
     """The index of the shard that owns the channel `key` (already lower-cased)."""
     return zlib.crc32(key.encode("utf-8", "surrogatepass")) % shards

@@ -49,7 +49,7 @@ from pushy_shard.core.outbox import Outbox
 from pushy_shard.core.pusher_channels import PusherChannels
 from pushy_shard.core.ratelimit import BreachLog
 from pushy_shard.core.replay import ReplayCache
-from pushy_shard.core.routing import PUSHY_APP, app_key, app_of, shard_for
+from pushy_shard.core.routing import PUSHY_APP, app_key, app_of, name_of, shard_for
 from pushy_shard.errors import (
     ApiError,
     ClusterMessageError,
@@ -438,7 +438,7 @@ class Shard:
         if name not in self.channels.for_key(key).hooks:
             return
         event: dict[str, Any] = {"name": name,
-                                 "channel": self._names.get(key, key.partition("\x00")[2] or key)}
+                                 "channel": self._names.get(key, name_of(key))}
         if user_id is not None:
             event["user_id"] = user_id
         self._hook(Hook(key, event))

@@ -39,7 +39,7 @@ from pushy_shard.core import link
 from pushy_shard.core.channel_query import Facts
 from pushy_shard.core.cluster_view import Asked, PresenceOp, Publish, Turn
 from pushy_shard.core.config import Config
-from pushy_shard.core.routing import PUSHY_APP, app_key, app_of
+from pushy_shard.core.routing import app_key, app_of, name_of
 from pushy_shard.errors import ClusterMessageError
 from pushy_shard.shard.engine import Shard
 from pushy_shard.shard.redis_scripts import COUNT, PRESENCE, SCRIPTS, VACANT
@@ -408,7 +408,7 @@ class RedisLink:
             if not counts:
                 out.append(None)
                 continue
-            display = key if app_of(key) == PUSHY_APP else key.partition("\x00")[2]
+            display = name_of(key)
             out.append(Facts(key, display, users > 0 or display.startswith("presence-"),
                              sum(int(n) for n in counts), users))
         return out

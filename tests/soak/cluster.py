@@ -41,7 +41,7 @@ import aiohttp
 from pushy_shard.core.routing import shard_for
 from tests.integration.harness import Cluster
 from tests.integration.redis_server import RedisServer
-from tests.soak.soak import EVENT, Member, check_presence
+from tests.soak.soak import EVENT, Member, check_presence, render
 
 NODES = ("soak-a", "soak-b", "soak-c")
 KILLABLE = 2  # the index of the instance that is killed whole
@@ -113,10 +113,7 @@ class Result:
             ("stable members that lost their connection", str(self.stable_lost_connection)),
             ("result", "OK" if self.ok else "FAILED"),
         ]
-        width = max(len(name) for name, _ in rows)
-        lines = [f"{name.ljust(width)}  {value}" for name, value in rows]
-        lines += [f"  {detail}" for detail in self.presence_details]
-        return "\n".join(lines)
+        return render(rows, self.presence_details)
 
 
 @dataclass

@@ -64,6 +64,13 @@ class Options:
     fronts: int = 2
 
 
+def render(rows: list[tuple[str, str]], details: list[str]) -> str:
+    """A soak's summary: one aligned row per figure, then the details indented."""
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{name.ljust(width)}  {value}" for name, value in rows]
+    return "\n".join(lines + [f"  {detail}" for detail in details])
+
+
 @dataclass
 class Result:
     duration: float = 0.0
@@ -119,10 +126,7 @@ class Result:
             ("stable members that lost their connection", str(self.stable_lost_connection)),
             ("result", "OK" if self.ok else "FAILED"),
         ]
-        width = max(len(name) for name, _ in rows)
-        lines = [f"{name.ljust(width)}  {value}" for name, value in rows]
-        lines += [f"  {detail}" for detail in self.presence_details]
-        return "\n".join(lines)
+        return render(rows, self.presence_details)
 
 
 class Member:

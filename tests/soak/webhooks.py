@@ -38,6 +38,7 @@ import aiohttp
 from tests.integration.harness import Cluster
 from tests.integration.pusher_client import PusherClient
 from tests.integration.webhook_receiver import Receiver
+from tests.soak.soak import render
 
 KEY, SECRET, APP_ID = "soak-key", "soak-secret", "30"
 EVENTS = ["channel_occupied", "channel_vacated", "member_added", "member_removed"]
@@ -92,9 +93,7 @@ class Result:
             ("connections dropped by a killed front", str(self.dropped_connections)),
             ("result", "OK" if self.ok else "FAILED"),
         ]
-        width = max(len(name) for name, _ in rows)
-        lines = [f"{name.ljust(width)}  {value}" for name, value in rows]
-        return "\n".join(lines + [f"  {detail}" for detail in self.details[:20]])
+        return render(rows, self.details[:20])
 
 
 class WebhookSoak:
