@@ -22,6 +22,8 @@ Examples:
   python -m pushy_shard.bench channels --url http://127.0.0.1:8234 --secret secret \\
       --server-pattern 'node server.js' --label original --json original.json
   python -m pushy_shard.bench report ours.json original.json --plot both.png
+  python -m pushy_shard.bench latency --channels 1 --per-channel 2000 --rates 22 --floor \\
+      --original original.json       # ours / floor and ours / original beside the table
 """
 
 from __future__ import annotations
@@ -77,6 +79,13 @@ def _options() -> argparse.ArgumentParser:
     server.add_argument("--webhooks", choices=("off", "on", "both"), default="off",
                         help="a started server posts every webhook event of both protocols "
                         "to a sink in this tool (both: each scenario without, then with)")
+    server.add_argument("--floor", action="store_true",
+                        help="after each scenario (a-e) on pushy-shard, the same on the C "
+                        "reference floor (floorserver.c, one writer thread per front): the "
+                        "report adds ours / floor")
+    server.add_argument("--original", type=Path, action="append", default=[],
+                        help="a JSON record of the original server (made with --url ... "
+                        "--json): the report adds ours / original")
     server.add_argument("--protocol", choices=("pushy", "pusher", "both"),
                         help="the client protocol to drive: each scenario once per protocol, "
                         "on a fresh server each (default: both for a started server, pushy "
@@ -126,6 +135,8 @@ def _options() -> argparse.ArgumentParser:
                                 "(e.g. two servers side by side)")
     merge.add_argument("records", nargs="+", type=Path, help="JSON records written by --json")
     merge.add_argument("--plot", type=Path, help="write a PNG here")
+    merge.add_argument("--original", type=Path, action="append", default=[],
+                       help="a record of the original server: the report adds ours / original")
     return parser
 
 
@@ -241,7 +252,23 @@ def _run(args: argparse.Namespace, settings: Settings) -> list[Result]:
                 if sink is not None:
                     result.params["webhooks"] = f"{sink.events} events in {sink.posts} posts"
             results.extend(runs)
+            if args.floor and not webhooks and not args.url:
+                results.extend(_on_floor(settings, args, runners[name], name, proto))
     return results
+
+
+def _on_floor(settings: Settings, args: argparse.Namespace, runner: Runner, name: str,
+              proto: str) -> list[Result]:
+    """The same scenario on the reference floor, one writer per front of ours."""
+    print(f"-- ({SCENARIOS[name]}) {name}, {proto}, floor", file=sys.stderr, flush=True)
+    floor = target.floor(native.floorserver(), args.fronts, args.secret, args.prefix, proto)
+    try:
+        runs = runner(settings, floor)
+    finally:
+        floor.stop()
+    for result in runs:
+        result.params.update({"protocol": proto, "reference": "floor"})
+    return runs
 
 
 def _compiler_version() -> str | None:
@@ -252,9 +279,14 @@ def _compiler_version() -> str | None:
     return done.stdout.splitlines()[0] if done.stdout else compiler
 
 
-def _show(results: list[Result], plot_path: Path | None) -> int:
+def _show(results: list[Result], plot_path: Path | None,
+          originals: list[Result] | None = None) -> int:
     print(report.table(results))
     print()
+    ratios = report.ratios(results, originals or [])
+    if ratios:
+        print(ratios)
+        print()
     print(report.details(results))
     if plot_path:
         try:
@@ -272,10 +304,16 @@ def main(argv: list[str] | None = None) -> int:
     args = _options().parse_args(argv)
     if args.scenario == "report":
         try:
-            return _show([r for path in args.records for r in report.load(path)], args.plot)
+            return _show([r for path in args.records for r in report.load(path)], args.plot,
+                         [r for path in args.original for r in report.load(path)])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             print(f"bench: cannot read the records: {exc}", file=sys.stderr)
             return 2
+    try:
+        originals = [r for path in args.original for r in report.load(path)]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"bench: cannot read the --original records: {exc}", file=sys.stderr)
+        return 2
     nofile = procstat.raise_open_files()
     try:
         exe = native.loadclient()
@@ -295,4 +333,4 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         report.write_json(args.json, data)
         print(f"JSON record: {args.json}", file=sys.stderr)
-    return _show(results, args.plot)
+    return _show(results, args.plot, originals)

@@ -1,4 +1,5 @@
-"""Builds the C load generator once per source version into a cache folder."""
+"""Builds the bench's C programs (the load generator, the floor server) once per source
+version into a cache folder."""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ from pathlib import Path
 
 from pushy_shard.bench.errors import BenchError
 
-SOURCE = Path(__file__).with_name("loadclient.c")
-CFLAGS = ["-O2", "-std=gnu11", "-Wall", "-Wextra"]
+HERE = Path(__file__).parent
+CFLAGS = ["-O2", "-std=gnu11", "-Wall", "-Wextra", "-pthread"]
 STALE_SECONDS = 24 * 3600
 
 
 class NoCompiler(BenchError):
-    """No C compiler on PATH (or in $CC): the load generator cannot be built."""
+    """No C compiler on PATH (or in $CC): the bench's C programs cannot be built."""
 
 
 def cache_dir() -> Path:
@@ -33,26 +34,38 @@ def find_compiler() -> str | None:
 
 
 def loadclient() -> Path:
-    """The path of the compiled load generator; compiles it if this source is new."""
-    source = SOURCE.read_bytes()
+    """The compiled load generator (loadclient.c)."""
+    return build("loadclient")
+
+
+def floorserver() -> Path:
+    """The compiled reference floor server (floorserver.c)."""
+    return build("floorserver")
+
+
+def build(name: str) -> Path:
+    """The path of program `name` (`name`.c beside this file), compiled if its source is
+    new."""
+    source_path = HERE / f"{name}.c"
+    source = source_path.read_bytes()
     digest = hashlib.sha256(source + " ".join(CFLAGS).encode()).hexdigest()[:16]
-    exe = cache_dir() / f"loadclient-{digest}"
+    exe = cache_dir() / f"{name}-{digest}"
     if exe.exists():
         return exe
     compiler = find_compiler()
     if compiler is None:
-        raise NoCompiler("no C compiler found (tried $CC, cc, gcc, clang): the load generator "
-                         f"{SOURCE.name} must be compiled; install gcc")
+        raise NoCompiler(f"no C compiler found (tried $CC, cc, gcc, clang): {source_path.name} "
+                         "must be compiled; install gcc")
     exe.parent.mkdir(parents=True, exist_ok=True)
     partial = exe.with_name(f"{exe.name}.{os.getpid()}.tmp")
-    done = subprocess.run([compiler, *CFLAGS, "-o", str(partial), str(SOURCE)],
+    done = subprocess.run([compiler, *CFLAGS, "-o", str(partial), str(source_path)],
                           capture_output=True, text=True)
     if done.returncode != 0:
         partial.unlink(missing_ok=True)
-        raise BenchError(f"compiling {SOURCE} failed:\n{done.stderr}")
+        raise BenchError(f"compiling {source_path} failed:\n{done.stderr}")
     os.replace(partial, exe)
     stale = time.time() - STALE_SECONDS
-    for old in exe.parent.glob("loadclient-*"):
+    for old in exe.parent.glob(f"{name}-*"):
         # builds of earlier sources; a recent one may still be running in another bench
         try:
             if old != exe and old.stat().st_mtime < stale:

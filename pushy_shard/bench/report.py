@@ -113,6 +113,15 @@ def _latency(result: Result, key: str) -> str:
     return _num(result.latency_ms[key], 2) if result.latency_ms else "-"
 
 
+def _render(rows: list[list[str]]) -> str:
+    """Rows of cells as aligned columns, the first row a header."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+             for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
 def table(results: list[Result]) -> str:
     """A plain-text table, one row per run."""
     header = ["scenario", "server", "params", "deliv/s", "trig/s", "ops/s", "p50 ms",
@@ -129,11 +138,66 @@ def table(results: list[Result]) -> str:
             _num(mem["rss_per_conn"] / 1024 if "rss_per_conn" in mem else None, 1),
             "ok" if r.ok else "LOST",
         ])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-             for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return _render(rows)
+
+
+# What each scenario is judged by, as (label, value of a result)
+_METRICS: dict[str, list[tuple[str, Any]]] = {
+    "a": [("deliveries/s", lambda r: r.deliveries_per_s),
+          ("CPU us/delivery", lambda r: r.cpu_us_per_delivery)],
+    "b": [("triggers/s", lambda r: r.triggers_per_s),
+          ("CPU us/delivery", lambda r: r.cpu_us_per_delivery)],
+    "c": [("p50 ms", lambda r: (r.latency_ms or {}).get("p50")),
+          ("p99 ms", lambda r: (r.latency_ms or {}).get("p99")),
+          ("CPU us/delivery", lambda r: r.cpu_us_per_delivery)],
+    "d": [("KiB/conn", lambda r: (r.memory or {}).get("rss_per_conn", 0) / 1024 or None)],
+    "e": [("joins+leaves/s", lambda r: r.ops_per_s),
+          ("CPU us/op", lambda r: r.cpu_us_per_op)],
+}
+
+
+def is_floor(result: Result) -> bool:
+    return result.params.get("reference") == "floor"
+
+
+def _same_run(ours: Result, other: Result, protocol: bool) -> bool:
+    """The same scenario (and offered rate) as `ours`; the same protocol if `protocol`."""
+    return (other.scenario == ours.scenario and other.offered_per_s == ours.offered_per_s
+            and other.ok and (not protocol or other.params.get("protocol", "pushy")
+                              == ours.params.get("protocol", "pushy")))
+
+
+def ratios(results: list[Result], originals: list[Result]) -> str:
+    """Ours / floor (the reference run of the same scenario and protocol) beside ours /
+    original (a record of the original server: Pushy only, so every protocol of ours is set
+    against it); "" when there is neither."""
+    floors = [r for r in results if is_floor(r)]
+    if not floors and not originals:
+        return ""
+    header = ["scenario", "protocol", "metric", "ours", "floor", "ours/floor", "original",
+              "ours/original"]
+    rows = [header]
+    for ours in results:
+        if is_floor(ours) or not ours.ok:
+            continue
+        floor = next((f for f in floors if _same_run(ours, f, True)), None)
+        original = next((o for o in originals if _same_run(ours, o, False)), None)
+        if floor is None and original is None:
+            continue
+        rate = f" @{ours.offered_per_s:g}/s" if ours.offered_per_s else ""
+        for label, value in _METRICS.get(ours.scenario[:1], []):
+            mine = value(ours)
+            if mine is None:
+                continue
+            cells = [ours.scenario + rate, str(ours.params.get("protocol", "pushy")), label,
+                     _num(mine, 1)]
+            for other in (floor, original):
+                theirs = value(other) if other is not None else None
+                cells += [_num(theirs, 1), _num(mine / theirs, 2) if theirs else "-"]
+            rows.append(cells)
+    if len(rows) == 1:
+        return ""
+    return _render(rows)
 
 
 def details(results: list[Result]) -> str:

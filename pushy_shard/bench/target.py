@@ -1,5 +1,6 @@
-"""The server under test: one this tool starts (`python -m pushy_shard CONFIG`), or any URL
-speaking the Pushy protocol (the original Node server, another deployment).
+"""The server under test: one this tool starts (`python -m pushy_shard CONFIG`), the C
+reference floor (floorserver.c), or any URL speaking the Pushy protocol (the original Node
+server, another deployment).
 """
 
 from __future__ import annotations
@@ -169,6 +170,43 @@ class LocalServer:
             self.sink.stop()
 
 
+class FloorServer:
+    """floorserver.c on a free loopback port with `writers` threads: what the hardware
+    charges for the same load with nothing but one write per member (the report's floor)."""
+
+    def __init__(self, exe: Path, writers: int, start_timeout: float = 10.0) -> None:
+        self.writers = writers
+        for _ in range(PORT_ATTEMPTS):
+            self.port = free_port()
+            self.process = subprocess.Popen([str(exe), str(self.port), str(writers)],
+                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                            start_new_session=True)
+            assert self.process.stdout is not None
+            ready = _readline(self.process.stdout, start_timeout)
+            if ready.startswith("floor ready"):
+                return
+            self.stop()
+            assert self.process.stderr is not None
+            why = self.process.stderr.read().decode("utf-8", "replace").strip()
+            if not re.search(PORT_TAKEN, why):
+                raise BenchError(f"the floor server did not start: {why or ready or 'no output'}")
+        raise BenchError(f"the floor server lost its port {PORT_ATTEMPTS} times")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def _readline(stream: IO[bytes], timeout: float) -> str:
+    """A line from `stream`, or "" when none comes within `timeout` s or the stream ends."""
+    lines: list[bytes] = []
+    reader = threading.Thread(target=lambda: lines.append(stream.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return lines[0].decode("utf-8", "replace").strip() if lines else ""
+
+
 @dataclass
 class Target:
     """Where the load goes, and which processes to measure."""
@@ -186,6 +224,7 @@ class Target:
     # several instances on one Redis (SCALEOUT.md): the others, subscribers spread over all
     others: list[LocalServer] = field(default_factory=list)
     redis: RedisProc | None = None
+    floor: FloorServer | None = None
 
     def port_for(self, k: int) -> int:
         """The port subscriber process `k` connects to: the instances in turn."""
@@ -204,13 +243,16 @@ class Target:
         """The server's processes now (a restarted child is picked up)."""
         if self.server is not None:
             return [*self.server.pids(), *(p for other in self.others for p in other.pids())]
+        if self.floor is not None:
+            return [self.floor.process.pid]  # its threads' CPU is in the process's figures
         if self.pid_pattern:
             return procstat.pids_matching(self.pid_pattern)
         return [pid for pid in self.pid_list if Path(f"/proc/{pid}").exists()]
 
     @property
     def measurable(self) -> bool:
-        return self.server is not None or bool(self.pid_list) or bool(self.pid_pattern)
+        return (self.server is not None or self.floor is not None or bool(self.pid_list)
+                or bool(self.pid_pattern))
 
     def problems(self) -> list[str]:
         servers = [self.server, *self.others] if self.server else []
@@ -221,6 +263,8 @@ class Target:
             server.stop()
         if self.redis is not None:
             self.redis.stop()
+        if self.floor is not None:
+            self.floor.stop()
 
 
 def local(workers: int, fronts: int, secret: str, prefix: str,
@@ -230,6 +274,14 @@ def local(workers: int, fronts: int, secret: str, prefix: str,
     label += " +webhooks" if webhooks else ""
     return Target("127.0.0.1", server.port, "", prefix, secret, label, server=server,
                   protocol=protocol)
+
+
+def floor(exe: Path, writers: int, secret: str, prefix: str, protocol: str = "pushy") -> Target:
+    """The reference floor with `writers` threads (as many as the fronts it stands beside)."""
+    server = FloorServer(exe, writers)
+    label = f"floor (C) x{writers}" + (" pusher" if protocol == "pusher" else "")
+    return Target("127.0.0.1", server.port, "", prefix, secret, label, protocol=protocol,
+                  floor=server)
 
 
 class RedisProc:
