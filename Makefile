@@ -8,7 +8,7 @@ CONFIG ?= config.json
 
 .PHONY: install run test lint clean bench soak
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py pushy_shard/front/_sendall.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'

@@ -3,8 +3,11 @@
 1. A shard's Deliver names a channel key: `Hub.deliver` finds the channel's local members.
 2. The event becomes one `Delivery` (core/frames.py): each transport kind's bytes are built
    at most once, however many members write them.
-3. Members' events of one loop turn are gathered per connection; `Hub.flush`, at the end
-   of the turn, hands each connection its events, in order.
+3. The events of one loop turn wait for its end (`Hub.flush`). Where each went to a
+   channel of its own (events one at a time: many small channels, a big one at a moderate
+   rate), each goes to its members as it is, one write each, with nothing gathered per
+   member. Where a channel got several, the turn's events are gathered per connection and
+   each connection gets its events, in order, together.
 4. A socket connection (`SocketConnection`: every WebSocket) writes them in one `write`,
    a batch of SockJS messages as one frame; an HTTP session hands them to its receiving
    request or queue (sessions.py).
@@ -18,6 +21,7 @@ encode messages, and connections carry them.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Protocol
@@ -30,6 +34,13 @@ from pushy_shard.errors import SLOW_CONSUMER, Close
 
 if TYPE_CHECKING:
     from pushy_shard.front.front import Front
+
+try:  # the compiled loop (_sendall.c, built by the install where a compiler is at hand)
+    from pushy_shard.front._sendall import send_each
+except ImportError:  # pragma: no cover - the same loop in Python
+    send_each = None
+if os.environ.get("PUSHY_SHARD_PURE_PYTHON"):  # the tests run both
+    send_each = None
 
 
 class Connection(Protocol):
@@ -93,9 +104,11 @@ class Hub:
         # still replayed to a restarted shard, so the re-sent Leave finds them and the
         # others get their presence-quit (they saw them join).
         self.leaving: dict[tuple[str, str], MemberState] = {}  # (key, sid) -> state
-        # Deliveries of this loop turn, per connection: written together at its end, so
-        # events bound for one connection leave in one write.
-        self._pending: dict[str, tuple[Connection, list[Delivery]]] = {}
+        # This loop turn's events, in order, written together at its end; the index does
+        # not change before they are (every change of it flushes them first).
+        self._turn: list[tuple[dict[str, Connection], Delivery, str | None]] = []
+        self._turn_keys: set[str] = set()
+        self._coalesce = False  # a channel got several events this turn
 
     def __len__(self) -> int:
         return len(self.connections)
@@ -115,41 +128,51 @@ class Hub:
         count = len(members) - (exclude in members)
         self.delivered += count
         self.delivered_bytes += count * len(message.message)
-        pending = self._pending
-        if not pending:
+        if not self._turn:
             try:
                 asyncio.get_running_loop().call_soon(self.flush)
             except RuntimeError:  # no loop (unit tests): nothing to coalesce with
-                for sid, conn in members.items():
-                    if sid != exclude:
-                        conn.deliver(delivery)
+                _each(members, delivery, exclude)
                 return
-        for sid, conn in members.items():
-            if sid != exclude:
-                entry = pending.get(sid)
-                if entry is None:
-                    pending[sid] = (conn, [delivery])
-                else:
-                    entry[1].append(delivery)
+        if message.key in self._turn_keys:
+            self._coalesce = True
+        else:
+            self._turn_keys.add(message.key)
+        self._turn.append((members, delivery, exclude))
 
     def flush(self) -> None:
-        """End of the loop turn: each connection's events go out, in order, in one write."""
-        pending, self._pending = self._pending, {}
+        """End of the loop turn (or a change of the index): the turn's events go out, each
+        connection's in order."""
+        turn, coalesce = self._turn, self._coalesce
+        if not turn:
+            return
+        self._turn, self._coalesce = [], False
+        self._turn_keys.clear()
+        if not coalesce:  # one event per channel: each to its members, one write each
+            for members, delivery, exclude in turn:
+                _each(members, delivery, exclude)
+            return
+        pending: dict[str, tuple[Connection, list[Delivery]]] = {}
+        for members, delivery, exclude in turn:
+            for sid, conn in members.items():
+                if sid != exclude:
+                    entry = pending.get(sid)
+                    if entry is None:
+                        pending[sid] = (conn, [delivery])
+                    else:
+                        entry[1].append(delivery)
         shared: dict[tuple[int, ...], bytes] = {}
         for conn, batch in pending.values():  # deliver never changes the index synchronously
-            _write(conn, batch, shared)
-
-    def _flush_one(self, sid: str) -> None:
-        """Before a direct send to `sid`, its pending events go first (order per connection)."""
-        entry = self._pending.pop(sid, None) if self._pending else None
-        if entry is not None:
-            _write(*entry, {})
+            if len(batch) == 1:
+                conn.deliver(batch[0])
+            else:
+                conn.deliver_batch(batch, shared)
 
     # -- messages to one connection ----------------------------------------------------------
 
     def send(self, conn: Connection, message: bytes) -> None:
-        """A message to one connection (a reply), after its pending events; counted."""
-        self._flush_one(conn.sid)
+        """A message to one connection (a reply), after the turn's events; counted."""
+        self.flush()
         self.count_reply(message)
         conn.send(message)
 
@@ -180,6 +203,7 @@ class Hub:
         """Forget `conn`; returns the channel keys it must leave, grouped by shard."""
         if self.connections.pop(conn.sid, None) is None:
             return {}
+        self.flush()  # the turn's events were for the index as it was
         by_shard: dict[int, list[str]] = defaultdict(list)
         for key, state in conn.channels.items():
             self._unindex(key, conn.sid)
@@ -193,6 +217,7 @@ class Hub:
         conn = self.connections.get(state.sid)
         if conn is None or conn.closed:
             return False
+        self.flush()  # the turn's events were for the index as it was
         conn.channels[state.key] = state
         self.index.setdefault(state.key, {})[state.sid] = conn
         self.send(conn, message)
@@ -202,6 +227,7 @@ class Hub:
         conn = self.connections.get(sid)
         if conn is None:
             return
+        self.flush()  # the turn's events were for the index as it was
         if conn.channels.pop(key, None) is not None:
             self._unindex(key, sid)
         if message:
@@ -232,11 +258,20 @@ class Hub:
                 del self.index[key]
 
 
-def _write(conn: Connection, batch: list[Delivery], shared: dict[tuple[int, ...], bytes]) -> None:
-    if len(batch) == 1:
-        conn.deliver(batch[0])
-    else:
-        conn.deliver_batch(batch, shared)
+def _each(members: dict[str, Connection], delivery: Delivery, exclude: str | None) -> None:
+    """One event to a channel's members. The compiled loop sends it itself to every idle
+    plain WebSocket and leaves the others, and any send the kernel took only part of, to
+    their own writes; byte order on each connection is the same either way."""
+    if send_each is None:
+        for sid, conn in members.items():
+            if sid != exclude:
+                conn.deliver(delivery)
+        return
+    for conn, sent in send_each(members, exclude, delivery):
+        if sent:
+            conn.write(delivery.frame(conn.kind)[sent:])  # type: ignore[attr-defined]
+        else:
+            conn.deliver(delivery)
 
 
 # -- 4-5: connections that write to their socket ------------------------------------------------
@@ -245,7 +280,9 @@ def _write(conn: Connection, batch: list[Delivery], shared: dict[tuple[int, ...]
 class SocketConnection:
     """The end of the fan-out path for a connection that owns a socket (every WebSocket):
     pre-built bytes go straight into the socket's buffer. The subclass provides `kind`,
-    `closed`, `slow`, `front`, `_socket` and `close(why)`."""
+    `closed`, `slow`, `front`, `_socket`, `_fd` and `close(why)`; being the socket's
+    protocol, it hears when the socket's buffer fills (from its first unsent byte) and
+    empties, and keeps `_fd` -1 meanwhile."""
 
     __slots__ = ()
 
@@ -254,6 +291,8 @@ class SocketConnection:
     slow: bool
     front: Front
     _socket: asyncio.Transport
+    _fd: int  # the descriptor the compiled loop may send() on now; -1: only `write` writes
+    _plain_fd: int  # the socket's descriptor when plain TCP with the compiled loop, else -1
 
     def deliver(self, delivery: Delivery) -> None:
         self.write(delivery.frame(self.kind))
@@ -282,3 +321,14 @@ class SocketConnection:
 
     def close(self, why: Close) -> None:
         raise NotImplementedError
+
+
+def plain_descriptor(socket: asyncio.Transport) -> int:
+    """What the compiled loop may send() on: a plain TCP socket's descriptor, whose
+    transport now tells its protocol of every unsent byte (pause_writing); -1 for TLS (its
+    bytes are the transport's to encrypt), or without the compiled loop."""
+    raw = socket.get_extra_info("socket")
+    if send_each is None or raw is None or socket.get_extra_info("sslcontext") is not None:
+        return -1
+    socket.set_write_buffer_limits(high=0)  # pause at the first unsent byte, resume at none
+    return int(raw.fileno())

@@ -60,7 +60,7 @@ from pushy_shard.errors import (
     SockJSFrameError,
 )
 from pushy_shard.errors import Close as Closing
-from pushy_shard.front.fanout import SocketConnection
+from pushy_shard.front.fanout import SocketConnection, plain_descriptor
 from pushy_shard.front.front import ClientProtocol, Front
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ class WebSocket(SocketConnection, asyncio.Protocol):
     holds one."""
 
     __slots__ = ("sid", "kind", "transport", "channels", "closed", "slow", "front", "adapter",
-                 "_socket", "_reader", "_closing", "_after")
+                 "_socket", "_fd", "_plain_fd", "_reader", "_closing", "_after")
 
     def __init__(self, front: Front, adapter: ClientProtocol, kind: int,
                  socket: asyncio.Transport, closing: ClosingSockets,
@@ -131,6 +131,8 @@ class WebSocket(SocketConnection, asyncio.Protocol):
         self.front = front
         self.adapter = adapter  # the client protocol its messages are in
         self._socket = socket
+        self._plain_fd = plain_descriptor(socket)  # before anything is written to it
+        self._fd = -1  # until start(): its protocol is still the head's reader
         self._reader: FrameReader | None = FrameReader(front.config.limits.max_frame_bytes)
         self._closing = closing
         self._after = after  # called once the socket is gone (a handed-over connection)
@@ -139,6 +141,8 @@ class WebSocket(SocketConnection, asyncio.Protocol):
         """The 101 is sent and this is the socket's protocol: SockJS `o`, then the hub
         greets it with pushy:connect; `rest` holds frames that came with the head. When the
         front refuses it (`Front.admit`) it is closed with that reason instead."""
+        if not self._socket.get_write_buffer_size():  # else resume_writing comes to us
+            self._fd = self._plain_fd
         refusal = self.front.admit_to(self, self.adapter, address)
         if refusal is not None:
             self.close(refusal)
@@ -213,6 +217,13 @@ class WebSocket(SocketConnection, asyncio.Protocol):
 
     def eof_received(self) -> bool:
         return False  # the client closed its side: close ours
+
+    def pause_writing(self) -> None:
+        self._fd = -1  # bytes wait in the transport: the compiled loop may not overtake them
+
+    def resume_writing(self) -> None:
+        if not self.closed:
+            self._fd = self._plain_fd
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing.forget(self)

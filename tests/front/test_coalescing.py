@@ -28,6 +28,9 @@ class FakeSocket:
     def get_write_buffer_size(self) -> int:
         return 0
 
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default  # no real socket: the Python write path
+
 
 def connection(hub: Hub, kind: int, key: str = "c") -> tuple[WebSocket, FakeSocket]:
     socket = FakeSocket()

@@ -33,6 +33,9 @@ class FakeSocket:
     def close(self) -> None:
         self.aborted = True
 
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default  # no real socket: the Python write path
+
 
 PUSHY_WS = (("transport", "websocket"), ("protocol", "pushy"))
 PUSHY_RAW = (("transport", "raw-websocket"), ("protocol", "pushy"))

@@ -51,6 +51,9 @@ class FakeSocket:
     def abort(self) -> None:
         self.aborted = True
 
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default  # no real socket: the Python write path
+
 
 class FakeFront:
     """What Sessions uses of a Front: the hub, its config, the connection callbacks and
