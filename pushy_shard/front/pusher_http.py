@@ -54,8 +54,10 @@ def routes(pusher: Pusher, prefix: str, closing: websocket.ClosingSockets
                                                          closing, sockjs=False)),
         *transports.routes(prefix + "/pusher/app/{key}", adapter_for,
                            ("xhr", "xhr_streaming")),
-        web.post(prefix + "/apps/{app_id}/events", api_handler(pusher, prefix, _events)),
-        web.post(prefix + "/apps/{app_id}/batch_events", api_handler(pusher, prefix, _batch)),
+        web.post(prefix + "/apps/{app_id}/events",
+                 api_handler(pusher, prefix, lambda p, app, _, body: events(p, app, body))),
+        web.post(prefix + "/apps/{app_id}/batch_events",
+                 api_handler(pusher, prefix, lambda p, app, _, body: batch(p, app, body))),
         web.get(prefix + "/apps/{app_id}/channels", api_handler(pusher, prefix, channels,
                                                               query=True)),
         web.get(prefix + "/apps/{app_id}/channels/{channel}",
@@ -90,9 +92,7 @@ def api_handler(pusher: Pusher, prefix: str, answer: Answer, *, query: bool = Fa
             metrics.observe(front.metrics, "pushy_query_seconds", time.monotonic() - started)
             return response
         response, size = await _answered(request, front)
-        front.metrics.inc(_STATUS, (("status", str(response.status)),))
-        if response.status == 200:
-            front.metrics.inc("pushy_bytes_in_total", _FROM_TRIGGER, size)
+        count_trigger(front, response.status, size)
         return response
 
     async def _answered(request: web.Request, front: Front) -> tuple[web.Response, int]:
@@ -105,7 +105,9 @@ def api_handler(pusher: Pusher, prefix: str, answer: Answer, *, query: bool = Fa
                 front.breach("trigger_body", "refused a Pusher API body from "
                              f"{front.request_address(request)}")
                 raise ApiError(413, "Request body too large") from None
-            app = _verified(pusher, prefix, request, body)
+            app = verified_app(pusher, prefix, request.method, request.path,
+                               tuple(request.query.items()), request.match_info.get("app_id"),
+                               body)
             result = await answer(pusher, app, request, body)
         except ApiError as exc:
             return web.json_response(exc.body(), status=exc.status,
@@ -115,22 +117,46 @@ def api_handler(pusher: Pusher, prefix: str, answer: Answer, *, query: bool = Fa
     return handle
 
 
-def _verified(pusher: Pusher, prefix: str, request: web.Request, body: bytes) -> App:
-    path = request.path[len(prefix):] if prefix else request.path
-    signed = SignedRequest(request.method, path, tuple(request.query.items()), body)
+def count_trigger(front: Front, status: int, size: int) -> None:
+    """A trigger request's answer in /metrics (and its body's bytes when it went out)."""
+    front.metrics.inc(_STATUS, (("status", str(status)),))
+    if status == 200:
+        front.metrics.inc("pushy_bytes_in_total", _FROM_TRIGGER, size)
+
+
+def verified_app(pusher: Pusher, prefix: str, method: str, path: str,
+                 query: tuple[tuple[str, str], ...], app_id: str | None, body: bytes) -> App:
+    """The app whose signature the request carries (`path` as received, with the prefix
+    the SDK did not sign); `app_id` is the path's, when it names one."""
+    path = path[len(prefix):] if prefix else path
+    signed = SignedRequest(method, path, query, body)
     apps = {app.key: app for app in pusher.front.config.api_apps}
     app = verify(signed, apps, time.time())
-    if "app_id" in request.match_info:
-        check_path_app(app, request.match_info["app_id"])
+    if app_id is not None:
+        check_path_app(app, app_id)
     assert isinstance(app, App)
     return app
+
+
+async def trigger_answer(pusher: Pusher, prefix: str, path: str,
+                         query: tuple[tuple[str, str], ...], app_id: str, body: bytes,
+                         is_batch: bool) -> tuple[int, dict[str, Any], dict[str, str] | None]:
+    """POST .../events or .../batch_events served by the front's own HTTP layer
+    (trigger_http.py): status, JSON body and extra headers, counted as the route's are."""
+    try:
+        app = verified_app(pusher, prefix, "POST", path, query, app_id, body)
+        result = await (batch if is_batch else events)(pusher, app, body)
+    except ApiError as exc:
+        count_trigger(pusher.front, exc.status, len(body))
+        return exc.status, exc.body(), retry_after(exc)
+    count_trigger(pusher.front, 200, len(body))
+    return 200, result, None
 
 
 # -- triggering ---------------------------------------------------------------------------------
 
 
-async def _events(pusher: Pusher, app: App, request: web.Request, body: bytes
-                  ) -> dict[str, Any]:
+async def events(pusher: Pusher, app: App, body: bytes) -> dict[str, Any]:
     """POST /apps/{id}/events: `{}`, or with `info` the attributes of each channel."""
     _triggerable(pusher, app)
     event = api.parse_events(body)
@@ -140,8 +166,7 @@ async def _events(pusher: Pusher, app: App, request: web.Request, body: bytes
     return {"channels": {name: info for name, info in zip(event.channels, infos, strict=True)}}
 
 
-async def _batch(pusher: Pusher, app: App, request: web.Request, body: bytes
-                 ) -> dict[str, Any]:
+async def batch(pusher: Pusher, app: App, body: bytes) -> dict[str, Any]:
     """POST /apps/{id}/batch_events: `{}`, or with `info` on any event `{"batch": [...]}`
     by index. The batch was checked whole before any event of it went out."""
     _triggerable(pusher, app)

@@ -36,10 +36,12 @@ from pushy_shard.core.http_head import (
     parse_head,
     parse_request_line,
 )
+from pushy_shard.core.http_trigger import trigger_route
 from pushy_shard.core.origins import client_address, origin_allowed
 from pushy_shard.errors import BadRequestHead, HeadTooLarge
 from pushy_shard.front.front import ClientProtocol, Front
 from pushy_shard.front.pusher import Pusher
+from pushy_shard.front.trigger_http import TriggerConnection
 from pushy_shard.front.websocket import FRONT_HEADER, ClosingSockets, WebSocket
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,7 @@ class Listener:
         self.web_server = web_server  # makes aiohttp's request handler for a connection
         self.closing = closing  # WebSockets we closed, both paths (websocket.py)
         self.reading: dict[HeadReader, float] = {}  # -> when it connected (monotonic)
+        self.triggers: set[TriggerConnection] = set()  # trigger_http.py's connections
         self._headers = ((FRONT_HEADER, str(front.index)),)
 
     def __call__(self) -> HeadReader:
@@ -71,12 +74,25 @@ class Listener:
         late = [reader for reader, since in self.reading.items() if now - since > HEAD_SECONDS]
         for reader in late:
             reader.close()
+        # kept-alive trigger connections idle as long as aiohttp lets its own idle ones be
+        for conn in [c for c in self.triggers if c.idle() and now - c.since > HEAD_SECONDS]:
+            conn.close()
         self.closing.sweep(now)
 
     def close_all(self) -> None:
-        """Server stopping: connections still sending a head are closed."""
+        """Server stopping: connections still sending a head are closed, and trigger
+        connections once they answered the request in flight."""
         for reader in list(self.reading):
             reader.close()
+        for conn in list(self.triggers):
+            conn.close()
+
+    def serve_triggers(self, socket: asyncio.Transport, data: bytes) -> None:
+        """This layer answers `socket`'s trigger requests, starting with the bytes read."""
+        conn = TriggerConnection(self, socket)
+        self.triggers.add(conn)
+        socket.set_protocol(conn)
+        conn.data_received(data)
 
     def hand_off(self, socket: asyncio.Transport, data: bytes) -> None:
         """aiohttp serves `socket` from now on, starting with the bytes already read."""
@@ -132,6 +148,9 @@ class HeadReader(asyncio.Protocol):
                     check_size(buffer, line_complete=False)
                     return
                 line = parse_request_line(buffer[:end])
+                if trigger_route(line, config.pusher_path_prefix) is not None:
+                    self._serve_triggers()
+                    return
                 route = fast_path_candidate(
                     line, config.sockjs.prefix if config.sockjs.websocket else None,
                     config.pusher_path_prefix)
@@ -170,6 +189,13 @@ class HeadReader(asyncio.Protocol):
             if answer:
                 self._socket.write(answer)
             self._socket.close()
+
+    def _serve_triggers(self) -> None:
+        listener, socket, buffer = self._listener, self._socket, self._buffer
+        assert socket is not None
+        listener.reading.pop(self, None)
+        self._buffer = b""
+        listener.serve_triggers(socket, buffer)
 
     def _finish(self, upgrade: tuple[str, int, str] | None) -> None:
         """Leave the connection to aiohttp (None) or upgrade it with (key, head length,
