@@ -9,6 +9,7 @@ name) is left to aiohttp, whose answers stay the reference for every other case.
 from __future__ import annotations
 
 import email.utils
+import functools
 from dataclasses import dataclass
 from http import HTTPStatus
 from urllib.parse import parse_qsl, unquote
@@ -75,13 +76,23 @@ def keeps_alive(head: RequestHead) -> bool:
     return "close" not in tokens
 
 
+@functools.lru_cache(maxsize=64)
+def _status_line(status: int) -> str:
+    return f"HTTP/1.1 {status} {HTTPStatus(status).phrase}"
+
+
+@functools.lru_cache(maxsize=2)
+def _date(second: int) -> str:
+    return email.utils.formatdate(second, usegmt=True)
+
+
 def response(status: int, body: bytes, headers: dict[str, str] | None, now: float,
              close: bool) -> bytes:
     """A JSON answer, with the headers aiohttp's json_response gives it."""
-    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
+    lines = [_status_line(status),
              "Content-Type: application/json; charset=utf-8",
              f"Content-Length: {len(body)}",
-             f"Date: {email.utils.formatdate(now, usegmt=True)}"]
+             f"Date: {_date(int(now))}"]
     lines.extend(f"{name}: {value}" for name, value in (headers or {}).items())
     if close:
         lines.append("Connection: close")
