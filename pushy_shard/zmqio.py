@@ -12,6 +12,7 @@ import asyncio
 import errno
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import zmq
 
@@ -24,8 +25,14 @@ HIGH_WATER_MARK = 100_000
 
 # plain ints: pyzmq's enum flags cost an Enum construction per operation on the hot path
 _NOBLOCK = int(zmq.NOBLOCK)
+_MORE_NOBLOCK = int(zmq.SNDMORE) | _NOBLOCK
+_RCVMORE = int(zmq.RCVMORE)
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
+# pyzmq's compiled socket, under its Python layer: send_multipart/recv_multipart combine
+# enum flags per frame (an Enum built each time) and re-check every frame's type; ours are
+# bytes, and these are the calls that layer ends in
+_Base: Any = next(c for c in zmq.Socket.__mro__ if c.__module__.startswith("zmq.backend"))
 
 
 class ZmqChannel:
@@ -44,14 +51,20 @@ class ZmqChannel:
         self.name = name
         self.dropped = 0
         self._scheduled = False
+        self._send = _Base.send.__get__(sock)
+        self._recv = _Base.recv.__get__(sock)
+        self._option = _Base.get.__get__(sock)
         self._fd = int(sock.getsockopt(zmq.FD))
         loop.add_reader(self._fd, self._drain)
         self._schedule()
 
     def send(self, frames: list[bytes]) -> bool:
         """Queue one multipart message without blocking; False (logged, counted) if it can't."""
+        send = self._send  # small frames: copying beats zero-copy
         try:
-            self.sock.send_multipart(frames, _NOBLOCK)  # small frames: copying beats zero-copy
+            for frame in frames[:-1]:
+                send(frame, _MORE_NOBLOCK)  # once the first part is queued, all of it is
+            send(frames[-1], _NOBLOCK)
         except zmq.Again:
             self.dropped += 1
             log.warning("%s: link queue full, message dropped (%d so far)", self.name, self.dropped)
@@ -79,14 +92,16 @@ class ZmqChannel:
 
     def _drain(self) -> None:
         self._scheduled = False
-        sock = self.sock
-        if sock.closed:
+        if self.sock.closed:
             return
+        recv, option = self._recv, self._option
         for _ in range(BATCH):
-            if not int(sock.getsockopt(_EVENTS)) & _POLLIN:
+            if not option(_EVENTS) & _POLLIN:
                 return
             try:
-                frames = sock.recv_multipart(_NOBLOCK)
+                frames = [recv(_NOBLOCK)]
+                while option(_RCVMORE):
+                    frames.append(recv(_NOBLOCK))
             except zmq.Again:
                 return
             try:
