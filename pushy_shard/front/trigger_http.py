@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING
 
 from multidict import MultiDict
 
@@ -109,8 +109,7 @@ class TriggerConnection(asyncio.Protocol):
             if route.protocol == "pushy":
                 query: Mapping[str, str] = MultiDict(route.query)
                 status, answer, headers = await http.trigger_answer(
-                    listener.front, cast(Any, listener.adapter), route.channel, query, body,
-                    content_type)
+                    listener.front, listener.adapter, route.channel, query, body, content_type)
             else:
                 status, answer, headers = await pusher_http.trigger_answer(
                     listener.pusher, listener.front.config.pusher_path_prefix, route.path,

@@ -39,8 +39,9 @@ from pushy_shard.core.http_head import (
 from pushy_shard.core.http_trigger import trigger_route
 from pushy_shard.core.origins import client_address, origin_allowed
 from pushy_shard.errors import BadRequestHead, HeadTooLarge
-from pushy_shard.front.front import ClientProtocol, Front
+from pushy_shard.front.front import Front
 from pushy_shard.front.pusher import Pusher
+from pushy_shard.front.pushy import Pushy
 from pushy_shard.front.trigger_http import TriggerConnection
 from pushy_shard.front.websocket import FRONT_HEADER, ClosingSockets, WebSocket
 
@@ -54,7 +55,7 @@ HEAD_SECONDS = 75.0
 class Listener:
     """The protocol factory of the front's port, and the connections still sending a head."""
 
-    def __init__(self, front: Front, adapter: ClientProtocol, pusher: Pusher,
+    def __init__(self, front: Front, adapter: Pushy, pusher: Pusher,
                  web_server: web.Server, closing: ClosingSockets) -> None:
         self.front = front
         self.adapter = adapter  # the client protocol of the SockJS WebSocket routes (Pushy)

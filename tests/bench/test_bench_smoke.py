@@ -67,3 +67,31 @@ def test_presence_churn_on_both_protocols(tmp_path: Path) -> None:
         assert result["ok"] is True, result["check"]
         assert result["ops_per_s"] > 0
         assert result["delivered"] == result["expected"] == 3 * 4 * 2 * 10
+
+
+@pytest.mark.parametrize("scenario", [
+    ["channels", "--channels", "5", "--per-channel", "4", "--triggers", "200"],
+    ["presence", "--presence-channels", "3", "--members", "4", "--cycles", "10"],
+    ["latency", "--channels", "2", "--per-channel", "5", "--rates", "50", "--duration", "0.5"],
+])
+def test_the_floor_serves_every_scenario_beside_ours(tmp_path: Path, scenario: list[str]
+                                                     ) -> None:
+    record = run(tmp_path, *scenario, "--floor")
+    results = record["results"]
+    floors = [r for r in results if r["params"].get("reference") == "floor"]
+    assert [r["params"]["protocol"] for r in floors] == ["pushy", "pusher"]
+    assert len(results) == 4  # ours, then the floor, per protocol
+    for result in results:
+        assert result["ok"] is True, result["check"]
+        assert result["delivered"] == result["expected"] > 0
+        assert result["server_cpu_s"] is not None
+    assert all(r["server"].startswith("floor (C) x1") for r in floors)
+
+
+def test_idle_connections_on_the_floor(tmp_path: Path) -> None:
+    record = run(tmp_path, "idle", "--connections", "30", "--settle", "0.2", "--floor",
+                 "--protocol", "pushy")
+    ours, floor = record["results"]
+    assert floor["params"]["reference"] == "floor" and floor["ok"] is True
+    assert floor["delivered"] == floor["expected"] == 30
+    assert floor["memory"]["rss_after"] > 0
