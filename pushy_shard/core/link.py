@@ -440,6 +440,18 @@ def batch(messages: list[list[bytes]]) -> list[bytes]:
     return [BATCH, sizes, *(frame for m in messages for frame in m)]
 
 
+def unbatch(frames: list[bytes]) -> Iterator[list[bytes]]:
+    """The messages of a `batch` (LinkError, ValueError or TypeError for one whose sizes do
+    not add up)."""
+    sizes = load(frames[1])
+    if not isinstance(sizes, list) or sum(sizes) != len(frames) - 2 or min(sizes, default=1) < 1:
+        raise LinkError("batch sizes do not match its frames")
+    start = 2
+    for size in sizes:
+        yield frames[start:start + size]
+        start += size
+
+
 def decode_shard(frames: list[bytes]) -> Iterator[ShardMessage]:
     """The messages of one multipart from a shard (LinkError for one that does not
     decode; the ones before it were yielded)."""
@@ -448,10 +460,8 @@ def decode_shard(frames: list[bytes]) -> Iterator[ShardMessage]:
         yield Deliver(_text(frames[1]), _text(frames[2]) if frames[2] else None, frames[3],
                       _text(frames[4]) if len(frames) > 4 else "")
     elif op == BATCH:
-        start = 2
-        for size in load(frames[1]):
-            yield from decode_shard(frames[start:start + size])
-            start += size
+        for message in unbatch(frames):
+            yield from decode_shard(message)
     elif op == Done.OP:
         yield Done(frames[1], frames[2])
     elif op == Reply.OP:

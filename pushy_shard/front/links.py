@@ -61,6 +61,9 @@ class ShardLinks:
         self.send_failures = 0  # messages the transport could not queue (/metrics)
         self.ready: asyncio.Future[None] = loop.create_future()  # every shard answered once
         self._idle_waiters: list[asyncio.Future[None]] = []
+        # What this loop turn sends each shard, in order: one multipart at its end (a
+        # ZeroMQ message costs the same for one request as for many)
+        self._outgoing: dict[int, list[tuple[list[bytes], bytes | None]]] = {}
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -105,6 +108,7 @@ class ShardLinks:
             self._settled()
 
     def close(self) -> None:
+        self.flush()
         self.close_transport()
 
     # -- what the transport reports ------------------------------------------------------------
@@ -148,15 +152,25 @@ class ShardLinks:
     # -- internals -----------------------------------------------------------------------
 
     def _perform(self, send: Send) -> None:
-        ok = self._send(send.shard, send.frames)
         if send.rid is not None:
-            self.view.sent(send.shard, send.rid, ok)
+            self.view.sent(send.shard, send.rid, True)  # not to be re-sent: it is queued
+        self._send(send.shard, send.frames, send.rid)
 
-    def _send(self, shard: int, frames: list[bytes]) -> bool:
-        if self.send(shard, frames):
-            return True
-        self.send_failures += 1
-        return False
+    def _send(self, shard: int, frames: list[bytes], rid: bytes | None = None) -> None:
+        if not self._outgoing:
+            self.loop.call_soon(self.flush)
+        self._outgoing.setdefault(shard, []).append((frames, rid))
+
+    def flush(self) -> None:
+        """End of the loop turn: each shard's messages of the turn in one multipart."""
+        outgoing, self._outgoing = self._outgoing, {}
+        for shard, messages in outgoing.items():
+            if self.send(shard, link.batch([frames for frames, _ in messages])):
+                continue
+            self.send_failures += len(messages)
+            for _, rid in messages:
+                if rid is not None:
+                    self.view.sent(shard, rid, False)  # re-sent after the next Welcome
 
     def _done(self, shard: int, done: link.Done) -> None:
         future = self.view.done(shard, done.rid)

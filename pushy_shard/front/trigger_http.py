@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from multidict import MultiDict
 
 from pushy_shard.core.handshake import error_response
-from pushy_shard.core.http_head import check_size, head_end, parse_head
+from pushy_shard.core.http_head import MAX_HEAD_BYTES, check_size, head_end, parse_head
 from pushy_shard.core.http_trigger import (
     TriggerRoute,
     keeps_alive,
@@ -53,6 +53,11 @@ class TriggerConnection(asyncio.Protocol):
         self.since = time.monotonic()
         if not self._busy:
             self._next()
+        elif len(self._buffer) > self._bound():  # pipelined past one request: wait
+            self._socket.pause_reading()
+
+    def _bound(self) -> int:
+        return MAX_HEAD_BYTES + self._listener.front.config.limits.max_trigger_body
 
     def eof_received(self) -> bool:
         return False
@@ -61,8 +66,10 @@ class TriggerConnection(asyncio.Protocol):
         self._listener.triggers.discard(self)
         self._closing = True
 
-    def idle(self) -> bool:
-        return not self._busy and not self._buffer
+    def stale(self, now: float, seconds: float) -> bool:
+        """Nothing in flight, and nothing received for `seconds` (idle, or a head or body
+        that stopped coming)."""
+        return not self._busy and now - self.since > seconds
 
     def close(self) -> None:
         """Close now when idle, else once the request in flight is answered."""
@@ -127,6 +134,7 @@ class TriggerConnection(asyncio.Protocol):
         self._busy = False
         self.since = time.monotonic()
         if not close:
+            self._socket.resume_reading()
             self._next()
 
     def _hand_off(self) -> None:

@@ -75,8 +75,8 @@ class Listener:
         late = [reader for reader, since in self.reading.items() if now - since > HEAD_SECONDS]
         for reader in late:
             reader.close()
-        # kept-alive trigger connections idle as long as aiohttp lets its own idle ones be
-        for conn in [c for c in self.triggers if c.idle() and now - c.since > HEAD_SECONDS]:
+        # trigger connections silent as long as aiohttp lets its own idle ones be
+        for conn in [c for c in self.triggers if c.stale(now, HEAD_SECONDS)]:
             conn.close()
         self.closing.sweep(now)
 

@@ -166,6 +166,10 @@ class Shard:
         """One multipart message from the front with routing identity `identity`."""
         try:
             op = frames[0]
+            if op == link.BATCH:  # a front's messages of one loop turn
+                for part in link.unbatch(frames):
+                    self.receive(identity, part, now)
+                return
             if op == link.Stats.OP:  # even from an unsynced front: a scrape must not wait
                 samples = metrics.to_wire(self.stats())
                 self._send(identity, link.Done(frames[1], link.body({"samples": samples})))

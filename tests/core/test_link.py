@@ -36,6 +36,15 @@ def test_a_batch_carries_several_messages_whole() -> None:
     assert link.batch([messages[0].encode()]) == messages[0].encode()  # one: no envelope
 
 
+def test_a_fronts_batch_splits_into_its_messages_and_bad_sizes_are_refused() -> None:
+    requests = [link.Ping().encode(), link.Hello(2).encode()]
+    assert list(link.unbatch(link.batch(requests))) == requests
+    frames = link.batch(requests)
+    for sizes in (b"[1,5]", b"[0,2]", b'"x"', b"[1]"):
+        with pytest.raises(link.LinkError):
+            list(link.unbatch([frames[0], sizes, *frames[2:]]))
+
+
 def test_member_state_keeps_its_join_order_on_the_wire() -> None:
     decoded = MemberState.from_wire(link.load(link.body(ANN.to_wire())))
     assert decoded == ANN and decoded.seq == 3

@@ -298,3 +298,22 @@ async def test_handler_cancellation_reaches_a_handed_off_request(served: Served)
     assert session is not None and session.receiver is not None
     writer.close()
     await until(lambda: session.receiver is None)
+
+
+async def test_trigger_connections_answer_and_are_swept_when_silent(served: Served) -> None:
+    answered_reader, answered = await served.connect()
+    answered.write(b"POST /pushy/channel/a/trigger?event=e&timestamp=1&auth_key=k HTTP/1.1\r\n"
+                   b"Host: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+    head = await read_head(answered_reader)  # served here: refused before any shard
+    assert head.startswith(b"HTTP/1.1 400 ") or head.startswith(b"HTTP/1.1 403 "), head
+    stalled_reader, stalled = await served.connect()
+    stalled.write(b"POST /pushy/channel/a/trigger HTTP/1.1\r\nHost: x\r\n")  # no end
+    await until(lambda: len(served.listener.triggers) == 2)
+    served.listener.sweep(time.monotonic())  # neither silent long enough yet
+    assert len(served.listener.triggers) == 2
+    served.listener.sweep(time.monotonic() + HEAD_SECONDS + 1)
+    assert await asyncio.wait_for(stalled_reader.read(), 5) == b""
+    assert (await asyncio.wait_for(answered_reader.read(), 5)).endswith(b"}")  # then EOF
+    await until(lambda: not served.listener.triggers)
+    answered.close()
+    stalled.close()
