@@ -26,7 +26,6 @@ HIGH_WATER_MARK = 100_000
 # plain ints: pyzmq's enum flags cost an Enum construction per operation on the hot path
 _NOBLOCK = int(zmq.NOBLOCK)
 _MORE_NOBLOCK = int(zmq.SNDMORE) | _NOBLOCK
-_RCVMORE = int(zmq.RCVMORE)
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 # pyzmq's compiled socket, under its Python layer: send_multipart/recv_multipart combine
@@ -98,10 +97,12 @@ class ZmqChannel:
         for _ in range(BATCH):
             if not option(_EVENTS) & _POLLIN:
                 return
-            try:
-                frames = [recv(_NOBLOCK)]
-                while option(_RCVMORE):
-                    frames.append(recv(_NOBLOCK))
+            try:  # a Frame says whether more follow (reading RCVMORE costs more than that)
+                frame = recv(_NOBLOCK, copy=False)
+                frames = [frame.bytes]
+                while frame.more:
+                    frame = recv(_NOBLOCK, copy=False)
+                    frames.append(frame.bytes)
             except zmq.Again:
                 return
             try:
