@@ -2,7 +2,8 @@
 
 ZeroMQ's FD is edge-triggered: after any send or receive the socket's EVENTS must be read
 again, or a wake-up can be missed. `ZmqChannel` drains everything readable in one callback
-(a bounded batch per loop turn, so one busy link cannot starve the others) and re-checks
+(a bounded batch of frames per loop turn, so one busy link cannot starve the others and a
+turn's output stays bounded) and re-checks
 after every send. Each process makes its own context after it starts (STYLE.md).
 """
 
@@ -20,7 +21,7 @@ from pushy_shard.errors import AddressInUse
 
 log = logging.getLogger(__name__)
 
-BATCH = 512
+BATCH_FRAMES = 2048  # frames read per callback: a bounded batch per loop turn
 HIGH_WATER_MARK = 100_000
 
 # plain ints: pyzmq's enum flags cost an Enum construction per operation on the hot path
@@ -94,7 +95,8 @@ class ZmqChannel:
         if self.sock.closed:
             return
         recv, option = self._recv, self._option
-        for _ in range(BATCH):
+        budget = BATCH_FRAMES
+        while budget > 0:
             if not option(_EVENTS) & _POLLIN:
                 return
             try:  # a Frame says whether more follow (reading RCVMORE costs more than that)
@@ -105,6 +107,7 @@ class ZmqChannel:
                     frames.append(frame.bytes)
             except zmq.Again:
                 return
+            budget -= len(frames)
             try:
                 self.on_message(frames)
             except Exception:  # one bad message must not stop the link

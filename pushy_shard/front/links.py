@@ -27,6 +27,8 @@ from pushy_shard.zmqio import ZmqChannel, tune
 
 log = logging.getLogger(__name__)
 
+BATCH_MESSAGES = 16  # link messages per multipart to a shard (ShardLinks.flush)
+
 
 class LinkHandler(Protocol):
     """What the front does with the channel messages shards send."""
@@ -162,15 +164,19 @@ class ShardLinks:
         self._outgoing.setdefault(shard, []).append((frames, rid))
 
     def flush(self) -> None:
-        """End of the loop turn: each shard's messages of the turn in one multipart."""
+        """End of the loop turn: each shard's messages of the turn in multiparts of at most
+        BATCH_MESSAGES (a shard's answer to one multipart is built whole: a bounded batch
+        bounds what a burst of joins holds in memory at once)."""
         outgoing, self._outgoing = self._outgoing, {}
-        for shard, messages in outgoing.items():
-            if self.send(shard, link.batch([frames for frames, _ in messages])):
-                continue
-            self.send_failures += len(messages)
-            for _, rid in messages:
-                if rid is not None:
-                    self.view.sent(shard, rid, False)  # re-sent after the next Welcome
+        for shard, queued in outgoing.items():
+            for start in range(0, len(queued), BATCH_MESSAGES):
+                messages = queued[start:start + BATCH_MESSAGES]
+                if self.send(shard, link.batch([frames for frames, _ in messages])):
+                    continue
+                self.send_failures += len(messages)
+                for _, rid in messages:
+                    if rid is not None:
+                        self.view.sent(shard, rid, False)  # re-sent after the next Welcome
 
     def _done(self, shard: int, done: link.Done) -> None:
         future = self.view.done(shard, done.rid)

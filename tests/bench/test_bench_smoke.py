@@ -70,6 +70,7 @@ def test_presence_churn_on_both_protocols(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("scenario", [
+    ["burst", "--subscribers", "20", "--events", "50"],
     ["channels", "--channels", "5", "--per-channel", "4", "--triggers", "200"],
     ["presence", "--presence-channels", "3", "--members", "4", "--cycles", "10"],
     ["latency", "--channels", "2", "--per-channel", "5", "--rates", "50", "--duration", "0.5"],
