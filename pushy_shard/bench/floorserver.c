@@ -44,6 +44,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#define PROGRAM "floorserver"
+#include "shared.h"
+
 #define MAX_WRITERS 64
 #define MAX_HEAD 16384
 #define BUCKETS 65536
@@ -54,50 +57,7 @@ enum { K_HTTP, K_SOCKJS, K_PUSHER };
 
 /* ---------------------------------------------------------------- buffers */
 
-typedef struct {
-    char *p;
-    size_t len, cap;
-} buf_t;
-
-static void *xrealloc(void *p, size_t n) {
-    void *q = realloc(p, n ? n : 1);
-    if (!q) {
-        fprintf(stderr, "floorserver: out of memory\n");
-        exit(2);
-    }
-    return q;
-}
-
-static void buf_reserve(buf_t *b, size_t extra) {
-    if (b->len + extra <= b->cap) return;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < b->len + extra) cap *= 2;
-    b->p = xrealloc(b->p, cap);
-    b->cap = cap;
-}
-
-static void buf_add(buf_t *b, const void *data, size_t n) {
-    buf_reserve(b, n);
-    memcpy(b->p + b->len, data, n);
-    b->len += n;
-}
-
-static void buf_str(buf_t *b, const char *s) { buf_add(b, s, strlen(s)); }
-
-static void buf_consume(buf_t *b, size_t n) {
-    if (n >= b->len) {
-        b->len = 0;
-        return;
-    }
-    memmove(b->p, b->p + n, b->len - n);
-    b->len -= n;
-}
-
-static void buf_free(buf_t *b) {
-    free(b->p);
-    b->p = NULL;
-    b->len = b->cap = 0;
-}
+static void buf_str(buf_t *b, const char *s) { buf_append(b, s, strlen(s)); }
 
 /* `s` as the body of a JSON string (quotes, backslashes and control characters escaped). */
 static void buf_quote(buf_t *b, const char *s, size_t n) {
@@ -106,13 +66,13 @@ static void buf_quote(buf_t *b, const char *s, size_t n) {
         unsigned char ch = (unsigned char)s[k];
         if (ch == '"' || ch == '\\') {
             char e[2] = {'\\', (char)ch};
-            buf_add(b, e, 2);
+            buf_append(b, e, 2);
         } else if (ch < 0x20) {
             char e[8];
             snprintf(e, sizeof e, "\\u%04x", ch);
-            buf_add(b, e, 6);
+            buf_append(b, e, 6);
         } else {
-            buf_add(b, &s[k], 1);
+            buf_append(b, &s[k], 1);
         }
     }
 }
@@ -134,8 +94,8 @@ static void ws_frame(buf_t *b, const char *p, size_t n) {
         for (int k = 0; k < 8; k++) h[2 + k] = (unsigned char)((uint64_t)n >> (56 - 8 * k));
         hl = 10;
     }
-    buf_add(b, h, hl);
-    buf_add(b, p, n);
+    buf_append(b, h, hl);
+    buf_append(b, p, n);
 }
 
 /* ---------------------------------------------------------------- SHA-1, base64 */
@@ -339,29 +299,33 @@ static void conn_write(writer_t *w, conn_t *c, const char *p, size_t n) {
             }
             sent = 0;
         }
-        buf_add(&c->out, p + sent, n - (size_t)sent);
+        buf_append(&c->out, p + sent, n - (size_t)sent);
         struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
         epoll_ctl(w->epoll_fd, EPOLL_CTL_MOD, c->fd, &ev);
         return;
     }
-    buf_add(&c->out, p, n);
+    buf_append(&c->out, p, n);
+}
+
+/* A message as a connection of `kind` frames it (SockJS: in an `a["..."]` frame). */
+static void frame_into(writer_t *w, buf_t *f, int kind, const char *m, size_t n) {
+    f->len = 0;
+    if (kind == K_PUSHER) {
+        ws_frame(f, m, n);
+        return;
+    }
+    buf_t *t = &w->text;
+    t->len = 0;
+    buf_str(t, "a[\"");
+    buf_quote(t, m, n);
+    buf_str(t, "\"]");
+    ws_frame(f, t->p, t->len);
 }
 
 /* One message to one connection in its protocol's framing. */
 static void conn_send(writer_t *w, conn_t *c, const char *m, size_t n) {
-    buf_t *f = &w->scratch;
-    f->len = 0;
-    if (c->kind == K_PUSHER) {
-        ws_frame(f, m, n);
-    } else {
-        buf_t *t = &w->text;
-        t->len = 0;
-        buf_str(t, "a[\"");
-        buf_quote(t, m, n);
-        buf_str(t, "\"]");
-        ws_frame(f, t->p, t->len);
-    }
-    conn_write(w, c, f->p, f->len);
+    frame_into(w, &w->scratch, c->kind, m, n);
+    conn_write(w, c, w->scratch.p, w->scratch.len);
 }
 
 /* Every local member of the channel but `exclude` gets the message: one write each, the
@@ -375,18 +339,7 @@ static void fan_out(writer_t *w, const char *chan, size_t clen, const char *m, s
         conn_t *c = ch->members[k];
         if (c->id == exclude) continue;
         buf_t *f = c->kind == K_PUSHER ? &w->frame_pusher : &w->frame_sockjs;
-        if (f->len == 0) {
-            if (c->kind == K_PUSHER) {
-                ws_frame(f, m, mlen);
-            } else {
-                buf_t *t = &w->text;
-                t->len = 0;
-                buf_str(t, "a[\"");
-                buf_quote(t, m, mlen);
-                buf_str(t, "\"]");
-                ws_frame(f, t->p, t->len);
-            }
-        }
+        if (f->len == 0) frame_into(w, f, c->kind, m, mlen); /* once per protocol */
         conn_write(w, c, f->p, f->len);
     }
 }
@@ -533,21 +486,18 @@ static void leave(writer_t *w, conn_t *c, int k) {
         m->len = 0;
         if (c->kind == K_PUSHER) {
             buf_str(m, "{\"event\":\"pusher_internal:member_removed\",\"channel\":\"");
-            buf_add(m, ch->name, clen);
+            buf_append(m, ch->name, clen);
             buf_str(m, "\",\"data\":\"{\\\"user_id\\\":\\\"");
             buf_str(m, s.user);
             buf_str(m, "\\\"}\"}");
         } else {
             buf_str(m, "{\"event\":\"pushy:presence-quit\",\"channel\":\"");
-            buf_add(m, ch->name, clen);
+            buf_append(m, ch->name, clen);
             buf_str(m, "\",\"data\":{\"member\":{\"memberId\":\"");
             buf_str(m, s.user);
             buf_str(m, "\"}}}");
         }
-        char *copy = strndup(m->p, m->len);
-        size_t len = m->len;
-        broadcast(w, ch->name, clen, copy, len, c->id);
-        free(copy);
+        broadcast(w, ch->name, clen, m->p, m->len, c->id); /* w->msg: fan_out leaves it be */
     }
     free(s.user);
 }
@@ -581,47 +531,41 @@ static void on_pushy(writer_t *w, conn_t *c, const char *m, size_t n) {
         int is_presence = data && strncasecmp(name, "private-", 8) == 0;
         char member[16];
         snprintf(member, sizeof member, "%08x", (unsigned)c->id);
-        r->len = 0;
+        buf_t list = {0};
         if (is_presence) {
-            buf_t record = {0}, list = {0}, unused = {0};
+            buf_t record = {0}, unused = {0};
             buf_str(&record, "{\"memberId\":\"");
             buf_str(&record, member);
             buf_str(&record, "\",\"data\":\"");
-            buf_add(&record, data, dl);
+            buf_append(&record, data, dl);
             buf_str(&record, "\"}");
-            buf_add(&record, "", 1);
+            buf_append(&record, "", 1);
             presence_join(name, chl, c->id, member, record.p, 0, &list, &unused);
+            r->len = 0;
             buf_str(r, "{\"event\":\"pushy:presence-add\",\"channel\":\"");
             buf_str(r, name);
             buf_str(r, "\",\"data\":{\"member\":");
             buf_str(r, record.p);
             buf_str(r, "}}");
-            char *add = strndup(r->p, r->len);
-            size_t addlen = r->len;
-            broadcast(w, name, chl, add, addlen, c->id);
-            free(add);
-            r->len = 0;
-            buf_str(r, "{\"event\":\"pushy:subscription-success\",\"channel\":\"");
-            buf_str(r, name);
-            buf_str(r, "\",\"data\":{\"channel\":\"");
-            buf_str(r, name);
-            buf_str(r, "\",\"memberId\":\"");
-            buf_str(r, member);
-            buf_str(r, "\",\"presence\":[");
-            buf_add(r, list.p, list.len);
-            buf_str(r, "]}}");
+            broadcast(w, name, chl, r->p, r->len, c->id);
             buf_free(&record);
-            buf_free(&list);
             buf_free(&unused);
+        }
+        r->len = 0;
+        buf_str(r, "{\"event\":\"pushy:subscription-success\",\"channel\":\"");
+        buf_str(r, name);
+        buf_str(r, "\",\"data\":{\"channel\":\"");
+        buf_str(r, name);
+        buf_str(r, "\",\"memberId\":\"");
+        buf_str(r, member);
+        if (is_presence) {
+            buf_str(r, "\",\"presence\":[");
+            buf_append(r, list.p, list.len);
+            buf_str(r, "]}}");
         } else {
-            buf_str(r, "{\"event\":\"pushy:subscription-success\",\"channel\":\"");
-            buf_str(r, name);
-            buf_str(r, "\",\"data\":{\"channel\":\"");
-            buf_str(r, name);
-            buf_str(r, "\",\"memberId\":\"");
-            buf_str(r, member);
             buf_str(r, "\"}}");
         }
+        buf_free(&list);
         join(w, c, name, chl, is_presence, member);
         conn_send(w, c, r->p, r->len);
     } else if (cl == 11 && strncasecmp(cmd, "unsubscribe", 11) == 0) {
@@ -690,16 +634,16 @@ static void on_pusher(writer_t *w, conn_t *c, const char *m, size_t n) {
             }
             const char *info = json_value(data, dl, "user_info\\\"", &rest);
             buf_t infos = {0}, ids = {0}, hashes = {0};
-            if (info && rest > 0) buf_add(&infos, info, rest - 1); /* less the object's } */
+            if (info && rest > 0) buf_append(&infos, info, rest - 1); /* less the object's } */
             else buf_str(&infos, "{}");
-            buf_add(&infos, "", 1);
+            buf_append(&infos, "", 1);
             int count = presence_join(name, chl, c->id, user, infos.p, 1, &ids, &hashes);
             char tail[48];
             snprintf(tail, sizeof tail, "},\\\"count\\\":%d}}\"}", count);
             buf_str(r, "\",\"data\":\"{\\\"presence\\\":{\\\"ids\\\":[");
-            buf_add(r, ids.p, ids.len);
+            buf_append(r, ids.p, ids.len);
             buf_str(r, "],\\\"hash\\\":{");
-            buf_add(r, hashes.p, hashes.len);
+            buf_append(r, hashes.p, hashes.len);
             buf_str(r, tail);
             buf_free(&infos);
             buf_free(&ids);
@@ -708,7 +652,7 @@ static void on_pusher(writer_t *w, conn_t *c, const char *m, size_t n) {
             buf_str(&add, "{\"event\":\"pusher_internal:member_added\",\"channel\":\"");
             buf_str(&add, name);
             buf_str(&add, "\",\"data\":\"");
-            buf_add(&add, data, dl);
+            buf_append(&add, data, dl);
             buf_str(&add, "\"}");
             broadcast(w, name, chl, add.p, add.len, c->id);
             buf_free(&add);
@@ -771,13 +715,10 @@ static void trigger_pushy(writer_t *w, const char *path, const char *body, size_
     buf_str(m, "\",\"channel\":\"");
     buf_str(m, chan);
     buf_str(m, "\",\"data\":");
-    buf_add(m, body, blen ? blen : 2);
+    buf_append(m, body, blen ? blen : 2);
     if (!blen) m->p[m->len - 2] = '{', m->p[m->len - 1] = '}';
     buf_str(m, "}");
-    char *copy = strndup(m->p, m->len);
-    size_t len = m->len;
-    broadcast(w, chan, strlen(chan), copy, len, -1);
-    free(copy);
+    broadcast(w, chan, strlen(chan), m->p, m->len, -1);
 }
 
 static void trigger_pusher(writer_t *w, const char *body, size_t blen) {
@@ -794,11 +735,11 @@ static void trigger_pusher(writer_t *w, const char *body, size_t blen) {
         size_t cl = (size_t)(e - s) - 2;
         buf_t m = {0};
         buf_str(&m, "{\"event\":\"");
-        buf_add(&m, name, nl);
+        buf_append(&m, name, nl);
         buf_str(&m, "\",\"channel\":\"");
-        buf_add(&m, s + 1, cl);
+        buf_append(&m, s + 1, cl);
         buf_str(&m, "\",\"data\":\"");
-        buf_add(&m, data, dl);
+        buf_append(&m, data, dl);
         buf_str(&m, "\"}");
         broadcast(w, s + 1, cl, m.p, m.len, -1);
         buf_free(&m);
@@ -898,21 +839,10 @@ static void on_ws(writer_t *w, conn_t *c) {
     size_t used = 0;
     while (c->in.len - used >= 2 && !c->closing) {
         unsigned char *f = (unsigned char *)c->in.p + used;
-        size_t avail = c->in.len - used, hl = 2;
+        size_t avail = c->in.len - used, hl;
         int op = f[0] & 0x0f;
-        uint64_t len = f[1] & 0x7f;
-        if (len == 126) {
-            if (avail < 4) break;
-            len = (uint64_t)f[2] << 8 | f[3];
-            hl = 4;
-        } else if (len == 127) {
-            if (avail < 10) break;
-            len = 0;
-            for (int k = 0; k < 8; k++) len = len << 8 | f[2 + k];
-            hl = 10;
-        }
-        if (f[1] & 0x80) hl += 4;
-        if (avail < hl + len) break;
+        uint64_t len;
+        if (!ws_header(f, avail, &len, &hl) || avail < hl + len) break;
         char *payload = (char *)f + hl;
         if (f[1] & 0x80)
             for (uint64_t k = 0; k < len; k++) payload[k] ^= (char)f[hl - 4 + (k & 3)];
@@ -951,7 +881,7 @@ static void on_readable(writer_t *w, conn_t *c) {
             return;
         }
         if (n < 0) return;
-        buf_add(&c->in, chunk, (size_t)n);
+        buf_append(&c->in, chunk, (size_t)n);
         if (c->kind != K_HTTP || !on_http(w, c)) on_ws(w, c);
         if (c->in.len == 0) buf_free(&c->in); /* an idle connection keeps no buffer */
         if (c->closing || (size_t)n < sizeof chunk) return;

@@ -56,6 +56,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#define PROGRAM "loadclient"
+#include "shared.h"
+
 #define TAG_STDIN 0xffffffffu
 #define TAG_TIMER 0xfffffffeu
 #define MAX_FRAME (64u * 1024 * 1024)
@@ -81,47 +84,6 @@ static void fatal(const char *what) {
     exit(2);
 }
 
-static void *xrealloc(void *p, size_t n) {
-    void *q = realloc(p, n);
-    if (!q) {
-        fprintf(stderr, "loadclient: out of memory (%zu bytes)\n", n);
-        exit(2);
-    }
-    return q;
-}
-
-typedef struct {
-    char *p;
-    size_t len, cap;
-} buf_t;
-
-static void buf_reserve(buf_t *b, size_t extra) {
-    if (b->len + extra <= b->cap) return;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < b->len + extra) cap *= 2;
-    b->p = xrealloc(b->p, cap);
-    b->cap = cap;
-}
-
-static void buf_append(buf_t *b, const void *data, size_t n) {
-    buf_reserve(b, n);
-    memcpy(b->p + b->len, data, n);
-    b->len += n;
-}
-
-static void buf_consume(buf_t *b, size_t n) {
-    if (n >= b->len) {
-        b->len = 0;
-        if (b->cap > 65536) { /* give back what a large frame took */
-            free(b->p);
-            b->p = NULL;
-            b->cap = 0;
-        }
-        return;
-    }
-    memmove(b->p, b->p + n, b->len - n);
-    b->len -= n;
-}
 
 static void raise_nofile(void) {
     struct rlimit rl;
@@ -706,20 +668,10 @@ static size_t on_frames(int i, char *p, size_t n, int64_t t) {
     size_t used = 0;
     while (n - used >= 2 && c->state != C_CLOSED) {
         unsigned char *f = (unsigned char *)p + used;
-        size_t avail = n - used, hl = 2;
+        size_t avail = n - used, hl;
         int fin = f[0] & 0x80, op = f[0] & 0x0f, masked = f[1] & 0x80;
-        uint64_t len = f[1] & 0x7f;
-        if (len == 126) {
-            if (avail < 4) break;
-            len = (uint64_t)f[2] << 8 | f[3];
-            hl = 4;
-        } else if (len == 127) {
-            if (avail < 10) break;
-            len = 0;
-            for (int k = 0; k < 8; k++) len = len << 8 | f[2 + k];
-            hl = 10;
-        }
-        if (masked) hl += 4;
+        uint64_t len;
+        if (!ws_header(f, avail, &len, &hl)) break;
         if (len > MAX_FRAME) {
             record_failure("frame too large", 15);
             conn_lost(i, -3);

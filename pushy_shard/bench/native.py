@@ -47,7 +47,7 @@ def build(name: str) -> Path:
     """The path of program `name` (`name`.c beside this file), compiled if its source is
     new."""
     source_path = HERE / f"{name}.c"
-    source = source_path.read_bytes()
+    source = source_path.read_bytes() + (HERE / "shared.h").read_bytes()  # what it includes
     digest = hashlib.sha256(source + " ".join(CFLAGS).encode()).hexdigest()[:16]
     exe = cache_dir() / f"{name}-{digest}"
     if exe.exists():
