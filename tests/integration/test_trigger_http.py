@@ -71,6 +71,26 @@ async def test_pipelined_triggers_then_other_requests_on_one_connection(cluster:
         await member.close()
 
 
+async def test_a_long_pipeline_is_read_as_it_is_answered(cluster: Cluster) -> None:
+    """More pipelined bytes than one request may take (head + body limit): the connection
+    stops reading while a trigger is answered, and every one is answered, in order."""
+    member = await cluster.client()
+    try:
+        await member.subscribe("piped")
+        reader, writer = await asyncio.open_connection("127.0.0.1", cluster.port)
+        requests = b"".join(trigger_request("piped", n) for n in range(400))
+        assert len(requests) > 16 * 1024 + 64 * 1024
+        writer.write(requests)
+        for _ in range(400):
+            status, _, body = await answer(reader)
+            assert status == 201, body
+        writer.close()
+        for n in range(400):
+            assert (await member.next())["data"] == {"n": n}
+    finally:
+        await member.close()
+
+
 async def test_a_chunked_trigger_first_goes_to_aiohttp(cluster: Cluster) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", cluster.port)
     writer.write(trigger_request("nobody", 0, chunked=True))
