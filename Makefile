@@ -27,10 +27,11 @@ test: $(STAMP) lint
 	$(BIN)/pytest -q
 
 # Benchmarks (pushy_shard/bench/README.md): BENCH_ARGS picks the scenarios, e.g.
-# `make bench BENCH_ARGS="burst --subscribers 2000 --events 200"`.
+# `make bench BENCH_ARGS="burst --subscribers 2000 --events 200"`; by default every
+# scenario, each beside the C reference floor (--floor).
 BENCH_STAMP := $(VENV)/.bench-installed
 BENCH_OUT ?= bench-results
-BENCH_ARGS ?= all
+BENCH_ARGS ?= all --floor
 
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e '.[test,bench]'

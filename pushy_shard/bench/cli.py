@@ -14,7 +14,9 @@ Without --url the tool starts pushy-shard itself (a fresh server per scenario, o
 loopback port, with --workers and --fronts). With --url it measures any server speaking Pushy
 over the SockJS websocket transport; give --server-pids or --server-pattern so it can read
 that server's CPU and memory from /proc. Every run checks that each subscriber got exactly
-what it should and says LOST otherwise (exit status 1).
+what it should and says LOST otherwise (exit status 1). With --floor each scenario (a-e)
+also runs on a reference server in C (floorserver.c: one send() per member, nothing else),
+and the report adds ours / floor.
 
 Examples:
   python -m pushy_shard.bench burst --subscribers 2000 --events 200 --workers 2 --fronts 2
