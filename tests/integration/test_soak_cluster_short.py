@@ -18,5 +18,5 @@ async def test_short_cluster_soak_with_faults(tmp_path: Path) -> None:
     summary = result.table(options)
     print(summary)
     assert result.ok, summary + "\n" + "\n".join(servers[0].log.lines[-40:])
-    assert sum(result.faults.values()) >= 5, summary
+    assert sum(result.kills.values()) >= 5, summary
     assert result.churned > 10 and result.expected > 0, summary
