@@ -47,9 +47,13 @@ def _escape_char(match: re.Match[str]) -> str:
 def quote(message: str) -> bytes:
     """`message` as a JSON string literal, with the extra SockJS escapes."""
     try:
-        text = orjson.dumps(message).decode()
+        raw = orjson.dumps(message)
     except orjson.JSONEncodeError:  # lone surrogates: orjson only writes valid UTF-8
         text = json.dumps(message, ensure_ascii=False)
+    else:
+        if raw.isascii():  # JSON escaped every control character: nothing else to escape
+            return raw
+        text = raw.decode()
     if _ESCAPABLE.search(text) is None:
         return text.encode()
     return _ESCAPABLE.sub(_escape_char, text).encode("utf-8", "surrogatepass")

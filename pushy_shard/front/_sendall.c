@@ -17,6 +17,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <errno.h>
 #include <sys/socket.h>
 
@@ -24,9 +25,45 @@
 
 static PyObject *s_fd, *s_kind, *s_closed;
 
+/* Where a connection type keeps `_fd`, `closed` and `kind`: the offsets of their slots, or
+ * -1 where one is not a plain slot (a property, say) and is read as an attribute. Looked up
+ * once per type per call: reading a slot directly costs a load, not an attribute lookup. */
+typedef struct {
+    PyTypeObject *type;
+    Py_ssize_t fd, closed, kind;
+} layout_t;
+
+static Py_ssize_t slot_offset(PyTypeObject *type, PyObject *name) {
+    PyObject *d = _PyType_Lookup(type, name); /* borrowed */
+    if (!d || !Py_IS_TYPE(d, &PyMemberDescr_Type)) return -1;
+    PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+    return m->type == T_OBJECT_EX && !(m->flags & READONLY) ? m->offset : -1;
+}
+
+static void layout_for(PyTypeObject *type, layout_t *l) {
+    l->type = type;
+    l->fd = slot_offset(type, s_fd);
+    l->closed = slot_offset(type, s_closed);
+    l->kind = slot_offset(type, s_kind);
+}
+
+/* A new reference to attribute `name` of `conn`, from its slot where there is one; NULL
+ * with AttributeError set where it has none. */
+static PyObject *read(PyObject *conn, Py_ssize_t offset, PyObject *name) {
+    if (offset < 0) return PyObject_GetAttr(conn, name);
+    PyObject *v = *(PyObject **)((char *)conn + offset);
+    if (!v) {
+        PyErr_SetObject(PyExc_AttributeError, name);
+        return NULL;
+    }
+    Py_INCREF(v);
+    return v;
+}
+
 /* 1: plain and idle (its fd in *fd, its kind in *kind); 0: Python writes it; -1: error. */
-static int eligible(PyObject *conn, int *fd, long *kind) {
-    PyObject *v = PyObject_GetAttr(conn, s_fd);
+static int eligible(PyObject *conn, layout_t *l, int *fd, long *kind) {
+    if (Py_TYPE(conn) != l->type) layout_for(Py_TYPE(conn), l);
+    PyObject *v = read(conn, l->fd, s_fd);
     if (!v) {
         if (!PyErr_ExceptionMatches(PyExc_AttributeError)) return -1;
         PyErr_Clear(); /* not a socket connection (an HTTP session): Python's */
@@ -38,12 +75,12 @@ static int eligible(PyObject *conn, int *fd, long *kind) {
         if (PyErr_Occurred()) return -1;
         return 0;
     }
-    v = PyObject_GetAttr(conn, s_closed);
+    v = read(conn, l->closed, s_closed);
     if (!v) return -1;
     int closed = PyObject_IsTrue(v);
     Py_DECREF(v);
     if (closed) return closed < 0 ? -1 : 0;
-    v = PyObject_GetAttr(conn, s_kind);
+    v = read(conn, l->kind, s_kind);
     if (!v) return -1;
     *kind = PyLong_AsLong(v);
     Py_DECREF(v);
@@ -70,6 +107,7 @@ static PyObject *send_each(PyObject *self, PyObject *const *args, Py_ssize_t nar
     PyObject *frames[KINDS] = {NULL};
     PyObject *out = PyList_New(0);
     if (!out) return NULL;
+    layout_t layout = {NULL, -1, -1, -1};
     Py_ssize_t pos = 0;
     PyObject *sid, *conn;
     while (PyDict_Next(members, &pos, &sid, &conn)) {
@@ -80,7 +118,7 @@ static PyObject *send_each(PyObject *self, PyObject *const *args, Py_ssize_t nar
         }
         int fd = -1;
         long kind = 0;
-        int ok = eligible(conn, &fd, &kind);
+        int ok = eligible(conn, &layout, &fd, &kind);
         if (ok < 0) goto fail;
         if (!ok) {
             if (leave_to_python(out, conn, 0) < 0) goto fail;

@@ -98,3 +98,39 @@ def test_bad_arguments_are_errors() -> None:
     conn.kind = "x"  # type: ignore[assignment]
     with pytest.raises(TypeError):
         _sendall.send_each({"a": conn}, None, Delivery(b"{}"))
+
+
+class PropertyConn:
+    """The same attributes as properties and a plain attribute: read by name, not by slot."""
+
+    def __init__(self, fd: int, closed: bool) -> None:
+        self._fd_value, self._closed, self.kind = fd, closed, Kind.SOCKJS_WS
+
+    @property
+    def _fd(self) -> int:
+        return self._fd_value
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+def test_connection_types_mixed_in_one_channel_are_each_read_their_own_way(
+    pairs: list[tuple[socket.socket, socket.socket]],
+) -> None:
+    unset = Conn(pairs[2][0].fileno())
+    del unset._fd  # a slot never set: not a socket connection, left to Python
+    members = {
+        "a": Conn(pairs[0][0].fileno()),
+        "b": PropertyConn(pairs[1][0].fileno(), closed=False),
+        "c": unset,
+        "d": PropertyConn(pairs[3][0].fileno(), closed=True),
+    }
+    delivery = Delivery(b'{"x":1}')
+    left = _sendall.send_each(members, None, delivery)
+    assert left == [(unset, 0), (members["d"], 0)]
+    frame = delivery.frame(Kind.SOCKJS_WS)
+    assert received(pairs[0][1]) == frame
+    assert received(pairs[1][1]) == frame
+    assert received(pairs[2][1]) == b""
+    assert received(pairs[3][1]) == b""
