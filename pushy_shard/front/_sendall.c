@@ -49,7 +49,7 @@ static void layout_for(PyTypeObject *type, layout_t *l) {
 
 /* A new reference to attribute `name` of `conn`, from its slot where there is one; NULL
  * with AttributeError set where it has none. */
-static PyObject *read(PyObject *conn, Py_ssize_t offset, PyObject *name) {
+static PyObject *attribute(PyObject *conn, Py_ssize_t offset, PyObject *name) {
     if (offset < 0) return PyObject_GetAttr(conn, name);
     PyObject *v = *(PyObject **)((char *)conn + offset);
     if (!v) {
@@ -63,7 +63,7 @@ static PyObject *read(PyObject *conn, Py_ssize_t offset, PyObject *name) {
 /* 1: plain and idle (its fd in *fd, its kind in *kind); 0: Python writes it; -1: error. */
 static int eligible(PyObject *conn, layout_t *l, int *fd, long *kind) {
     if (Py_TYPE(conn) != l->type) layout_for(Py_TYPE(conn), l);
-    PyObject *v = read(conn, l->fd, s_fd);
+    PyObject *v = attribute(conn, l->fd, s_fd);
     if (!v) {
         if (!PyErr_ExceptionMatches(PyExc_AttributeError)) return -1;
         PyErr_Clear(); /* not a socket connection (an HTTP session): Python's */
@@ -75,12 +75,12 @@ static int eligible(PyObject *conn, layout_t *l, int *fd, long *kind) {
         if (PyErr_Occurred()) return -1;
         return 0;
     }
-    v = read(conn, l->closed, s_closed);
+    v = attribute(conn, l->closed, s_closed);
     if (!v) return -1;
     int closed = PyObject_IsTrue(v);
     Py_DECREF(v);
     if (closed) return closed < 0 ? -1 : 0;
-    v = read(conn, l->kind, s_kind);
+    v = attribute(conn, l->kind, s_kind);
     if (!v) return -1;
     *kind = PyLong_AsLong(v);
     Py_DECREF(v);
