@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -302,8 +303,15 @@ def _show(results: list[Result], plot_path: Path | None,
     return 1 if lost else 0
 
 
+def _terminated(signum: int, frame: object) -> None:
+    """SIGTERM (a `timeout`, a CI job cancelled) unwinds like an error, so every server and
+    load client this run started is stopped by its `finally` instead of left running."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _options().parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminated)
     if args.scenario == "report":
         try:
             return _show([r for path in args.records for r in report.load(path)], args.plot,

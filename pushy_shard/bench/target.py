@@ -86,6 +86,9 @@ class LocalServer:
             except BenchError:
                 if not any(re.search(PORT_TAKEN, line) for line in self.lines):
                     raise
+            except BaseException:  # SIGTERM or ^C while it starts: no server left behind
+                self.stop()
+                raise
         raise BenchError(f"lost the port to another process {PORT_ATTEMPTS} times")
 
     def _start(self, secret: str, prefix: str) -> None:
@@ -182,7 +185,11 @@ class FloorServer:
                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                             start_new_session=True)
             assert self.process.stdout is not None
-            ready = _readline(self.process.stdout, start_timeout)
+            try:
+                ready = _readline(self.process.stdout, start_timeout)
+            except BaseException:
+                self.stop()
+                raise
             if ready.startswith("floor ready"):
                 return
             self.stop()

@@ -6,12 +6,17 @@ A correctness check of the tool (tiny sizes, a started server), not a timing ass
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pushy_shard.bench import cli, native
+from pushy_shard.bench import cli, native, procstat
 
 pytestmark = pytest.mark.skipif(
     native.find_compiler() is None,
@@ -96,3 +101,53 @@ def test_idle_connections_on_the_floor(tmp_path: Path) -> None:
     assert floor["params"]["reference"] == "floor" and floor["ok"] is True
     assert floor["delivered"] == floor["expected"] == 30
     assert floor["memory"]["rss_after"] > 0
+
+
+@pytest.mark.parametrize("when", ["starting", "measuring"])
+def test_sigterm_stops_the_server_the_bench_started(when: str) -> None:
+    """A bench ended by SIGTERM (`timeout`, a cancelled job) leaves no server behind, whether
+    the signal comes while the server starts or while the load clients run."""
+    bench = subprocess.Popen(
+        [sys.executable, "-m", "pushy_shard.bench", "latency", "--protocol", "pushy",
+         "--channels", "1", "--per-channel", "50", "--rates", "5", "--duration", "60",
+         "--workers", "2", "--fronts", "1", "--clients", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        server: list[int] = []
+        clients: list[int] = []
+        while time.monotonic() < deadline:
+            children = procstat.descendants(bench.pid)
+            server = [pid for pid in children if b"pushy-shard:" in _cmdline(pid)]
+            clients = [pid for pid in children if b"loadclient" in _cmdline(pid)]
+            if len(server) >= 4 and (when == "starting" or clients):  # supervisor, 2 shards, front
+                break
+            time.sleep(0.05)
+        assert len(server) >= 4, "the bench's server did not start"
+        assert when == "starting" or clients, "the bench's load client did not start"
+        bench.send_signal(signal.SIGTERM)
+        assert bench.wait(timeout=30) == 128 + signal.SIGTERM
+        left = [*server, *clients]
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in left) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [pid for pid in left if _alive(pid)]
+    finally:
+        if bench.poll() is None:
+            os.killpg(bench.pid, signal.SIGKILL)
+            bench.wait()
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for its parent."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
