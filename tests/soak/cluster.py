@@ -41,7 +41,7 @@ import aiohttp
 from pushy_shard.core.routing import shard_for
 from tests.integration.harness import Cluster
 from tests.integration.redis_server import RedisServer
-from tests.soak.soak import EVENT, Member, check_presence, render
+from tests.soak.soak import EVENT, FaultSchedule, Member, check_presence, render
 from tests.soak.soak import Result as SoakResult
 
 NODES = ("soak-a", "soak-b", "soak-c")
@@ -60,6 +60,7 @@ class Options:
     presence_channels: int = 2
     trigger_pause: float = 0.05
     workers: int = 2
+    faults: int = 0  # at least this many: the run goes on past `seconds` until made
 
 
 @dataclass
@@ -196,21 +197,15 @@ class ClusterSoak:
 
     # -- faults -------------------------------------------------------------------------------
 
-    async def faults(self) -> None:
-        while not self.stop_load.is_set():
-            try:
-                await asyncio.wait_for(self.stop_load.wait(), self.options.kill_interval)
-                return
-            except TimeoutError:
-                pass
-            roll = self.rng.random()
-            if roll < 0.6:
-                await self.kill_shard(self.rng.randrange(3), self.rng.randrange(
-                    self.options.workers))
-            elif roll < 0.8:
-                await self.kill_instance()
-            else:
-                await self.restart_redis()
+    async def fault(self) -> None:
+        roll = self.rng.random()
+        if roll < 0.6:
+            await self.kill_shard(self.rng.randrange(3), self.rng.randrange(
+                self.options.workers))
+        elif roll < 0.8:
+            await self.kill_instance()
+        else:
+            await self.restart_redis()
 
     async def kill_shard(self, which: int, shard: int) -> None:
         server = self.servers[which]
@@ -281,8 +276,9 @@ class ClusterSoak:
                     assert reply["event"] == "pushy:subscription-success", reply
             publishers = [asyncio.create_task(self.publish(c)) for c in self.channels]
             churners = [asyncio.create_task(self.churn(s)) for s in range(options.churners)]
-            faults = asyncio.create_task(self.faults())
-            await asyncio.sleep(options.seconds)  # the run's length
+            schedule = FaultSchedule(options.kill_interval, options.faults, self.stop_load)
+            faults = asyncio.create_task(schedule.run(self.fault))
+            await schedule.run_for(options.seconds)
             self.stop_load.set()
             await faults
             await asyncio.gather(*publishers)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -62,6 +63,42 @@ class Options:
     trigger_pause: float = 0.05  # between one publisher's triggers
     workers: int = 3
     fronts: int = 2
+    faults: int = 0  # at least this many kills: the run goes on past `seconds` until made
+
+
+class FaultSchedule:
+    """A fault every `interval` s, counted from the last one's recovery, until `stop`.
+
+    How many fit in a run's seconds depends on how fast the machine recovers, so a run that
+    needs `at_least` of them lasts until they are made (`run_for`): a short soak on a slow
+    machine gets the faults it asked for instead of failing its count."""
+
+    def __init__(self, interval: float, at_least: int, stop: asyncio.Event) -> None:
+        self.interval, self.at_least, self.stop = interval, at_least, stop
+        self.made = 0
+        self.enough = asyncio.Event()
+        if at_least <= 0:
+            self.enough.set()
+
+    async def run(self, fault: Callable[[], Awaitable[None]]) -> None:
+        """Call `fault` (which returns once its fault is recovered from) on the schedule."""
+        while not self.stop.is_set():
+            try:
+                await asyncio.wait_for(self.stop.wait(), self.interval)
+                return
+            except TimeoutError:
+                pass
+            await fault()
+            self.made += 1
+            if self.made >= self.at_least:
+                self.enough.set()
+
+    async def run_for(self, seconds: float) -> None:
+        """The run's length: `seconds`, then until `at_least` faults are made, for at most
+        `seconds` more (past that, the caller's count of faults says it fell short)."""
+        await asyncio.sleep(seconds)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.enough.wait(), seconds)
 
 
 def render(rows: list[tuple[str, str]], details: list[str]) -> str:
@@ -352,24 +389,18 @@ class Soak:
                 self.churners[slot] = None
                 await member.close()
 
-    async def kill_schedule(self) -> None:
+    async def kill_one(self) -> None:
         children = [("shard", j) for j in range(self.options.workers)]
         children += [("front", i) for i in range(self.options.fronts) if i != FRONT_NEVER_KILLED]
-        while not self.stop_load.is_set():
-            try:
-                await asyncio.wait_for(self.stop_load.wait(), self.options.kill_interval)
-                return
-            except TimeoutError:
-                pass
-            role, index = self.rng.choice(children)
-            mark = self.cluster.kill(role, index)
-            self.note(f"KILL {role} {index}")
-            self.result.kills[role] += 1
-            await asyncio.to_thread(self.cluster.wait_restarted, role, index, mark)
-            self.note(f"restarted {role} {index}")
-            if role == "front":
-                await asyncio.to_thread(self.cluster.log.wait_for,
-                                        rf"front {index + 1}/\d+ ready", 1, mark)
+        role, index = self.rng.choice(children)
+        mark = self.cluster.kill(role, index)
+        self.note(f"KILL {role} {index}")
+        self.result.kills[role] += 1
+        await asyncio.to_thread(self.cluster.wait_restarted, role, index, mark)
+        self.note(f"restarted {role} {index}")
+        if role == "front":
+            await asyncio.to_thread(self.cluster.log.wait_for,
+                                    rf"front {index + 1}/\d+ ready", 1, mark)
 
     # -- checks -------------------------------------------------------------------------------
 
@@ -410,8 +441,9 @@ class Soak:
                               for c in self.public + self.presence]
                 churners = [asyncio.create_task(self.churn(slot))
                             for slot in range(options.churners)]
-                killer = asyncio.create_task(self.kill_schedule())
-                await asyncio.sleep(options.seconds)  # the run's length
+                schedule = FaultSchedule(options.kill_interval, options.faults, self.stop_load)
+                killer = asyncio.create_task(schedule.run(self.kill_one))
+                await schedule.run_for(options.seconds)
                 self.stop_load.set()
                 await killer  # the last kill's restart is awaited
                 await asyncio.gather(*publishers)

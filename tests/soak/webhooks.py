@@ -38,7 +38,7 @@ import aiohttp
 from tests.integration.harness import Cluster
 from tests.integration.pusher_client import PusherClient
 from tests.integration.webhook_receiver import Receiver
-from tests.soak.soak import render
+from tests.soak.soak import FaultSchedule, render
 
 KEY, SECRET, APP_ID = "soak-key", "soak-secret", "30"
 EVENTS = ["channel_occupied", "channel_vacated", "member_added", "member_removed"]
@@ -55,6 +55,7 @@ class Options:
     fronts: int = 2
     hold: float = 0.3  # webhook_delivery.hold (3 s in production)
     fail_every: int = 10  # the receiver answers 500 to every Nth post
+    faults: int = 0  # at least this many kills: the run goes on past `seconds` until made
 
 
 @dataclass
@@ -166,26 +167,20 @@ class WebhookSoak:
         if user:
             await self._until(channel, user, len(self.expected[channel, user]))
 
-    async def kill_schedule(self) -> None:
+    async def kill_one(self) -> None:
         fronts = list(range(1, self.options.fronts))  # front 0 stays: the port stays served
-        while not self.stop.is_set():
-            try:
-                await asyncio.wait_for(self.stop.wait(), self.options.kill_interval)
-                return
-            except TimeoutError:
-                pass
-            role, index = ("front", self.random.choice(fronts)) if fronts and \
-                self.random.random() < 0.3 else ("shard",
-                                                 self.random.randrange(self.options.workers))
-            mark = self.cluster.kill(role, index)
-            self.result.kills[role] += 1
-            await asyncio.to_thread(self.cluster.wait_restarted, role, index, mark)
+        role, index = ("front", self.random.choice(fronts)) if fronts and \
+            self.random.random() < 0.3 else ("shard", self.random.randrange(self.options.workers))
+        mark = self.cluster.kill(role, index)
+        self.result.kills[role] += 1
+        await asyncio.to_thread(self.cluster.wait_restarted, role, index, mark)
 
     async def run(self) -> Result:
         started = time.monotonic()
         cyclers = [asyncio.create_task(self.cycle(slot)) for slot in range(self.options.cyclers)]
-        killer = asyncio.create_task(self.kill_schedule())
-        await asyncio.sleep(self.options.seconds)  # the run's length
+        schedule = FaultSchedule(self.options.kill_interval, self.options.faults, self.stop)
+        killer = asyncio.create_task(schedule.run(self.kill_one))
+        await schedule.run_for(self.options.seconds)
         self.stop.set()
         await killer
         await asyncio.gather(*cyclers)
