@@ -300,23 +300,28 @@ class RedisProc:
         if binary is None:
             raise BenchError("the cluster scenario needs redis-server: apt-get install "
                              "redis-server")
+        import redis  # the server's own dependency
+
         self.port = free_port()
         self.folder = tempfile.mkdtemp(prefix="psb-redis-")
         self.process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", self.folder],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        import redis  # the server's own dependency
-
         self.client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
-        deadline = time.monotonic() + 20
+        try:
+            self._wait_ready(redis.RedisError, time.monotonic() + 20)
+        except BaseException:  # not ready in time, or SIGTERM or ^C while it starts
+            self.stop()
+            raise
+
+    def _wait_ready(self, refused: type[Exception], deadline: float) -> None:
         while True:
             try:
                 self.client.ping()
-                break
-            except redis.RedisError:
+                return
+            except refused:
                 if time.monotonic() > deadline or self.process.poll() is not None:
-                    self.stop()
                     raise BenchError("redis-server did not start") from None
                 time.sleep(0.05)
 
