@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from pushy_shard.bench import cli, native, procstat
+from tests.integration.redis_server import find_redis_server
 
 pytestmark = pytest.mark.skipif(
     native.find_compiler() is None,
@@ -24,9 +25,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def run(tmp_path: Path, *args: str) -> dict[str, Any]:
+def run(tmp_path: Path, *args: str, clients: int = 1) -> dict[str, Any]:
     out = tmp_path / "record.json"
-    status = cli.main([*args, "--workers", "2", "--fronts", "1", "--clients", "1",
+    status = cli.main([*args, "--workers", "2", "--fronts", "1", "--clients", str(clients),
                        "--timeout", "15", "--json", str(out)])
     record = json.loads(out.read_text())
     assert status == 0, record
@@ -101,6 +102,35 @@ def test_idle_connections_on_the_floor(tmp_path: Path) -> None:
     assert floor["params"]["reference"] == "floor" and floor["ok"] is True
     assert floor["delivered"] == floor["expected"] == 30
     assert floor["memory"]["rss_after"] > 0
+
+
+def test_scaling_runs_both_measures_at_each_size(tmp_path: Path) -> None:
+    record = run(tmp_path, "scaling", "--sizes", "1,2", "--subscribers", "20",
+                 "--scale-events", "20", "--channels", "4", "--per-channel", "3",
+                 "--scale-triggers", "40")
+    results = record["results"]
+    assert [(r["scenario"], r["params"]["fronts"], r["params"]["workers"]) for r in results] == [
+        ("f burst", 1, 1), ("f channels", 1, 1), ("f burst", 2, 2), ("f channels", 2, 2)]
+    for result in results:
+        assert result["ok"] is True, result["check"]
+        assert result["delivered"] == result["expected"] > 0
+    assert sum(results[2]["connections_per_front"].values()) == 20
+
+
+def test_cluster_pair_beside_one_instance(tmp_path: Path) -> None:
+    find_redis_server()  # skips (fails under CI) without one
+    # two load clients: subscribers on both instances, so half of them get events via Redis
+    record = run(tmp_path, "cluster", "--protocol", "pushy", "--subscribers", "20",
+                 "--events", "20", "--channels", "4", "--per-channel", "3", "--triggers", "40",
+                 clients=2)
+    results = record["results"]
+    assert [(r["scenario"], r["params"]["instances"]) for r in results] == [
+        ("g burst", 1), ("g channels", 1), ("g burst", 2), ("g channels", 2)]
+    for result in results:
+        assert result["ok"] is True, result["check"]
+        assert result["delivered"] == result["expected"] > 0
+    assert results[2]["server"].startswith("2 x pushy-shard w2 f1 + redis")
+    assert results[2]["params"]["redis_publishes"] == 20  # each event of the burst, once
 
 
 @pytest.mark.parametrize("when", ["starting", "measuring"])
