@@ -118,7 +118,7 @@ def trigger_handler(pushy: Pushy) -> Callable[[web.Request], Awaitable[web.Respo
             status, answer, headers = await trigger_answer(
                 front, pushy, request.match_info["channel"], request.query, body,
                 request.headers.get("Content-Type"))
-        return web.json_response(answer, status=status, headers=headers)
+        return transports.json_answer(answer, status, headers)
 
     return trigger
 

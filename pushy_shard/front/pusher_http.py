@@ -34,7 +34,7 @@ from pushy_shard.front.pusher_query import (
     terminate_handler,
     users,
 )
-from pushy_shard.front.transports import FRONT_KEY, retry_after
+from pushy_shard.front.transports import FRONT_KEY, json_answer, retry_after
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _STATUS = "pushy_pusher_api_requests_total"
@@ -110,9 +110,8 @@ def api_handler(pusher: Pusher, prefix: str, answer: Answer, *, query: bool = Fa
                                body)
             result = await answer(pusher, app, request, body)
         except ApiError as exc:
-            return web.json_response(exc.body(), status=exc.status,
-                                     headers=retry_after(exc)), len(body)
-        return web.json_response(result), len(body)
+            return json_answer(exc.body(), exc.status, retry_after(exc)), len(body)
+        return json_answer(result), len(body)
 
     return handle
 

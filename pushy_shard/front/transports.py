@@ -20,6 +20,7 @@ from email.utils import formatdate
 
 from aiohttp import HttpVersion11, web
 
+from pushy_shard.core import protocol
 from pushy_shard.core.frames import Kind
 from pushy_shard.core.sockjs import (
     EVENTSOURCE_PRELUDE,
@@ -340,6 +341,14 @@ def routes(prefix: str, adapter_for: AdapterFor,
     if "jsonp" in transports:
         table.append(web.post(base + "jsonp_send", jsonp_send))
     return table
+
+
+def json_answer(answer: object, status: int = 200,
+                headers: dict[str, str] | None = None) -> web.Response:
+    """An HTTP API answer in the bytes the front's own trigger path writes (trigger_http):
+    compact JSON, as the original's JSON.stringify wrote it (PROTOCOL.md 4.3)."""
+    return web.Response(body=protocol.dumps(answer), status=status, headers=headers,
+                        content_type="application/json", charset="utf-8")
 
 
 def retry_after(error: TriggerError | ApiError) -> dict[str, str] | None:

@@ -11,7 +11,6 @@ bytes after it, is handed to aiohttp, which serves the connection from then on.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Mapping
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from multidict import MultiDict
 
+from pushy_shard.core import protocol
 from pushy_shard.core.handshake import error_response
 from pushy_shard.core.http_head import MAX_HEAD_BYTES, check_size, head_end, parse_head
 from pushy_shard.core.http_trigger import (
@@ -127,7 +127,7 @@ class TriggerConnection(asyncio.Protocol):
             raise
         close = not keep or self._closing
         if not self._socket.is_closing():
-            body = json.dumps(answer).encode()
+            body = protocol.dumps(answer)
             self._socket.write(response(status, body, headers, time.time(), close))
             if close:
                 self._socket.close()
