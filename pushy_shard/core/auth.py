@@ -228,6 +228,10 @@ def _parse_int(literal: str) -> int | float:
     return int(literal) if len(literal) <= 400 else float(literal)
 
 
+# One decoder for every call: json.loads with hooks would build one (and its scanner) each time.
+_JS_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_int=_parse_int)
+
+
 def parse_json_like_js(text: str | bytes) -> object:
     """`JSON.parse(text)`: duplicate keys keep the last value at the first key's position.
 
@@ -238,7 +242,7 @@ def parse_json_like_js(text: str | bytes) -> object:
         text = bytes(text).decode("utf-8")  # UnicodeDecodeError is a ValueError
     try:
         # A plain dict per object already gives JS's duplicate-key rule; no hook needed.
-        return json.loads(text, parse_constant=_reject_constant, parse_int=_parse_int)
+        return _JS_DECODER.decode(text)  # a leading BOM is refused, as JSON.parse does
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
 
