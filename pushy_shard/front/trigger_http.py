@@ -105,8 +105,8 @@ class TriggerConnection(asyncio.Protocol):
             return  # the body is still coming
         body, self._buffer = buffer[end:end + size], buffer[end + size:]
         self._busy = True
-        task = asyncio.ensure_future(self._answer(route, head.get("content-type"), body,
-                                                  keeps_alive(head)))
+        answering = self._answer(route, head.get("content-type"), body, keeps_alive(head))
+        task = asyncio.get_running_loop().create_task(answering)
         task.add_done_callback(_log_failure)
 
     async def _answer(self, route: TriggerRoute, content_type: str | None, body: bytes,
