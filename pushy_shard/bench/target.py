@@ -22,6 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import IO
 
+import redis
+
 from pushy_shard.bench import procstat
 from pushy_shard.bench.errors import BenchError
 from pushy_shard.bench.ports import PORT_ATTEMPTS, PORT_TAKEN, free_port
@@ -300,8 +302,6 @@ class RedisProc:
         if binary is None:
             raise BenchError("the cluster scenario needs redis-server: apt-get install "
                              "redis-server")
-        import redis  # the server's own dependency
-
         self.port = free_port()
         self.folder = tempfile.mkdtemp(prefix="psb-redis-")
         self.process = subprocess.Popen(
@@ -309,21 +309,21 @@ class RedisProc:
              "--appendonly", "no", "--dir", self.folder],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         self.client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+        deadline = time.monotonic() + 20
         try:
-            self._wait_ready(redis.RedisError, time.monotonic() + 20)
+            while not self._answers():
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise BenchError("redis-server did not start")
+                time.sleep(0.05)
         except BaseException:  # not ready in time, or SIGTERM or ^C while it starts
             self.stop()
             raise
 
-    def _wait_ready(self, refused: type[Exception], deadline: float) -> None:
-        while True:
-            try:
-                self.client.ping()
-                return
-            except refused:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise BenchError("redis-server did not start") from None
-                time.sleep(0.05)
+    def _answers(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except redis.RedisError:
+            return False
 
     @property
     def url(self) -> str:

@@ -147,9 +147,9 @@ def test_sigterm_stops_the_server_the_bench_started(when: str) -> None:
         server: list[int] = []
         clients: list[int] = []
         while time.monotonic() < deadline:
-            children = procstat.descendants(bench.pid)
-            server = [pid for pid in children if b"pushy-shard:" in _cmdline(pid)]
-            clients = [pid for pid in children if b"loadclient" in _cmdline(pid)]
+            children = set(procstat.descendants(bench.pid))
+            server = [pid for pid in procstat.pids_matching("^pushy-shard:") if pid in children]
+            clients = [pid for pid in procstat.pids_matching("loadclient") if pid in children]
             if len(server) >= 4 and (when == "starting" or clients):  # supervisor, 2 shards, front
                 break
             time.sleep(0.05)
@@ -166,13 +166,6 @@ def test_sigterm_stops_the_server_the_bench_started(when: str) -> None:
         if bench.poll() is None:
             os.killpg(bench.pid, signal.SIGKILL)
             bench.wait()
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
 
 
 def _alive(pid: int) -> bool:
