@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from pushy_shard.core import protocol
 from pushy_shard.core.config import Config
 from pushy_shard.core.frames import Kind
 from pushy_shard.core.origins import origin_allowed
@@ -81,7 +82,7 @@ async def info(request: web.Request) -> web.StreamResponse:
         "cookie_needed": config.sockjs.jsessionid,
         "entropy": _entropy.randint(0, 2**32 - 1),  # seeds the browser's weak random
     }
-    return web.Response(text=json.dumps(body), content_type="application/json",
+    return web.Response(body=protocol.dumps(body), content_type="application/json",
                         charset="UTF-8", headers={"Cache-Control": NO_CACHE,
                                                   **cors_headers(request)})
 

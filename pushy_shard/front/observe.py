@@ -26,7 +26,7 @@ from pushy_shard.core.protocol import dumps, loads
 from pushy_shard.errors import LinkUnavailable, MetricsError
 from pushy_shard.front.front import Front
 from pushy_shard.front.relay import Relay
-from pushy_shard.front.transports import FRONT_KEY, NO_CACHE, RELAY_KEY
+from pushy_shard.front.transports import FRONT_KEY, NO_CACHE, RELAY_KEY, json_answer
 from pushy_shard.front.websocket import FRONT_HEADER
 
 log = logging.getLogger(__name__)
@@ -171,8 +171,8 @@ async def health(request: web.Request) -> web.Response:
         body["redis"] = "unavailable" if redis_down else "ok"
         if redis_down:
             body["redis_down_shards"] = redis_down
-    return web.json_response(body, status=503 if failing else 200,
-                             headers={"Cache-Control": NO_CACHE, FRONT_HEADER: str(front.index)})
+    return json_answer(body, 503 if failing else 200,
+                       {"Cache-Control": NO_CACHE, FRONT_HEADER: str(front.index)})
 
 
 async def own_stats(request: web.Request) -> web.Response:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from pushy_shard.bench import cli, native, procstat
+from pushy_shard.bench import cli, native, procstat, target
 from tests.integration.redis_server import find_redis_server
 
 pytestmark = pytest.mark.skipif(
@@ -174,3 +174,28 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def test_redis_server_stopped_when_sigterm_comes_while_it_starts(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cluster scenario's redis-server is not left running when the bench's SIGTERM
+    (cli._terminated) arrives while it waits for the server's first PONG."""
+    find_redis_server()  # skips (fails under CI) without one
+    starting: list[target.RedisProc] = []
+
+    def signalled_while_waiting(self: target.RedisProc) -> bool:
+        starting.append(self)
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler raises at the next bytecode
+        return False
+
+    monkeypatch.setattr(target.RedisProc, "_answers", signalled_while_waiting)
+    previous = signal.signal(signal.SIGTERM, cli._terminated)
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            target.RedisProc()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert stopped.value.code == 128 + signal.SIGTERM
+    (redis,) = starting
+    assert redis.process.returncode is not None  # terminated and reaped
+    assert not Path(redis.folder).exists()

@@ -124,6 +124,9 @@ class TestInfo:
         assert data["cookie_needed"] is False
         assert data["origins"] == ["*:*"]
         assert isinstance(data["entropy"], int) and 0 <= data["entropy"] < 2**32
+        # compact, as PROTOCOL.md 2 shows it (and as the original's JSON.stringify wrote it)
+        assert r.body == ('{"websocket":true,"origins":["*:*"],"cookie_needed":false,'
+                          f'"entropy":{data["entropy"]}}}').encode()
 
     async def test_entropy(self, cluster: Cluster) -> None:
         values = {json.loads((await fetch("GET", base(cluster) + "/info")).body)["entropy"]

@@ -176,6 +176,8 @@ async def test_health_follows_a_stopped_shard_and_restarts_are_counted(tmp_path:
     try:
         healthy = await _health_until(cluster, 200)
         assert healthy["status"] == "ok" and healthy["shards"] == 3
+        _, answered, raw = await get(cluster, "/health")  # compact, as every JSON answer
+        assert raw == f'{{"status":"ok","front":{answered},"shards":3}}'
 
         pid = cluster.pid("shard", 1)
         os.kill(pid, signal.SIGSTOP)
