@@ -124,7 +124,7 @@ class TestInfo:
         assert data["cookie_needed"] is False
         assert data["origins"] == ["*:*"]
         assert isinstance(data["entropy"], int) and 0 <= data["entropy"] < 2**32
-        # compact, as PROTOCOL.md 2 shows it (and as the original's JSON.stringify wrote it)
+        # compact, as PROTOCOL.md 1 shows it (and as the original's JSON.stringify wrote it)
         assert r.body == ('{"websocket":true,"origins":["*:*"],"cookie_needed":false,'
                           f'"entropy":{data["entropy"]}}}').encode()
 
